@@ -1,0 +1,26 @@
+# Two entry points for a newcomer (see README): `make run` and `make test`.
+# Both create .venv on first use and install the project into it.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+
+.PHONY: run test install clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Main job: one benchmark run (default dataset and model); pass Hydra overrides in ARGS.
+run: $(VENV)/.installed
+	$(PY) -m benchmark $(ARGS)
+
+# Tests; pytest exits 5 when no test ran, which fails this target.
+test: $(VENV)/.installed
+	$(PY) -m pytest $(ARGS)
+
+clean:
+	rm -rf $(VENV) outputs multirun

@@ -1,0 +1,1 @@
+"""Baselines: the Surprise library's algorithms behind models.base.Recommender."""

@@ -1,0 +1,204 @@
+"""The Dataset every loader returns, and the file checks every loader shares.
+
+A loader reads only files whose sha256 it knows; each is verified before parsing, so a
+truncated or edited file is refused with the expected and found hash, never silently read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmark.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Dataset:
+    """Ratings plus side information, in the harness's canonical column names.
+
+    ratings:        columns ``user, item, rating`` (one row per distinct user-item pair).
+    user_features:  index = user id, numeric columns (side features only, no ratings).
+    item_features:  index = item id, numeric columns (e.g. ML-100K's 19 genre flags).
+    groups:         real group membership, columns ``group, user`` (ITM-Rec), else None.
+    group_ratings:  real group ratings, columns ``group, item, rating`` (ITM-Rec), else None.
+    files_sha256:   every file read, name -> sha256; ``sha256`` combines them into one tag.
+    notes:          how the loader handled the data's quirks, logged with each run.
+    """
+
+    name: str
+    ratings: pd.DataFrame
+    user_features: pd.DataFrame
+    item_features: pd.DataFrame
+    rating_scale: tuple[float, float]
+    files_sha256: dict[str, str] = field(default_factory=dict)
+    groups: pd.DataFrame | None = None
+    group_ratings: pd.DataFrame | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def sha256(self) -> str:
+        """One hash over the files read (name and content hash), the run's dataset tag."""
+        joined = "\n".join(f"{name}:{digest}" for name, digest in sorted(self.files_sha256.items()))
+        return hashlib.sha256(joined.encode()).hexdigest()
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_features)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_features)
+
+    def summary(self) -> str:
+        r = self.ratings
+        return (f"{self.name}: {len(r):,} ratings, {r.user.nunique():,} users with ratings "
+                f"({self.n_users:,} in all), {r.item.nunique():,} items ({self.n_items:,} in all)")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_root(root: str | os.PathLike | None) -> Path:
+    """data.root, else $GROUPBENCH_DATA, else the user cache dir; relative paths are made absolute."""
+    if root in (None, "", "null"):
+        root = os.environ.get("GROUPBENCH_DATA") or None
+    if root is None:
+        cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        root = Path(cache) / "groupbench"
+    path = Path(root).expanduser()
+    if not path.is_absolute():  # relative to where the command started, even if Hydra changed dirs
+        path = Path(os.environ.get("GROUPBENCH_CWD", os.getcwd())) / path
+    return path.resolve()
+
+
+def verify_file(path: Path, expected_sha256: str, *, verify: bool = True) -> str:
+    """Check that ``path`` exists and has the expected sha256; return its hash."""
+    if not path.is_file():
+        raise DataError(f"data file {path} not found; set data.root (or GROUPBENCH_DATA) to the folder "
+                        f"holding {path.parent.name}/, or rerun with data.download=true")
+    digest = sha256_of(path)
+    if verify and digest != expected_sha256:
+        raise DataError(f"data file {path}: sha256 mismatch (expected {expected_sha256}, found {digest}, "
+                        f"{path.stat().st_size} bytes): the file is corrupt or truncated; delete "
+                        f"{path.parent} and rerun with data.download=true, or restore the original file")
+    if not verify and digest != expected_sha256:
+        log.warning("data file %s differs from the pinned sha256 (data.verify=false): results are not "
+                    "comparable with published ones", path)
+    return digest
+
+
+def download(url: str, target: Path, *, md5: str | None = None, sha256: str | None = None) -> Path:
+    """Download ``url`` to ``target`` (atomically) and check its hash."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(target.suffix + ".part")
+    log.info("downloading %s -> %s", url, target)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+            shutil.copyfileobj(response, out)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise DataError(f"cannot download {url} ({exc}); check the network, or place the files under "
+                        f"data.root / GROUPBENCH_DATA by hand and set data.download=false") from None
+    for algo, expected in (("md5", md5), ("sha256", sha256)):
+        if expected is None:
+            continue
+        found = hashlib.new(algo, partial.read_bytes()).hexdigest()
+        if found != expected:
+            partial.unlink(missing_ok=True)
+            raise DataError(f"download {url}: {algo} mismatch (expected {expected}, found {found}); "
+                            f"the upstream file changed or the transfer broke, retry or fetch it by hand")
+    partial.replace(target)
+    return target
+
+
+def safe_extract(archive: Path, target: Path, members: dict[str, str] | None = None) -> None:
+    """Extract a zip, refusing any entry that would land outside ``target`` (zip-slip).
+
+    ``members`` maps archive names to output names (relative to target); None extracts all.
+    """
+    target = target.resolve()
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            if info.is_dir():
+                continue
+            if members is not None and info.filename not in members:
+                continue
+            name = members[info.filename] if members is not None else info.filename
+            out = (target / name).resolve()
+            if not out.is_relative_to(target):
+                raise DataError(f"archive {archive}: entry {info.filename!r} would extract outside "
+                                f"{target}; the archive is unsafe, delete it and download it again")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+
+
+def parse_table(path: Path, *, sep: str, names: list[str], numeric: list[str],
+                encoding: str = "utf-8", header: bool = False, expected_rows: int | None = None,
+                strip_names: bool = False) -> pd.DataFrame:
+    """Read a delimited file as text and check every row: field count, numeric fields.
+
+    A malformed row is reported with the file and its 1-based line number. Reading as text
+    first and converting afterwards keeps the check vectorised (no per-row Python).
+    """
+    try:
+        frame = pd.read_csv(path, sep=sep, header=0 if header else None, dtype=str, encoding=encoding,
+                            keep_default_na=False, engine="c", quoting=3 if sep != "," else 0,
+                            on_bad_lines="error")
+    except pd.errors.ParserError as exc:
+        raise DataError(f"data file {path}: malformed row ({exc}); restore the original file "
+                        f"(delete it and rerun with data.download=true)") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"data file {path}: not {encoding} text ({exc}); restore the original file") from None
+    first_line = 2 if header else 1
+    if header:
+        columns = [c.strip() for c in frame.columns] if strip_names else list(frame.columns)
+        missing = [n for n in names if n not in columns]
+        if missing:
+            raise DataError(f"data file {path}: header lacks {missing} (found {list(frame.columns)}); "
+                            f"restore the original file")
+        frame.columns = columns
+        frame = frame[names]
+    else:
+        if frame.shape[1] != len(names):
+            raise DataError(f"data file {path}: expected {len(names)} fields per row, found "
+                            f"{frame.shape[1]}; restore the original file")
+        frame.columns = names
+    for column in numeric:
+        values = pd.to_numeric(frame[column].str.strip(), errors="coerce")
+        bad = np.flatnonzero(values.isna().to_numpy())
+        if len(bad):
+            row = int(bad[0])
+            raise DataError(f"data file {path}, line {row + first_line}: field {column!r} is "
+                            f"{frame[column].iloc[row]!r}, expected a number; restore the original file")
+        frame[column] = values
+    if expected_rows is not None and len(frame) != expected_rows:
+        raise DataError(f"data file {path}: expected {expected_rows} rows, found {len(frame)} "
+                        f"(truncated or extended); restore the original file")
+    return frame
+
+
+def check_values(path: Path, frame: pd.DataFrame, column: str, ok: pd.Series, expected: str,
+                 first_line: int = 1) -> None:
+    """Refuse the first row where ``ok`` is False, naming the file, line, field and expectation."""
+    bad = np.flatnonzero(~ok.to_numpy(dtype=bool))
+    if len(bad):
+        row = int(bad[0])
+        raise DataError(f"data file {path}, line {row + first_line}: field {column!r} is "
+                        f"{frame[column].iloc[row]!r}, expected {expected}; restore the original file")

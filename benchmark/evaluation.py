@@ -1,0 +1,92 @@
+"""Evaluators: each turns one fold's test predictions into metrics (and optional tables).
+
+The runner calls every registered evaluator on the same predictions, so every model gets
+the same metrics. A new evaluation is one function registered with ``@evaluator("name")``;
+it returns ``EvalResult`` (metrics dict plus named tables saved as run artifacts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+from benchmark.datasets import Dataset
+from benchmark.grouping import Groups
+from benchmark.metrics import per_user_metrics, summarize
+from models.base import GroupProfiler, Recommender
+
+
+@dataclass
+class EvalContext:
+    dataset: Dataset
+    train: pd.DataFrame
+    predictions: pd.DataFrame        # user, item, rating, prediction (one fold's test rows)
+    groups: Groups
+    model: Recommender
+    config: Any                      # the ``eval`` config node (k, threshold, ...)
+
+    @property
+    def k(self) -> int:
+        return int(self.config.k)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.config.threshold)
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+Evaluator = Callable[[EvalContext], EvalResult]
+EVALUATORS: dict[str, Evaluator] = {}
+
+
+def evaluator(name: str) -> Callable[[Evaluator], Evaluator]:
+    def register(fn: Evaluator) -> Evaluator:
+        EVALUATORS[name] = fn
+        return fn
+    return register
+
+
+@evaluator("user")
+def user_level(ctx: EvalContext) -> EvalResult:
+    """RMSE, MAE, and P@k / R@k / NDCG@k averaged over users (metrics.py)."""
+    per_user = per_user_metrics(ctx.predictions, ctx.k, ctx.threshold)
+    metrics = summarize(ctx.predictions, ctx.k, ctx.threshold, per_user=per_user)
+    metrics["prediction_std"] = float(ctx.predictions["prediction"].std(ddof=0))
+    return EvalResult(metrics, {"per_user_metrics": per_user.reset_index()})
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, prefix: str = "profile_") -> dict[str, float]:
+    """Accuracy and macro precision / recall / F1 (scikit-learn), over the labels present."""
+    precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, average="macro", zero_division=0)
+    return {f"{prefix}accuracy": float(accuracy_score(y_true, y_pred)),
+            f"{prefix}precision_macro": float(precision), f"{prefix}recall_macro": float(recall),
+            f"{prefix}f1_macro": float(f1)}
+
+
+@evaluator("profiling")
+def profiling(ctx: EvalContext) -> EvalResult:
+    """For models with a profiling head: classify the user of every test row into its group."""
+    if not isinstance(ctx.model, GroupProfiler):
+        return EvalResult()
+    users = ctx.predictions["user"].to_numpy()
+    y_true = ctx.groups.of(users)
+    y_pred = np.asarray(ctx.model.predict_groups(users))
+    return EvalResult(classification_metrics(y_true, y_pred))
+
+
+def evaluate(ctx: EvalContext) -> EvalResult:
+    result = EvalResult()
+    for fn in EVALUATORS.values():
+        part = fn(ctx)
+        result.metrics.update(part.metrics)
+        result.tables.update(part.tables)
+    return result

@@ -1,0 +1,72 @@
+"""User groups: KMeans over standardized user profiles, fit on training data only.
+
+A user's profile is [side features (e.g. age, gender, occupation one-hot), the mean item
+feature vector (e.g. genres) over the user's TRAINING ratings]. The scaler and KMeans are
+fit on the users that have training ratings; every user (cold ones too) then gets the label
+of the nearest centroid. Test ratings are never read here (tested in tests/test_protocol.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.cluster import KMeans
+from sklearn.preprocessing import StandardScaler
+
+from benchmark.datasets import Dataset
+from benchmark.errors import require
+
+
+@dataclass
+class Groups:
+    """One group label per user (index = user id, values 0..k-1) and how they were made.
+
+    ``labels`` is the profiling label (one per user, what DMTL's profiling head predicts).
+    ``members`` is the membership used by group-level evaluation (``group, user``); it is the
+    labels themselves for KMeans, and may differ (many-to-many) for real groups.
+    """
+
+    labels: pd.Series
+    k: int
+    method: str
+    stats: dict[str, float] = field(default_factory=dict)
+    membership: pd.DataFrame | None = None
+
+    def of(self, users) -> np.ndarray:
+        return self.labels.reindex(users).to_numpy()
+
+    @property
+    def members(self) -> pd.DataFrame:
+        if self.membership is not None:
+            return self.membership
+        return pd.DataFrame({"group": self.labels.to_numpy(), "user": self.labels.index.to_numpy()})
+
+
+def user_profiles(dataset: Dataset, train: pd.DataFrame) -> pd.DataFrame:
+    """Side features joined with each user's mean item-feature vector over training ratings."""
+    items = dataset.item_features
+    genre_of_row = items.reindex(train["item"].to_numpy()).to_numpy()
+    taste = (pd.DataFrame(genre_of_row, columns=[f"mean_{c}" for c in items.columns])
+             .groupby(train["user"].to_numpy()).mean())
+    profiles = dataset.user_features.join(taste, how="left")
+    # users without training ratings get the mean taste of those with some (no test data read)
+    return profiles.fillna(taste.mean())
+
+
+def kmeans(dataset: Dataset, train: pd.DataFrame, k: int, seed: int = 0, n_init: int = 10,
+           standardize: bool = True) -> Groups:
+    trained_users = np.unique(train["user"].to_numpy())
+    require(1 <= k <= len(trained_users),
+            f"grouping.k={k} must be between 1 and the number of users with training ratings "
+            f"({len(trained_users)}); lower grouping.k")
+    profiles = user_profiles(dataset, train)
+    fit_rows = profiles.loc[trained_users].to_numpy()
+    scaler = StandardScaler().fit(fit_rows) if standardize else None
+    transform = scaler.transform if scaler is not None else (lambda x: x)
+    model = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(transform(fit_rows))
+    labels = pd.Series(model.predict(transform(profiles.to_numpy())), index=profiles.index, name="group")
+    return Groups(labels=labels, k=k, method="kmeans",
+                  stats={"inertia": float(model.inertia_), "n_fit_users": float(len(trained_users)),
+                         "n_nonempty_groups": float(labels.nunique())})

@@ -1,0 +1,101 @@
+"""Metrics on one frame of test predictions (``user, item, rating, prediction``).
+
+Rating metrics come from scikit-learn. Ranking metrics rank each user's test items by
+predicted rating and are computed per user, vectorised over a frame sorted once; the
+per-user table is saved with every run so the report can run paired tests on it.
+
+P@k and R@k follow the Surprise FAQ rule: relevant = true rating >= threshold;
+recommended = among the top k AND prediction >= threshold; P = |rel & rec| / |rec|,
+R = |rel & rec| / |rel|, 0 where the denominator is 0. NDCG@k uses the true rating as a
+linear gain (as sklearn.metrics.ndcg_score) with ties in the prediction broken by item id.
+
+A new ranking metric is one function registered with ``@ranking_metric("name")``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import mean_absolute_error, mean_squared_error
+
+RankingMetric = Callable[[pd.DataFrame, int, float], pd.Series]
+RANKING_METRICS: dict[str, RankingMetric] = {}
+
+
+def ranking_metric(name: str) -> Callable[[RankingMetric], RankingMetric]:
+    def register(fn: RankingMetric) -> RankingMetric:
+        RANKING_METRICS[name] = fn
+        return fn
+    return register
+
+
+def rank_by_prediction(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Sort by user, then prediction (descending), then item; add the 0-based ``rank``."""
+    ranked = predictions.sort_values(["user", "prediction", "item"], ascending=[True, False, True],
+                                     kind="stable", ignore_index=True)
+    ranked["rank"] = ranked.groupby("user", sort=False).cumcount()
+    return ranked
+
+
+def _hits(ranked: pd.DataFrame, k: int, threshold: float) -> tuple[pd.Series, pd.Series, pd.Series]:
+    relevant = ranked["rating"] >= threshold
+    recommended = (ranked["rank"] < k) & (ranked["prediction"] >= threshold)
+    by = ranked["user"]
+    return ((relevant & recommended).groupby(by).sum(), recommended.groupby(by).sum(), relevant.groupby(by).sum())
+
+
+def _ratio(num: pd.Series, den: pd.Series) -> pd.Series:
+    return (num / den.where(den > 0)).fillna(0.0)
+
+
+@ranking_metric("precision")
+def precision_at_k(ranked: pd.DataFrame, k: int, threshold: float) -> pd.Series:
+    hits, recommended, _ = _hits(ranked, k, threshold)
+    return _ratio(hits, recommended)
+
+
+@ranking_metric("recall")
+def recall_at_k(ranked: pd.DataFrame, k: int, threshold: float) -> pd.Series:
+    hits, _, relevant = _hits(ranked, k, threshold)
+    return _ratio(hits, relevant)
+
+
+@ranking_metric("ndcg")
+def ndcg_at_k(ranked: pd.DataFrame, k: int, threshold: float) -> pd.Series:
+    discount = 1.0 / np.log2(ranked["rank"].to_numpy() + 2.0)
+    top = ranked["rank"].to_numpy() < k
+    dcg = pd.Series(np.where(top, ranked["rating"].to_numpy() * discount, 0.0)).groupby(ranked["user"]).sum()
+    ideal_rank = ranked.groupby("user", sort=False)["rating"].rank(method="first", ascending=False).to_numpy() - 1
+    ideal = pd.Series(np.where(ideal_rank < k, ranked["rating"].to_numpy() / np.log2(ideal_rank + 2.0), 0.0))
+    idcg = ideal.groupby(ranked["user"]).sum()
+    return _ratio(dcg, idcg)
+
+
+def per_user_metrics(predictions: pd.DataFrame, k: int = 10, threshold: float = 3.5,
+                     key: str = "user") -> pd.DataFrame:
+    """One row per ``key`` (user, or group for group-level evaluation): n_test, ranking metrics, rmse, mae."""
+    frame = predictions.rename(columns={key: "user"}) if key != "user" else predictions
+    ranked = rank_by_prediction(frame[["user", "item", "rating", "prediction"]])
+    table = pd.DataFrame({name: fn(ranked, k, threshold) for name, fn in RANKING_METRICS.items()})
+    error = ranked["prediction"] - ranked["rating"]
+    table["rmse"] = np.sqrt((error ** 2).groupby(ranked["user"]).mean())
+    table["mae"] = error.abs().groupby(ranked["user"]).mean()
+    table.insert(0, "n_test", ranked.groupby("user").size())
+    table.index.name = key
+    return table
+
+
+def summarize(predictions: pd.DataFrame, k: int = 10, threshold: float = 3.5,
+              per_user: pd.DataFrame | None = None, prefix: str = "") -> dict[str, float]:
+    """The run's headline metrics: rmse, mae over all rows; ranking metrics averaged over users."""
+    if per_user is None:
+        per_user = per_user_metrics(predictions, k, threshold)
+    metrics = {
+        f"{prefix}rmse": float(np.sqrt(mean_squared_error(predictions["rating"], predictions["prediction"]))),
+        f"{prefix}mae": float(mean_absolute_error(predictions["rating"], predictions["prediction"])),
+    }
+    for name in RANKING_METRICS:
+        metrics[f"{prefix}{name}_at_{k}"] = float(per_user[name].mean())
+    return metrics

@@ -1,0 +1,160 @@
+"""One benchmark job: conf -> dataset -> groups -> split -> model -> predictions -> metrics -> tracker.
+
+The runner is model-agnostic: the model, the split, the grouping and the dataset loader
+are all built with Hydra's ``instantiate`` from their config groups.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from benchmark.errors import ConfigError, TrainingError, require
+from benchmark.evaluation import EvalContext, evaluate
+from benchmark.tracking import Tracker, git_commit
+from models.base import Diagnosed, FitContext
+
+log = logging.getLogger(__name__)
+
+# Config keys that decide a result; the rest (paths, tracking, sweep bookkeeping) do not.
+RESULT_KEYS = ("seed", "dataset", "split", "grouping", "model", "eval")
+
+
+@dataclass
+class JobResult:
+    run_id: str
+    metrics: dict[str, float]
+    predictions: pd.DataFrame = field(repr=False)
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """sha256 of the resolved result-deciding config: equal hashes mean the same experiment."""
+    resolved = to_container(cfg)
+    relevant = {key: resolved.get(key) for key in RESULT_KEYS}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def run_name(cfg: DictConfig) -> str:
+    return f"{cfg.model.name}/{cfg.dataset.name}/seed{cfg.seed}"
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks that do not belong to one component (components validate their own kwargs)."""
+    require(int(cfg.eval.k) >= 1, f"eval.k={cfg.eval.k} must be >= 1")
+    require(isinstance(cfg.seed, int) and cfg.seed >= 0, f"seed={cfg.seed} must be a non-negative integer")
+
+
+def build_tracker(cfg: DictConfig) -> Tracker:
+    return Tracker(cfg.tracking.uri, cfg.tracking.experiment, base_dir=os.environ.get("GROUPBENCH_CWD"))
+
+
+def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | None = None,
+        tags: dict[str, str] | None = None) -> JobResult:
+    """Run one job and log it as one MLflow run (FAILED, with the error, if anything raises)."""
+    tracker = tracker or build_tracker(cfg)
+    base_tags = {"config_hash": config_hash(cfg), "git_commit": git_commit(), "model": cfg.model.name,
+                 "dataset": cfg.dataset.name, "seed": str(cfg.seed), **(tags or {})}
+    with tracker.run(run_name(cfg), tags=base_tags, parent_run_id=parent_run_id) as logger:
+        logger.log_params(flatten(to_container(cfg)))
+        logger.log_artifacts({"config.yaml": OmegaConf.to_yaml(cfg, resolve=True)})
+        validate(cfg)
+        instantiate(cfg.model, seed=cfg.seed)  # validates the model's config before any data work
+
+        dataset = instantiate(cfg.dataset.loader, root=cfg.data.root, download=cfg.data.download,
+                              verify=cfg.data.verify)
+        log.info("%s", dataset.summary())
+        logger.set_tags({"dataset_sha256": dataset.sha256,
+                         **{f"dataset_sha256.{name}": digest for name, digest in dataset.files_sha256.items()},
+                         **{f"dataset_note.{key}": note for key, note in dataset.notes.items()}})
+        require(float(cfg.eval.threshold) <= dataset.rating_scale[1],
+                f"eval.threshold={cfg.eval.threshold} is above the rating scale's top {dataset.rating_scale[1]}")
+
+        splits = instantiate(cfg.split)(dataset.ratings, seed=cfg.seed)
+        fold_metrics, frames, tables = [], [], {}
+        for split in splits:
+            metrics, frame, fold_tables = run_fold(cfg, dataset, split, logger, n_folds=len(splits))
+            fold_metrics.append(metrics)
+            frames.append(frame)
+            for name, table in fold_tables.items():
+                tables.setdefault(name, []).append(table.assign(fold=split.fold) if len(splits) > 1 else table)
+
+        metrics = aggregate(fold_metrics)
+        predictions = pd.concat(frames, ignore_index=True)
+        logger.log_metrics(metrics)
+        artifacts: dict[str, Any] = {"predictions.csv": predictions}
+        artifacts.update({f"{name}.csv": pd.concat(parts, ignore_index=True) for name, parts in tables.items()})
+        logger.log_artifacts(artifacts)
+        log.info("%s: %s", run_name(cfg), ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()
+                                                    if not k.endswith("_std")))
+        return JobResult(logger.run_id, metrics, predictions)
+
+
+def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int):
+    prefix = f"fold{split.fold}_" if n_folds > 1 else ""
+    groups = instantiate(cfg.grouping)(dataset, split.train, seed=cfg.seed)
+    model = instantiate(cfg.model, seed=cfg.seed)
+
+    def log_epoch(values: dict[str, float], step: int | None = None) -> None:
+        logger.log_metrics({f"{prefix}{k}": v for k, v in values.items()}, step=step)
+
+    context = FitContext(dataset=dataset, groups=groups, seed=cfg.seed, log_metrics=log_epoch)
+    started = time.perf_counter()
+    model.fit(split.train, context)
+    fit_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    prediction = np.asarray(model.predict(split.test[["user", "item"]]), dtype=float)
+    predict_seconds = time.perf_counter() - started
+    if prediction.shape != (len(split.test),) or not np.isfinite(prediction).all():
+        raise TrainingError(f"model {cfg.model.name} returned {np.size(prediction)} predictions with "
+                            f"{int((~np.isfinite(prediction)).sum())} non-finite values for {len(split.test)} "
+                            f"test pairs; check the model's training losses and hyperparameters")
+
+    frame = split.test[["user", "item", "rating"]].assign(prediction=prediction)
+    result = evaluate(EvalContext(dataset, split.train, frame, groups, model, cfg.eval))
+    metrics = {**result.metrics, "fit_seconds": fit_seconds, "predict_seconds": predict_seconds,
+               **{f"grouping_{k}": v for k, v in groups.stats.items()}}
+    tables = dict(result.tables)
+    tables["groups"] = groups.labels.rename("group").reset_index()
+    if isinstance(model, Diagnosed):
+        metrics.update(model.diagnostics())
+        for name, table in model.artifacts().items():
+            tables[name] = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
+    if n_folds > 1:
+        frame = frame.assign(fold=split.fold)
+        logger.log_metrics({k: v for k, v in metrics.items()}, step=split.fold)
+    return metrics, frame, tables
+
+
+def aggregate(fold_metrics: list[dict[str, float]]) -> dict[str, float]:
+    """Mean over folds (a hold-out has one fold); k-fold also reports ``<metric>_std``."""
+    frame = pd.DataFrame(fold_metrics)
+    metrics = {k: float(v) for k, v in frame.mean().items()}
+    if len(frame) > 1:
+        metrics.update({f"{k}_std": float(v) for k, v in frame.std(ddof=1).items()})
+    return metrics

@@ -1,0 +1,77 @@
+"""The one interface every model implements (DMTL and every Surprise baseline alike).
+
+The runner only ever calls ``fit(train, context)`` and ``predict(pairs)``; optional
+capabilities are discovered by ``isinstance`` checks on the small protocols below, so the
+runner knows nothing model-specific.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from benchmark.datasets import Dataset
+from benchmark.grouping import Groups
+
+
+def _no_log(metrics: dict[str, float], step: int | None = None) -> None:
+    return None
+
+
+@dataclass
+class FitContext:
+    """What a model may use besides the training ratings: side features, group labels
+    (fit on training data only), the seed, and a callback for per-epoch metrics."""
+
+    dataset: Dataset
+    groups: Groups
+    seed: int = 0
+    log_metrics: Callable[[dict[str, float], int | None], None] = field(default=_no_log)
+
+    @property
+    def rating_scale(self) -> tuple[float, float]:
+        return self.dataset.rating_scale
+
+
+class Recommender(ABC):
+    """fit on a training frame (``user, item, rating``); predict ratings for (user, item) pairs."""
+
+    name: str = "recommender"
+
+    @abstractmethod
+    def fit(self, train: pd.DataFrame, context: FitContext) -> "Recommender":
+        ...
+
+    @abstractmethod
+    def predict(self, pairs: pd.DataFrame) -> np.ndarray:
+        """Predicted ratings for ``pairs[['user', 'item']]``, one float per row, in row order."""
+
+    def rank(self, user, items, k: int = 10) -> pd.DataFrame:
+        """Top-k of ``items`` for ``user`` by predicted rating (Cornac's rank, built on predict)."""
+        pairs = pd.DataFrame({"user": user, "item": np.asarray(items)})
+        pairs["prediction"] = self.predict(pairs)
+        return pairs.sort_values(["prediction", "item"], ascending=[False, True]).head(k).reset_index(drop=True)
+
+
+@runtime_checkable
+class GroupProfiler(Protocol):
+    """A model that also classifies users into groups (DMTL's profiling head)."""
+
+    def predict_groups(self, users) -> np.ndarray:
+        ...
+
+
+@runtime_checkable
+class Diagnosed(Protocol):
+    """A model that reports extra metrics and artifacts after fitting (losses, attention...)."""
+
+    def diagnostics(self) -> dict[str, float]:
+        ...
+
+    def artifacts(self) -> dict[str, Any]:
+        """file name -> DataFrame (saved as CSV) or dict (saved as JSON)."""
+        ...
