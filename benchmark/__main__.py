@@ -19,9 +19,12 @@ os.environ.setdefault("GROUPBENCH_CWD", os.getcwd())
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float | dict | None:
     from benchmark.runner import run
+    from benchmark.sweep import in_sweep, run_sweep_job
 
+    if in_sweep(cfg):  # a job launched by the sweeper: a failure is reported to it, never exits
+        return run_sweep_job(cfg)
     try:
         result = run(cfg)
     except GroupbenchError as exc:

@@ -70,3 +70,24 @@ def kmeans(dataset: Dataset, train: pd.DataFrame, k: int, seed: int = 0, n_init:
     return Groups(labels=labels, k=k, method="kmeans",
                   stats={"inertia": float(model.inertia_), "n_fit_users": float(len(trained_users)),
                          "n_nonempty_groups": float(labels.nunique())})
+
+
+def real(dataset: Dataset, train: pd.DataFrame, k: int, seed: int = 0, n_init: int = 10,
+         standardize: bool = True) -> Groups:
+    """Real groups (ITM-Rec's project teams) for group-level evaluation.
+
+    ``membership`` is the dataset's real ``group, user`` table (many-to-many: a user may sit
+    in several groups and counts in each). ``labels`` stay the KMeans labels above, so every
+    user still has exactly one profiling label (real groups overlap, so they cannot be one).
+    """
+    require(dataset.groups is not None and dataset.group_ratings is not None,
+            f"grouping=real: dataset {dataset.name} has no real groups with group ratings; "
+            f"use dataset=itmrec or grouping=kmeans")
+    groups = kmeans(dataset, train, k, seed=seed, n_init=n_init, standardize=standardize)
+    membership = dataset.groups[["group", "user"]].drop_duplicates(ignore_index=True)
+    per_user = membership.groupby("user").size()
+    trained = np.unique(train["user"].to_numpy())
+    stats = {**groups.stats, "n_real_groups": float(membership["group"].nunique()),
+             "n_users_in_several_groups": float((per_user > 1).sum()),
+             "n_members_without_training": float((~per_user.index.isin(trained)).sum())}
+    return Groups(labels=groups.labels, k=k, method="real", stats=stats, membership=membership)

@@ -16,11 +16,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from hydra.utils import instantiate
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.errors import ConfigError, TrainingError, require
+from benchmark.errors import GroupbenchError, TrainingError, require
 from benchmark.evaluation import EvalContext, evaluate
+import benchmark.group_eval  # registers the group-level and cold-start evaluators; validates eval.group
 from benchmark.tracking import Tracker, git_commit
 from models.base import Diagnosed, FitContext
 
@@ -35,6 +37,19 @@ class JobResult:
     run_id: str
     metrics: dict[str, float]
     predictions: pd.DataFrame = field(repr=False)
+
+
+def instantiate(node, *args, **kwargs):
+    """Hydra's instantiate, re-raising our own one-line errors instead of Hydra's wrapper."""
+    try:
+        return hydra_instantiate(node, *args, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        while cause is not None and not isinstance(cause, GroupbenchError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
@@ -66,6 +81,7 @@ def run_name(cfg: DictConfig) -> str:
 def validate(cfg: DictConfig) -> None:
     """Checks that do not belong to one component (components validate their own kwargs)."""
     require(int(cfg.eval.k) >= 1, f"eval.k={cfg.eval.k} must be >= 1")
+    benchmark.group_eval.validate_config(cfg.eval)
     require(isinstance(cfg.seed, int) and cfg.seed >= 0, f"seed={cfg.seed} must be a non-negative integer")
 
 
@@ -77,7 +93,8 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
         tags: dict[str, str] | None = None) -> JobResult:
     """Run one job and log it as one MLflow run (FAILED, with the error, if anything raises)."""
     tracker = tracker or build_tracker(cfg)
-    base_tags = {"config_hash": config_hash(cfg), "git_commit": git_commit(), "model": cfg.model.name,
+    base_tags = {"groupbench.role": "job", "config_hash": config_hash(cfg), "git_commit": git_commit(),
+                 "model": cfg.model.name,
                  "dataset": cfg.dataset.name, "seed": str(cfg.seed), **(tags or {})}
     with tracker.run(run_name(cfg), tags=base_tags, parent_run_id=parent_run_id) as logger:
         logger.log_params(flatten(to_container(cfg)))
@@ -147,7 +164,8 @@ def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int):
             tables[name] = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
     if n_folds > 1:
         frame = frame.assign(fold=split.fold)
-        logger.log_metrics({k: v for k, v in metrics.items()}, step=split.fold)
+        # per-fold values under their own names: the headline names hold the mean over folds
+        logger.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()})
     return metrics, frame, tables
 
 

@@ -46,13 +46,32 @@ def holdout_mask(ratings: pd.DataFrame, test_size: float, seed: int) -> np.ndarr
     return mask
 
 
-def holdout(ratings: pd.DataFrame, test_size: float = 0.2, seed: int = 0) -> list[Split]:
-    mask = holdout_mask(ratings, test_size, seed)
+def cold_user_mask(ratings: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of the rows of round(fraction * n_users) users drawn at random (seeded).
+
+    All ratings of these users go to test (docs/protocol.md, "Group-level evaluation and cold
+    start"). The draw uses its own random stream, so the other users' split is the same as
+    with ``split.cold_users=0``.
+    """
+    require(0.0 <= fraction < 1.0, f"split.cold_users={fraction} must be in [0, 1) (a fraction of users)")
+    users = np.unique(ratings["user"].to_numpy())
+    n_cold = int(np.rint(fraction * len(users)))
+    require(n_cold < len(users), f"split.cold_users={fraction} leaves no user with training ratings; lower it")
+    cold = np.random.default_rng([seed, 0xC01D]).choice(users, size=n_cold, replace=False)
+    return ratings["user"].isin(cold).to_numpy()
+
+
+def holdout(ratings: pd.DataFrame, test_size: float = 0.2, seed: int = 0, cold_users: float = 0.0) -> list[Split]:
+    mask = holdout_mask(ratings, test_size, seed) | cold_user_mask(ratings, cold_users, seed)
     return [Split(0, ratings[~mask].reset_index(drop=True), ratings[mask].reset_index(drop=True))]
 
 
-def kfold(ratings: pd.DataFrame, n_folds: int = 5, seed: int = 0) -> list[Split]:
-    """Deal each user's shuffled ratings round-robin over the folds, from a random start fold."""
+def kfold(ratings: pd.DataFrame, n_folds: int = 5, seed: int = 0, cold_users: float = 0.0) -> list[Split]:
+    """Deal each user's shuffled ratings round-robin over the folds, from a random start fold.
+
+    Cold users' ratings are dealt to test folds as usual but never appear in a training fold.
+    """
+    cold = cold_user_mask(ratings, cold_users, seed)
     require(n_folds >= 2, f"split.n_folds={n_folds} must be >= 2")
     rng = np.random.default_rng(seed)
     by_user, rank, _ = _shuffled_rank(ratings, rng)
@@ -60,5 +79,6 @@ def kfold(ratings: pd.DataFrame, n_folds: int = 5, seed: int = 0) -> list[Split]
     offset = rng.integers(0, n_folds, size=len(users))
     fold = np.empty(len(ratings), dtype=np.int64)
     fold[by_user] = (rank + offset[user_of_row]) % n_folds
-    return [Split(f, ratings[fold != f].reset_index(drop=True), ratings[fold == f].reset_index(drop=True))
+    return [Split(f, ratings[(fold != f) & ~cold].reset_index(drop=True),
+                  ratings[fold == f].reset_index(drop=True))
             for f in range(n_folds)]

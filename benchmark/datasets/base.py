@@ -200,5 +200,7 @@ def check_values(path: Path, frame: pd.DataFrame, column: str, ok: pd.Series, ex
     bad = np.flatnonzero(~ok.to_numpy(dtype=bool))
     if len(bad):
         row = int(bad[0])
+        value = frame[column].iloc[row]
+        value = value.item() if hasattr(value, "item") else value  # numpy scalar -> plain repr
         raise DataError(f"data file {path}, line {row + first_line}: field {column!r} is "
-                        f"{frame[column].iloc[row]!r}, expected {expected}; restore the original file")
+                        f"{value!r}, expected {expected}; restore the original file")

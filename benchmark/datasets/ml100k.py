@@ -53,7 +53,7 @@ def load(root: str | None = None, download: bool = True, verify: bool = True) ->
     hashes = {f"{FOLDER}/{name}": verify_file(folder / name, sha, verify=verify) for name, sha in SHA256.items()}
 
     ratings = parse_table(folder / "u.data", sep="\t", names=["user", "item", "rating", "timestamp"],
-                          numeric=["user", "item", "rating", "timestamp"], expected_rows=100_000 if verify else None)
+                          numeric=["user", "item", "rating", "timestamp"], expected_rows=100_000)
     users = parse_table(folder / "u.user", sep="|", names=["user", "age", "gender", "occupation", "zip"],
                         numeric=["user", "age"])
     items = parse_table(folder / "u.item", sep="|", encoding="latin-1",

@@ -1,0 +1,254 @@
+"""Group-level and cold-start evaluation (docs/protocol.md, "Group-level evaluation and cold start").
+
+Every model that predicts user-item ratings gets group metrics the same way: the members'
+predicted ratings for an item are turned into one group score by an aggregation strategy
+(registry below: mean, least misery = min, most pleasure = max), each group's candidate
+items are ranked by that score, and P@k / R@k / NDCG@k are computed per group with the
+user-level rules (benchmark.metrics, ``key="group"``) and averaged over groups.
+
+* KMeans groups (``grouping=kmeans``): candidates = the fold's test items rated by at least
+  ``eval.group.min_raters`` members; the group's true rating = the mean of those members'
+  test ratings.
+* Real groups (``grouping=real``, ITM-Rec): candidates and truth = the group's own ratings
+  (``dataset.group_ratings``), never used in training.
+
+In both cases the group score aggregates the predictions of ALL the group's members (not
+only those who rated the item): a group recommender does not know who will rate what.
+
+Cold start: ``eval.cold_threshold=n`` recomputes the user- and group-level metrics on users
+(groups) with at most n training ratings (``cold_*``); test users with no training rating
+at all (``split.cold_users``) get ``cold_user_*`` metrics and, for profiling models,
+``cold_profile_*`` (one prediction per cold user).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from pandas.core.groupby import SeriesGroupBy
+
+from benchmark.errors import ConfigError, TrainingError, require
+from benchmark.evaluation import EvalContext, EvalResult, classification_metrics, evaluator
+from benchmark.metrics import RANKING_METRICS, per_user_metrics, summarize
+from models.base import GroupProfiler, Recommender
+
+log = logging.getLogger(__name__)
+
+Aggregation = Callable[[SeriesGroupBy], pd.Series]
+AGGREGATIONS: dict[str, Aggregation] = {}
+
+DEFAULT_AGGREGATIONS = ("mean", "least_misery", "most_pleasure")
+DEFAULT_MIN_RATERS = 1
+
+
+def aggregation(name: str) -> Callable[[Aggregation], Aggregation]:
+    def register(fn: Aggregation) -> Aggregation:
+        AGGREGATIONS[name] = fn
+        return fn
+    return register
+
+
+@aggregation("mean")
+def mean_score(predictions: SeriesGroupBy) -> pd.Series:
+    """Average satisfaction: the mean of the members' predicted ratings."""
+    return predictions.mean()
+
+
+@aggregation("least_misery")
+def least_misery(predictions: SeriesGroupBy) -> pd.Series:
+    """The group is as happy as its least happy member: the minimum predicted rating."""
+    return predictions.min()
+
+
+@aggregation("most_pleasure")
+def most_pleasure(predictions: SeriesGroupBy) -> pd.Series:
+    """The group is as happy as its happiest member: the maximum predicted rating."""
+    return predictions.max()
+
+
+# ---------------------------------------------------------------------------- config
+
+def _get(node: Any, key: str, default: Any) -> Any:
+    if node is None:
+        return default
+    value = node.get(key, default) if hasattr(node, "get") else getattr(node, key, default)
+    return default if value is None and default is not None else value
+
+
+def aggregations_of(config: Any) -> list[str]:
+    names = list(_get(_get(config, "group", None), "aggregations", DEFAULT_AGGREGATIONS))
+    unknown = [n for n in names if n not in AGGREGATIONS]
+    if not names or unknown:
+        raise ConfigError(f"eval.group.aggregations={names}: unknown {unknown or 'empty list'}; "
+                          f"choose from {sorted(AGGREGATIONS)}")
+    return names
+
+
+def min_raters_of(config: Any) -> int:
+    value = _get(_get(config, "group", None), "min_raters", DEFAULT_MIN_RATERS)
+    require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+            f"eval.group.min_raters={value} must be an integer >= 1")
+    return int(value)
+
+
+def cold_threshold_of(config: Any) -> int | None:
+    value = _get(config, "cold_threshold", None)
+    require(value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0),
+            f"eval.cold_threshold={value} must be null (off) or an integer >= 0")
+    return value
+
+
+# ---------------------------------------------------------------------------- building blocks
+
+def unique_members(members: pd.DataFrame) -> pd.DataFrame:
+    """``group, user`` rows without repeats (a user listed twice in a group counts once)."""
+    return members[["group", "user"]].drop_duplicates(ignore_index=True)
+
+
+def group_truth(test: pd.DataFrame, members: pd.DataFrame, min_raters: int = 1) -> pd.DataFrame:
+    """KMeans-group ground truth: ``group, item, rating, n_raters`` for items of the test fold
+    rated by at least ``min_raters`` members; rating = mean of those members' test ratings."""
+    rated = test[["user", "item", "rating"]].merge(unique_members(members), on="user")
+    truth = rated.groupby(["group", "item"], as_index=False, sort=True).agg(
+        rating=("rating", "mean"), n_raters=("user", "size"))
+    return truth[truth["n_raters"] >= min_raters].reset_index(drop=True)
+
+
+def member_predictions(model: Recommender, members: pd.DataFrame, group_items: pd.DataFrame) -> pd.DataFrame:
+    """``group, item, user, prediction`` for every member of every group and each of its items.
+
+    Each distinct (user, item) pair is predicted once, in one ``model.predict`` call, and
+    shared by every group the user belongs to.
+    """
+    pairs = group_items[["group", "item"]].drop_duplicates().merge(unique_members(members), on="group")
+    distinct = pairs[["user", "item"]].drop_duplicates(ignore_index=True)
+    prediction = np.asarray(model.predict(distinct), dtype=float)
+    if prediction.shape != (len(distinct),) or not np.isfinite(prediction).all():
+        raise TrainingError(f"model {getattr(model, 'name', model)} returned {np.size(prediction)} predictions "
+                            f"with {int((~np.isfinite(prediction)).sum())} non-finite values for "
+                            f"{len(distinct)} group-member pairs; check the model's training")
+    return pairs.merge(distinct.assign(prediction=prediction), on=["user", "item"])
+
+
+def aggregate(member_preds: pd.DataFrame, name: str) -> pd.DataFrame:
+    """``group, item, prediction``: the members' predictions turned into one group score."""
+    scores = AGGREGATIONS[name](member_preds.groupby(["group", "item"], sort=True)["prediction"])
+    return scores.rename("prediction").reset_index()
+
+
+def training_counts(train: pd.DataFrame, users) -> pd.Series:
+    """Number of training ratings of each user (0 for users without any)."""
+    return train.groupby("user").size().reindex(users, fill_value=0)
+
+
+def group_training_counts(train: pd.DataFrame, members: pd.DataFrame) -> pd.Series:
+    """A group's training interactions: the total training ratings of its (distinct) members."""
+    members = unique_members(members)
+    counts = training_counts(train, members["user"].to_numpy()).to_numpy()
+    return pd.Series(counts, index=members["group"].to_numpy()).groupby(level=0).sum()
+
+
+def score_groups(truth: pd.DataFrame, member_preds: pd.DataFrame, aggregations: list[str], k: int,
+                 threshold: float) -> pd.DataFrame:
+    """Per-group metrics for each aggregation: ``aggregation, group, n_test, <ranking metrics>, rmse, mae``."""
+    tables = []
+    for name in aggregations:
+        frame = truth[["group", "item", "rating"]].merge(aggregate(member_preds, name), on=["group", "item"])
+        tables.append(per_user_metrics(frame, k, threshold, key="group").reset_index()
+                      .assign(aggregation=name))
+    table = pd.concat(tables, ignore_index=True)
+    return table[["aggregation", *[c for c in table.columns if c != "aggregation"]]]
+
+
+def summarize_groups(per_group: pd.DataFrame, k: int, prefix: str = "group_") -> dict[str, float]:
+    """``<prefix><aggregation>_<metric>_at_<k>`` averaged over groups, plus the group count."""
+    means = per_group.groupby("aggregation", sort=False)[list(RANKING_METRICS)].mean()
+    metrics = {f"{prefix}{agg}_{metric}_at_{k}": float(value)
+               for agg, row in means.iterrows() for metric, value in row.items()}
+    metrics[f"{prefix}n_groups"] = float(per_group["group"].nunique())
+    return metrics
+
+
+def evaluate_groups(ctx: EvalContext, truth: pd.DataFrame) -> EvalResult:
+    """Shared by the KMeans and real-group evaluators: score, summarize, and the cold subset."""
+    if truth.empty:
+        log.warning("group evaluation: no group has a candidate item (eval.group.min_raters too high?)")
+        return EvalResult({"group_n_groups": 0.0})
+    members = ctx.groups.members
+    preds = member_predictions(ctx.model, members, truth)
+    per_group = score_groups(truth, preds, aggregations_of(ctx.config), ctx.k, ctx.threshold)
+    n_train = group_training_counts(ctx.train, members)
+    per_group["n_train"] = n_train.reindex(per_group["group"].to_numpy(), fill_value=0).to_numpy()
+    metrics = summarize_groups(per_group, ctx.k)
+    metrics["group_n_items_mean"] = float(truth.groupby("group").size().mean())
+    threshold = cold_threshold_of(ctx.config)
+    if threshold is not None:
+        cold = per_group[per_group["n_train"] <= threshold]
+        if cold.empty:
+            metrics["cold_group_n_groups"] = 0.0
+        else:
+            metrics.update(summarize_groups(cold, ctx.k, prefix="cold_group_"))
+    return EvalResult(metrics, {"per_group_metrics": per_group})
+
+
+# ---------------------------------------------------------------------------- evaluators
+
+@evaluator("group_kmeans")
+def kmeans_groups(ctx: EvalContext) -> EvalResult:
+    """Group metrics for groups made by the harness (KMeans): truth from the members' test ratings."""
+    if ctx.groups.method == "real":
+        return EvalResult()
+    truth = group_truth(ctx.predictions, ctx.groups.members, min_raters_of(ctx.config))
+    return evaluate_groups(ctx, truth)
+
+
+@evaluator("group_real")
+def real_groups(ctx: EvalContext) -> EvalResult:
+    """Group metrics for real groups: each group's own ratings (never trained on) are the truth."""
+    if ctx.groups.method != "real":
+        return EvalResult()
+    ratings = ctx.dataset.group_ratings
+    require(ratings is not None, f"grouping=real: dataset {ctx.dataset.name} has no group ratings; "
+                                 f"use dataset=itmrec or grouping=kmeans")
+    known = ratings["group"].isin(ctx.groups.members["group"])
+    truth = ratings.loc[known, ["group", "item", "rating"]].reset_index(drop=True)
+    return evaluate_groups(ctx, truth)
+
+
+@evaluator("cold")
+def cold_users(ctx: EvalContext) -> EvalResult:
+    """User-level metrics on cold users.
+
+    ``cold_*``: test users with at most ``eval.cold_threshold`` training ratings.
+    ``cold_user_*``: test users with no training rating at all (``split.cold_users``), and
+    for profiling models ``cold_profile_*`` on them, one prediction per user.
+    """
+    metrics: dict[str, float] = {}
+    test_users = ctx.predictions["user"].unique()
+    n_train = training_counts(ctx.train, test_users)
+    threshold = cold_threshold_of(ctx.config)
+    if threshold is not None:
+        few = n_train.index[n_train.to_numpy() <= threshold]
+        subset = ctx.predictions[ctx.predictions["user"].isin(few)]
+        metrics["cold_n_users"] = float(len(few))
+        if len(subset):
+            metrics.update(summarize(subset, ctx.k, ctx.threshold, prefix="cold_"))
+    unseen = n_train.index[n_train.to_numpy() == 0].to_numpy()
+    if len(unseen):
+        subset = ctx.predictions[ctx.predictions["user"].isin(unseen)]
+        metrics["cold_user_n_users"] = float(len(unseen))
+        metrics.update(summarize(subset, ctx.k, ctx.threshold, prefix="cold_user_"))
+        if isinstance(ctx.model, GroupProfiler):
+            y_pred = np.asarray(ctx.model.predict_groups(unseen))
+            metrics.update(classification_metrics(ctx.groups.of(unseen), y_pred, prefix="cold_profile_"))
+    return EvalResult(metrics)
+
+
+def validate_config(config: Any) -> None:
+    """Refuse bad ``eval.group`` / ``eval.cold_threshold`` values before any training."""
+    aggregations_of(config)
+    min_raters_of(config)
+    cold_threshold_of(config)

@@ -1,0 +1,446 @@
+"""DMTL (arXiv 2504.06274): joint group profiling and rating prediction, one shared network.
+
+    hu = act(E_u[user] + W_u xu + b_u)          user id embedding + standardized side features
+    hi = act(E_i[item] + W_i xi + b_i)          item id embedding + standardized side features
+    α  = softmax(W_a [hu ; hi] + b_a)           over hi's di dimensions (ablations: α = 1, α = 1/di)
+    zg = dropout(act(W_s [hu ; α ⊙ hi] + b_s))  the shared layer both heads read
+    profile logits = W_p zg + b_p               K groups of the grouping step (label: the user's group)
+    ŷ  = min + (max - min) · sigmoid(w_r zg + b_r)
+    L  = MSE(ŷ, r) + λ · CE(profile logits, group)
+
+Index 0 of both embeddings is "unknown id" (kept at zero): users or items unseen in training
+are predicted from their side features alone. Every choice the paper leaves open is listed
+in docs/protocol.md ("## DMTL"). Training builds its tensors once, shuffles them with one
+permutation per epoch and slices batches; losses are accumulated on the device and read
+once per epoch, so there is no per-row Python and no per-batch host sync.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+from tqdm.auto import tqdm
+
+from benchmark.errors import TrainingError, require
+from benchmark.split import holdout_mask
+from models.base import FitContext, Recommender
+
+log = logging.getLogger(__name__)
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU,
+    "sigmoid": nn.Sigmoid,
+}
+
+
+def _softmax_attention(layer: nn.Module | None, hu: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(layer(torch.cat([hu, hi], dim=1)), dim=1)
+
+
+def _no_attention(layer: nn.Module | None, hu: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    return torch.ones_like(hi)
+
+
+def _uniform_attention(layer: nn.Module | None, hu: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    return torch.full_like(hi, 1.0 / hi.shape[1])
+
+
+# model.attention -> α(hu, hi); only "softmax" has parameters (W_a, b_a)
+ATTENTION: dict[str, Callable[[nn.Module | None, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "softmax": _softmax_attention, "none": _no_attention, "uniform": _uniform_attention,
+}
+
+DEVICES: dict[str, Callable[[], bool]] = {
+    "auto": lambda: True, "cpu": lambda: True, "cuda": torch.cuda.is_available,
+}
+
+
+def resolve_device(name: str) -> torch.device:
+    require(name in DEVICES, f"trainer.device={name!r} is unknown; use one of {sorted(DEVICES)}")
+    require(DEVICES[name](), f"trainer.device={name} but CUDA is not available here; use trainer.device=auto or cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def rating_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L_rec; module-level so a test can replace it to force a non-finite loss."""
+    return F.mse_loss(prediction, target)
+
+
+def profile_loss(logits: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """L_profile: cross-entropy of the profiling head against the user's group id."""
+    return F.cross_entropy(logits, group)
+
+
+def objective(l_rec: torch.Tensor, l_profile: torch.Tensor, lambda_profile: float) -> torch.Tensor:
+    """L = L_rec + λ L_profile. At λ = 0 (the single-task model) the profiling loss is only measured,
+    never back-propagated, so it contributes exactly nothing to any gradient."""
+    return l_rec + lambda_profile * l_profile if lambda_profile > 0 else l_rec
+
+
+class DMTLNetwork(nn.Module):
+    def __init__(self, n_users: int, n_items: int, user_features: int, item_features: int, n_groups: int,
+                 user_dim: int, item_dim: int, shared_dim: int, activation: str, dropout: float,
+                 attention: str, rating_scale: tuple[float, float], mean_rating: float):
+        super().__init__()
+        self.user_embedding = nn.Embedding(n_users + 1, user_dim, padding_idx=0)
+        self.item_embedding = nn.Embedding(n_items + 1, item_dim, padding_idx=0)
+        # small init: the id part starts as a perturbation of the side-feature part
+        for table in (self.user_embedding, self.item_embedding):
+            nn.init.normal_(table.weight, std=0.1)
+            with torch.no_grad():
+                table.weight[0].zero_()
+        self.user_projection = nn.Linear(user_features, user_dim)
+        self.item_projection = nn.Linear(item_features, item_dim)
+        self.attention_layer = nn.Linear(user_dim + item_dim, item_dim) if attention == "softmax" else None
+        self.attention = ATTENTION[attention]
+        self.shared = nn.Linear(user_dim + item_dim, shared_dim)
+        self.act = ACTIVATIONS[activation]()
+        self.dropout = nn.Dropout(dropout)
+        self.profile_head = nn.Linear(shared_dim, n_groups)
+        self.rating_head = nn.Linear(shared_dim, 1)
+        low, high = rating_scale
+        self.low, self.span = float(low), float(high - low)
+        # start the rating head at the training mean instead of mid-scale
+        start = min(max((mean_rating - low) / self.span, 1e-3), 1 - 1e-3)
+        nn.init.constant_(self.rating_head.bias, math.log(start / (1 - start)))
+
+    def forward(self, user: torch.Tensor, item: torch.Tensor, xu: torch.Tensor, xi: torch.Tensor,
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> (rating prediction (b,), profile logits (b, K), attention α (b, di))."""
+        hu = self.act(self.user_embedding(user) + self.user_projection(xu))
+        hi = self.act(self.item_embedding(item) + self.item_projection(xi))
+        alpha = self.attention(self.attention_layer, hu, hi)
+        zg = self.dropout(self.act(self.shared(torch.cat([hu, alpha * hi], dim=1))))
+        rating = self.low + self.span * torch.sigmoid(self.rating_head(zg).squeeze(1))
+        return rating, self.profile_head(zg), alpha
+
+    def flops_per_sample(self) -> int:
+        """Forward FLOPs of one (user, item) row: 2 per multiply-add of every dense layer."""
+        layers = [self.user_projection, self.item_projection, self.shared, self.profile_head, self.rating_head]
+        if self.attention_layer is not None:
+            layers.append(self.attention_layer)
+        return sum(2 * layer.in_features * layer.out_features for layer in layers)
+
+
+@dataclass
+class _Encoded:
+    """One frame's rows as tensors: id indices (0 = unknown), standardized features, targets."""
+    user: torch.Tensor
+    item: torch.Tensor
+    xu: torch.Tensor
+    xi: torch.Tensor
+    rating: torch.Tensor | None = None
+    group: torch.Tensor | None = None
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.user, self.item, self.xu, self.xi, self.rating, self.group]
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+
+class DMTL(Recommender):
+    """The paper's multi-task network behind the Recommender interface (also a GroupProfiler
+    and Diagnosed: see ``predict_groups``, ``diagnostics`` and ``artifacts``)."""
+
+    def __init__(self, name: str = "dmtl", lambda_profile: float = 0.5, attention: str = "softmax",
+                 sizes: dict[str, int] | None = None, activation: str = "relu", dropout: float = 0.1,
+                 trainer: dict[str, Any] | None = None, seed: int = 0):
+        self.name = name
+        sizes = dict(sizes or {})
+        trainer = dict(trainer or {})
+        require(isinstance(lambda_profile, (int, float)) and math.isfinite(lambda_profile) and lambda_profile >= 0,
+                f"model.lambda_profile={lambda_profile} must be a finite number >= 0 (0 = the single-task model)")
+        require(attention in ATTENTION, f"model.attention={attention!r} is unknown; use one of {sorted(ATTENTION)}")
+        require(activation in ACTIVATIONS,
+                f"model.activation={activation!r} is unknown; use one of {sorted(ACTIVATIONS)}")
+        require(isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0,
+                f"model.dropout={dropout} must be in [0, 1)")
+        for key in ("user_dim", "item_dim", "shared_dim"):
+            value = sizes.get(key)
+            require(isinstance(value, int) and value >= 1,
+                    f"model.sizes.{key}={value} must be a positive integer; set it in conf/model/dmtl.yaml")
+        unknown = sorted(set(sizes) - {"user_dim", "item_dim", "shared_dim"})
+        require(not unknown, f"model.sizes has unknown keys {unknown}; use user_dim, item_dim, shared_dim")
+        missing = [k for k in ("lr", "weight_decay", "batch_size", "max_epochs", "patience", "val_size", "device")
+                   if k not in trainer]
+        require(not missing, f"model.trainer lacks {missing}; keep `trainer: ${{trainer}}` in conf/model/dmtl.yaml")
+        require(float(trainer["lr"]) > 0, f"trainer.lr={trainer['lr']} must be > 0")
+        require(float(trainer["weight_decay"]) >= 0, f"trainer.weight_decay={trainer['weight_decay']} must be >= 0")
+        require(int(trainer["batch_size"]) >= 1, f"trainer.batch_size={trainer['batch_size']} must be >= 1")
+        require(int(trainer["max_epochs"]) >= 1, f"trainer.max_epochs={trainer['max_epochs']} must be >= 1")
+        require(int(trainer["patience"]) >= 1, f"trainer.patience={trainer['patience']} must be >= 1")
+        require(0.0 < float(trainer["val_size"]) < 1.0, f"trainer.val_size={trainer['val_size']} must be in (0, 1)")
+        self.device = resolve_device(str(trainer["device"]))
+        self.lambda_profile = float(lambda_profile)
+        self.attention = attention
+        self.sizes = sizes
+        self.activation = activation
+        self.dropout = float(dropout)
+        self.trainer = trainer
+        self.seed = int(seed)
+        self.net: DMTLNetwork | None = None
+        self.history: list[dict[str, float]] = []
+        self.best_epoch = 0
+
+    # ---- data -> tensors -------------------------------------------------------------------
+    def _prepare_encoders(self, fit: pd.DataFrame, context: FitContext) -> None:
+        """Id vocabularies and feature scalers from the fitting rows only (no validation/test data)."""
+        self.user_vocab = pd.Index(np.unique(fit["user"].to_numpy()))
+        self.item_vocab = pd.Index(np.unique(fit["item"].to_numpy()))
+        users, items = context.dataset.user_features, context.dataset.item_features
+        self.user_features = users.astype(float)
+        self.item_features = items.astype(float)
+        self.user_scaler = StandardScaler().fit(self.user_features.reindex(self.user_vocab).fillna(0.0).to_numpy())
+        self.item_scaler = StandardScaler().fit(self.item_features.reindex(self.item_vocab).fillna(0.0).to_numpy())
+
+    @staticmethod
+    def _side(table: pd.DataFrame, scaler: StandardScaler, ids: np.ndarray) -> np.ndarray:
+        # ids absent from the side-feature table get the training mean (0 after scaling)
+        raw = table.reindex(ids).to_numpy()
+        scaled = scaler.transform(np.where(np.isnan(raw), scaler.mean_, raw))
+        return scaled.astype(np.float32)
+
+    def _encode(self, frame: pd.DataFrame, groups: np.ndarray | None = None) -> _Encoded:
+        users, items = frame["user"].to_numpy(), frame["item"].to_numpy()
+        # unique ids first: the feature lookups run per distinct id, then fan out per row
+        u_ids, u_row = np.unique(users, return_inverse=True)
+        i_ids, i_row = np.unique(items, return_inverse=True)
+        as_tensor = lambda a, dtype: torch.tensor(a, dtype=dtype, device=self.device)  # noqa: E731  (copies: pandas arrays are read-only)
+        encoded = _Encoded(
+            user=as_tensor(self.user_vocab.get_indexer(u_ids)[u_row] + 1, torch.long),
+            item=as_tensor(self.item_vocab.get_indexer(i_ids)[i_row] + 1, torch.long),
+            xu=as_tensor(self._side(self.user_features, self.user_scaler, u_ids)[u_row], torch.float32),
+            xi=as_tensor(self._side(self.item_features, self.item_scaler, i_ids)[i_row], torch.float32))
+        if "rating" in frame:
+            encoded.rating = as_tensor(frame["rating"].to_numpy(), torch.float32)
+        if groups is not None:
+            encoded.group = as_tensor(groups, torch.long)
+        return encoded
+
+    # ---- training ----------------------------------------------------------------------------
+    def fit(self, train: pd.DataFrame, context: FitContext) -> "DMTL":
+        # One intra-op thread: the layers are <= a few hundred wide, so a second thread costs more in
+        # synchronisation than it saves (measured: 1 thread 4.7 ms/step vs 2 threads 70+ ms/step on the
+        # shared 2-core machine, docs/performance.md); processes, not threads, parallelise sweeps.
+        torch.set_num_threads(1)
+        torch.manual_seed(self.seed)  # weights and dropout
+        # no torch.use_deterministic_algorithms: every op used here is deterministic on CPU with one
+        # thread, and the call imports torch._inductor (1.4 s, a sixth of a whole ML-100K fit)
+        labels = context.groups.labels.reindex(train["user"].to_numpy())
+        if labels.isna().any():
+            raise TrainingError(f"DMTL: {int(labels.isna().sum())} training rows have users without a group "
+                                f"label; the grouping must label every user with training ratings")
+        val_mask = holdout_mask(train, float(self.trainer["val_size"]), self.seed)
+        require(val_mask.any() and (~val_mask).any(),
+                f"trainer.val_size={self.trainer['val_size']} leaves no validation rows (every user has one "
+                f"rating?); raise trainer.val_size or use more data")
+        fit_rows, val_rows = train[~val_mask], train[val_mask]
+        group = labels.to_numpy().astype(np.int64)
+        self._prepare_encoders(fit_rows, context)
+        self.k = int(context.groups.k)
+        self.fit_data = self._encode(fit_rows, group[~val_mask])
+        self.val_data = self._encode(val_rows, group[val_mask])
+        # reference items for users without training rows (profiling of cold users)
+        self.popular_items = fit_rows["item"].value_counts().index[:50].to_numpy()
+        self.fit_pairs = fit_rows[["user", "item"]].reset_index(drop=True)
+
+        low, high = context.rating_scale
+        self.net = DMTLNetwork(
+            n_users=len(self.user_vocab), n_items=len(self.item_vocab),
+            user_features=self.fit_data.xu.shape[1], item_features=self.fit_data.xi.shape[1], n_groups=self.k,
+            user_dim=self.sizes["user_dim"], item_dim=self.sizes["item_dim"], shared_dim=self.sizes["shared_dim"],
+            activation=self.activation, dropout=self.dropout, attention=self.attention,
+            rating_scale=(low, high), mean_rating=float(fit_rows["rating"].mean())).to(self.device)
+        self._train(context)
+        self._summarize()
+        return self
+
+    def _losses(self, data: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        rating, logits, _ = self.net(*data[:4])
+        return rating_loss(rating, data[4]), profile_loss(logits, data[5])
+
+    @torch.no_grad()
+    def _evaluate(self, data: _Encoded, chunk: int = 65536) -> tuple[float, float]:
+        self.net.eval()
+        tensors = data.tensors()
+        sums = torch.zeros(2, device=self.device)
+        for start in range(0, len(data), chunk):
+            part = [t[start:start + chunk] for t in tensors]
+            sums += torch.stack(self._losses(part)) * len(part[0])
+        rating, profile = (sums / len(data)).tolist()
+        return rating, profile
+
+    def _check_finite(self, epoch: int, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            if not math.isfinite(value):
+                raise TrainingError(f"DMTL epoch {epoch}: {key} is {value}; training diverged, lower trainer.lr "
+                                    f"(now {self.trainer['lr']}) or model.lambda_profile "
+                                    f"(now {self.lambda_profile})")
+
+    def effective_batch(self, n_rows: int) -> tuple[int, float]:
+        """(batch size, learning rate) used on ``n_rows`` fitting rows. The default batch (1024) is
+        tuned for ML-100K; on a small dataset it would leave a handful of steps per epoch, so the batch
+        shrinks to give at least MIN_STEPS steps and the learning rate follows it linearly (the linear
+        scaling rule). ML-100K (72k rows) is unaffected; ITM-Rec (~3.7k rows) trains at ~116."""
+        batch, lr = int(self.trainer["batch_size"]), float(self.trainer["lr"])
+        used = min(batch, max(1, math.ceil(n_rows / self.MIN_STEPS)))
+        return used, lr * used / batch
+
+    MIN_STEPS = 32
+
+    def _train(self, context: FitContext) -> None:
+        batch, lr = self.effective_batch(len(self.fit_data))
+        if batch != int(self.trainer["batch_size"]):
+            log.info("DMTL: %d fitting rows; batch %d -> %d and lr %g -> %g (at least %d steps per epoch)",
+                     len(self.fit_data), int(self.trainer["batch_size"]), batch, float(self.trainer["lr"]), lr,
+                     self.MIN_STEPS)
+        patience, max_epochs = int(self.trainer["patience"]), int(self.trainer["max_epochs"])
+        # fused Adam: one kernel for all parameters instead of ~10 small ops per tensor (2x faster per step)
+        optimizer = torch.optim.Adam(self.net.parameters(), lr=lr, weight_decay=float(self.trainer["weight_decay"]),
+                                     fused=True)
+        generator = torch.Generator().manual_seed(self.seed)
+        data, n, lam = self.fit_data.tensors(), len(self.fit_data), self.lambda_profile
+        best, best_state, waited = math.inf, None, 0
+        self.history = []
+        bar = tqdm(range(1, max_epochs + 1), desc=f"DMTL {context.dataset.name}", unit="epoch",
+                   disable=not bool(self.trainer.get("progress", True)), leave=False)
+        for epoch in bar:
+            started = time.perf_counter()
+            self.net.train()
+            order = torch.randperm(n, generator=generator).to(self.device)
+            shuffled = [t.index_select(0, order) for t in data]
+            sums = torch.zeros(2, device=self.device)
+            for start in range(0, n, batch):
+                part = [t[start:start + batch] for t in shuffled]
+                l_rec, l_prof = self._losses(part)
+                loss = objective(l_rec, l_prof, lam)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                sums += torch.stack([l_rec.detach(), l_prof.detach()]) * len(part[0])
+            train_rating, train_profile = (sums / n).tolist()
+            val_rating, val_profile = self._evaluate(self.val_data)
+            row = {"train_rating_loss": train_rating, "train_profile_loss": train_profile,
+                   "train_loss": train_rating + lam * train_profile, "val_rating_loss": val_rating,
+                   "val_profile_loss": val_profile, "val_loss": val_rating + lam * val_profile}
+            self._check_finite(epoch, row)
+            row["epoch_seconds"] = time.perf_counter() - started
+            self.history.append({"epoch": epoch, **row})
+            context.log_metrics(row, step=epoch)
+            bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}")
+            if row["val_loss"] < best - 1e-6:
+                best, best_state, waited, self.best_epoch = row["val_loss"], copy.deepcopy(self.net.state_dict()), 0, epoch
+            else:
+                waited += 1
+                if waited >= patience:
+                    break
+        bar.close()
+        self.net.load_state_dict(best_state)  # early stopping restores the best validation weights
+        log.info("DMTL: %d epochs, best epoch %d (val_loss %.4f)", len(self.history), self.best_epoch, best)
+
+    # ---- inference ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def _forward(self, frame: pd.DataFrame, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+        """(ratings, α) for a frame of (user, item) pairs, in chunks, in eval mode."""
+        self.net.eval()
+        data = self._encode(frame)
+        ratings, alphas = [], []
+        for start in range(0, len(data), chunk):
+            part = [t[start:start + chunk] for t in (data.user, data.item, data.xu, data.xi)]
+            rating, _, alpha = self.net(*part)
+            ratings.append(rating)
+            alphas.append(alpha)
+        return torch.cat(ratings).cpu().numpy().astype(float), torch.cat(alphas).cpu().numpy()
+
+    def predict(self, pairs: pd.DataFrame) -> np.ndarray:
+        if self.net is None:
+            raise TrainingError("DMTL.predict called before fit; call fit(train, context) first")
+        return self._forward(pairs[["user", "item"]])[0]
+
+    @torch.no_grad()
+    def predict_groups(self, users) -> np.ndarray:
+        """A user's group: the profiling head's probabilities averaged over the items the user rated
+        in training (the head reads (user, item) pairs); users without training rows use the 50 most
+        rated training items."""
+        if self.net is None:
+            raise TrainingError("DMTL.predict_groups called before fit; call fit(train, context) first")
+        self.net.eval()
+        users = np.asarray(users)
+        wanted, back = np.unique(users, return_inverse=True)
+        known = self.fit_pairs[self.fit_pairs["user"].isin(wanted)]
+        cold = np.setdiff1d(wanted, known["user"].unique())
+        pairs = pd.concat([known, pd.DataFrame({"user": np.repeat(cold, len(self.popular_items)),
+                                                "item": np.tile(self.popular_items, len(cold))})],
+                          ignore_index=True)
+        owner = torch.as_tensor(np.searchsorted(wanted, pairs["user"].to_numpy()), device=self.device)
+        data = self._encode(pairs)
+        total = torch.zeros(len(wanted), self.k, device=self.device)
+        for start in range(0, len(data), 65536):
+            part = [t[start:start + 65536] for t in (data.user, data.item, data.xu, data.xi)]
+            _, logits, _ = self.net(*part)
+            total.index_add_(0, owner[start:start + 65536], torch.softmax(logits, dim=1))
+        return total.argmax(dim=1).cpu().numpy()[back]
+
+    # ---- diagnostics -------------------------------------------------------------------------
+    def _summarize(self) -> None:
+        """Final figures on the fitting rows: the paper's failure signatures (trivial attention,
+        collapse to the mean) and what the attention favours per item feature."""
+        ratings, alpha = self._forward(self.fit_pairs)
+        weights = alpha / alpha.sum(axis=1, keepdims=True)  # α as a distribution (none -> uniform)
+        di = weights.shape[1]
+        entropy = -(weights * np.log(np.clip(weights, 1e-12, None))).sum(axis=1) / math.log(di) if di > 1 \
+            else np.ones(len(weights))
+        self._diagnostics = {
+            "attention_entropy_ratio": float(entropy.mean()),
+            "train_prediction_std": float(ratings.std()),
+            "epochs_trained": float(len(self.history)),
+            "best_epoch": float(self.best_epoch),
+            "best_val_loss": float(min(h["val_loss"] for h in self.history)),
+            "seconds_per_epoch": float(np.mean([h["epoch_seconds"] for h in self.history])),
+        }
+        # Which item features' dims the attention favours: a feature f writes into hidden dim j
+        # with share |W_i[j, f]| / sum_j |W_i[j, f]|; the attention a row gives f is di * sum_j α_j share_jf
+        # (1 = the same as uniform attention, > 1 = the attention amplifies the dims carrying f).
+        w = self.net.item_projection.weight.detach().abs().cpu().numpy()  # (di, F)
+        share = w / np.clip(w.sum(axis=0, keepdims=True), 1e-12, None)
+        score = di * weights @ share  # (rows, F)
+        raw = self.item_features.reindex(self.fit_pairs["item"].to_numpy()).fillna(0.0).to_numpy()
+        present = raw > 0
+        count = present.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self._attention_by_feature = pd.DataFrame({
+                "feature": self.item_features.columns,
+                "rows_with_feature": count,
+                "attention_when_present": np.where(count > 0, (score * present).sum(0) / count, np.nan),
+                "attention_all_rows": score.mean(axis=0),
+                "entropy_ratio_when_present": np.where(count > 0, (entropy[:, None] * present).sum(0) / count, np.nan),
+            }).sort_values("attention_when_present", ascending=False, ignore_index=True)
+
+    def diagnostics(self) -> dict[str, float]:
+        return dict(self._diagnostics)
+
+    def artifacts(self) -> dict[str, Any]:
+        return {"attention_by_feature": self._attention_by_feature, "training_history": pd.DataFrame(self.history)}
+
+    def flops_per_epoch(self) -> dict[str, float]:
+        """Analytic FLOPs of one epoch: forward + backward (≈ 3 × forward) on the fitting rows,
+        forward on the validation rows."""
+        per_row = self.net.flops_per_sample()
+        train = 3 * per_row * len(self.fit_data)
+        val = per_row * len(self.val_data)
+        return {"flops_per_sample_forward": float(per_row), "train": float(train), "validation": float(val),
+                "total": float(train + val)}

@@ -1,0 +1,237 @@
+"""Group-level evaluation (aggregations, KMeans-group truth, real groups) and cold start."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from benchmark.datasets import Dataset
+from benchmark.datasets.synthetic import load as load_synthetic
+from benchmark.errors import ConfigError
+from benchmark.evaluation import EvalContext
+from benchmark.group_eval import (aggregate, aggregations_of, cold_users, group_training_counts, group_truth,
+                                  kmeans_groups, member_predictions, real_groups)
+from benchmark.grouping import Groups, real
+from benchmark.runner import run
+from benchmark.split import holdout, kfold
+from benchmark.tracking import Tracker
+from models.base import Recommender
+
+A, B, C = 1, 2, 3  # item ids
+
+
+class StubModel(Recommender):
+    """Predictions we control: a (user, item) -> rating table, 3.0 elsewhere; counts predict calls."""
+
+    name = "stub"
+
+    def __init__(self, table: dict[tuple[int, int], float], labels: dict[int, int] | None = None):
+        self.table, self.labels, self.calls = table, labels or {}, []
+
+    def fit(self, train, context):
+        return self
+
+    def predict(self, pairs: pd.DataFrame) -> np.ndarray:
+        self.calls.append(pairs[["user", "item"]].copy())
+        return np.array([self.table.get((u, i), 3.0) for u, i in zip(pairs["user"], pairs["item"])])
+
+
+class StubProfiler(StubModel):
+    def predict_groups(self, users) -> np.ndarray:
+        return np.array([self.labels[u] for u in users])
+
+
+def eval_config(**overrides) -> OmegaConf:
+    base = {"k": 2, "threshold": 3.5, "cold_threshold": None,
+            "group": {"aggregations": ["mean", "least_misery", "most_pleasure"], "min_raters": 1}}
+    return OmegaConf.merge(OmegaConf.create(base), OmegaConf.create(overrides))
+
+
+def ndcg(gains_in_rank_order: list[float], k: int = 2) -> float:
+    dcg = sum(g / np.log2(r + 2) for r, g in enumerate(gains_in_rank_order[:k]))
+    ideal = sorted(gains_in_rank_order, reverse=True)
+    return dcg / sum(g / np.log2(r + 2) for r, g in enumerate(ideal[:k]))
+
+
+# --------------------------------------------------------------------------- aggregations
+
+def test_each_aggregation_on_a_hand_computed_example():
+    preds = pd.DataFrame({"group": [7, 7, 7, 7, 8], "item": [A, A, A, B, A], "user": [1, 2, 3, 1, 4],
+                          "prediction": [2.0, 4.0, 4.5, 1.0, 5.0]})
+    expected = {"mean": [3.5, 1.0, 5.0], "least_misery": [2.0, 1.0, 5.0], "most_pleasure": [4.5, 1.0, 5.0]}
+    for name, values in expected.items():
+        scores = aggregate(preds, name)
+        assert scores[["group", "item"]].values.tolist() == [[7, A], [7, B], [8, A]]
+        np.testing.assert_allclose(scores["prediction"], values)
+
+
+def test_unknown_aggregation_refused():
+    with pytest.raises(ConfigError, match=r"eval.group.aggregations=.*unknown \['median'\]"):
+        aggregations_of(eval_config(group={"aggregations": ["mean", "median"]}))
+
+
+# --------------------------------------------------------------------------- KMeans-group truth
+
+def test_group_truth_min_raters_and_duplicate_memberships():
+    # group 1 = users 1, 2, 3 (user 1 listed twice); group 2 = user 4
+    members = pd.DataFrame({"group": [1, 1, 1, 1, 2], "user": [1, 1, 2, 3, 4]})
+    test = pd.DataFrame({"user": [1, 2, 3, 1, 4, 4, 5],
+                         "item": [A, A, A, B, A, C, A],
+                         "rating": [5.0, 4.0, 3.0, 2.0, 1.0, 4.0, 5.0]})
+    truth = group_truth(test, members, min_raters=1)
+    assert truth.values.tolist() == [[1, A, 4.0, 3], [1, B, 2.0, 1], [2, A, 1.0, 1], [2, C, 4.0, 1]]
+    truth2 = group_truth(test, members, min_raters=2)  # the duplicate row of user 1 must not count twice
+    assert truth2.values.tolist() == [[1, A, 4.0, 3]]
+    assert group_truth(test, members, min_raters=4).empty
+
+
+def test_kmeans_group_evaluator_ranks_by_all_members_predictions():
+    labels = pd.Series([0, 0, 1], index=pd.Index([1, 2, 3], name="user"))
+    groups = Groups(labels=labels, k=2, method="kmeans")
+    test = pd.DataFrame({"user": [1, 2, 2, 3], "item": [A, A, B, A], "rating": [5.0, 3.0, 2.0, 4.0]})
+    # group 0: truth A = 4.0, B = 2.0; user 1 did not rate B but its prediction counts
+    model = StubModel({(1, A): 4.0, (2, A): 3.0, (1, B): 5.0, (2, B): 4.0, (3, A): 4.0})
+    ctx = EvalContext(None, test.iloc[:0], test.assign(prediction=0.0), groups, model,
+                      eval_config(group={"aggregations": ["mean"], "min_raters": 1}))
+    result = kmeans_groups(ctx)
+    # group 0 ranks B (4.5) over A (3.5): both recommended (>= 3.5), only A relevant
+    assert result.metrics["group_mean_precision_at_2"] == pytest.approx((0.5 + 1.0) / 2)
+    assert result.metrics["group_mean_recall_at_2"] == pytest.approx(1.0)
+    assert result.metrics["group_mean_ndcg_at_2"] == pytest.approx((ndcg([2.0, 4.0]) + 1.0) / 2)
+    assert result.metrics["group_n_groups"] == 2
+
+
+# --------------------------------------------------------------------------- real groups
+
+def tiny_dataset() -> tuple[Dataset, pd.DataFrame]:
+    """Users 1..3, items A..C; real groups G1 = {1, 2}, G2 = {2, 3} (user 2 in both, listed twice)."""
+    users = pd.DataFrame({"x": [0.0, 1.0, 2.0]}, index=pd.Index([1, 2, 3], name="user"))
+    items = pd.DataFrame({"f": [0.0, 1.0, 0.0]}, index=pd.Index([A, B, C], name="item"))
+    train = pd.DataFrame({"user": [1, 1, 1, 2], "item": [A, B, C, A], "rating": [4.0, 4.0, 2.0, 3.0]})
+    dataset = Dataset(name="tiny", ratings=train, user_features=users, item_features=items, rating_scale=(1, 5),
+                      groups=pd.DataFrame({"group": [10, 10, 20, 20, 20], "user": [1, 2, 2, 3, 2]}),
+                      group_ratings=pd.DataFrame({"group": [10, 10, 10, 20, 20], "item": [A, B, C, A, B],
+                                                  "rating": [5.0, 2.0, 4.0, 1.0, 4.0]}))
+    return dataset, train
+
+
+def test_real_group_evaluator_hand_computed():
+    dataset, train = tiny_dataset()
+    groups = Groups(labels=pd.Series([0, 0, 0], index=[1, 2, 3]), k=1, method="real",
+                    membership=dataset.groups.drop_duplicates(ignore_index=True))
+    model = StubModel({(1, A): 4.0, (1, B): 4.0, (1, C): 2.0, (2, A): 3.0, (2, B): 2.0, (2, C): 5.0,
+                       (3, A): 2.0, (3, B): 5.0})
+    ctx = EvalContext(dataset, train, train.assign(prediction=3.0), groups, model, eval_config(cold_threshold=1))
+    result = real_groups(ctx)
+    m = result.metrics
+
+    # one predict call on the 8 distinct (member, item) pairs (user 2's A and B shared by both groups)
+    assert len(model.calls) == 1 and len(model.calls[0]) == 8
+    assert not model.calls[0].duplicated().any()
+
+    # mean: G1 A 3.5, C 3.5, B 3.0 -> A, C (tie by item id): both recommended and relevant
+    #       G2 B 3.5, A 2.5 -> B recommended and relevant
+    assert (m["group_mean_precision_at_2"], m["group_mean_recall_at_2"], m["group_mean_ndcg_at_2"]) == \
+        pytest.approx((1.0, 1.0, 1.0))
+    # least misery: G1 A 3, B 2, C 2 -> A, B; G2 A 2, B 2 -> A, B; nothing reaches 3.5
+    assert m["group_least_misery_precision_at_2"] == 0.0 and m["group_least_misery_recall_at_2"] == 0.0
+    assert m["group_least_misery_ndcg_at_2"] == pytest.approx((ndcg([5.0, 2.0, 4.0]) + ndcg([1.0, 4.0])) / 2)
+    # most pleasure: G1 C 5, A 4, B 4 -> C, A (both hits); G2 B 5, A 3 -> B recommended, A not
+    assert m["group_most_pleasure_precision_at_2"] == 1.0 and m["group_most_pleasure_recall_at_2"] == 1.0
+    assert m["group_most_pleasure_ndcg_at_2"] == pytest.approx((ndcg([4.0, 5.0, 2.0]) + 1.0) / 2)
+    assert m["group_n_groups"] == 2
+
+    # group training interactions: G1 = 3 + 1, G2 = 1 + 0 -> only G2 is cold at threshold 1
+    assert group_training_counts(train, dataset.groups).to_dict() == {10: 4, 20: 1}
+    assert m["cold_group_n_groups"] == 1
+    assert m["cold_group_least_misery_ndcg_at_2"] == pytest.approx(ndcg([1.0, 4.0]))
+    per_group = result.tables["per_group_metrics"]
+    assert set(per_group["aggregation"]) == {"mean", "least_misery", "most_pleasure"} and len(per_group) == 6
+
+
+def test_member_predictions_cover_members_without_ratings():
+    dataset, _ = tiny_dataset()
+    preds = member_predictions(StubModel({}), dataset.groups, dataset.group_ratings)
+    # user 3 has no rating at all but is scored for G2's items (the model's fallback, here 3.0)
+    assert sorted(preds.loc[preds.user == 3, "item"]) == [A, B]
+    assert len(preds) == 3 * 2 + 2 * 2  # G1: 2 members x 3 items; G2: 2 distinct members x 2 items
+
+
+def test_grouping_real_refused_without_real_groups():
+    synthetic = load_synthetic(n_users=30, n_items=20, n_ratings=300, n_groups=3)
+    with pytest.raises(ConfigError, match="grouping=real: dataset synthetic has no real groups"):
+        real(synthetic, synthetic.ratings, k=3)
+
+
+def test_grouping_real_keeps_a_label_per_user_and_the_real_membership():
+    dataset, train = tiny_dataset()
+    groups = real(dataset, train, k=1, n_init=1)
+    assert groups.method == "real" and groups.labels.index.tolist() == [1, 2, 3]
+    assert groups.members.values.tolist() == [[10, 1], [10, 2], [20, 2], [20, 3]]
+    assert groups.stats["n_users_in_several_groups"] == 1 and groups.stats["n_members_without_training"] == 1
+
+
+# --------------------------------------------------------------------------- cold start
+
+def test_cold_users_have_no_training_rating():
+    ratings = load_synthetic().ratings
+    (plain,) = holdout(ratings, 0.2, seed=3)
+    (split,) = holdout(ratings, 0.2, seed=3, cold_users=0.1)
+    cold = np.setdiff1d(split.test.user.unique(), split.train.user.unique())
+    assert len(cold) == 30
+    assert (split.test.user.isin(cold).sum() == ratings.user.isin(cold).sum())  # ALL their ratings in test
+    # the other users' split is the one without cold users
+    warm = lambda frame: frame[~frame.user.isin(cold)].sort_values(["user", "item"], ignore_index=True)
+    pd.testing.assert_frame_equal(warm(split.train), warm(plain.train))
+    pd.testing.assert_frame_equal(warm(split.test), warm(plain.test))
+    # seeded: same seed same users, another seed other users
+    (again,) = holdout(ratings, 0.2, seed=3, cold_users=0.1)
+    (other,) = holdout(ratings, 0.2, seed=4, cold_users=0.1)
+    assert set(again.test.user) - set(again.train.user) == set(cold)
+    assert set(other.test.user) - set(other.train.user) != set(cold)
+    for fold in kfold(ratings, 3, seed=3, cold_users=0.1):
+        assert not fold.train.user.isin(cold).any()
+    with pytest.raises(ConfigError, match=r"split.cold_users=1.0 must be in \[0, 1\)"):
+        holdout(ratings, 0.2, cold_users=1.0)
+
+
+def test_cold_evaluator_threshold_and_unseen_users_with_profiling():
+    train = pd.DataFrame({"user": [1, 1, 1, 2], "item": [A, B, C, A], "rating": [4.0, 4.0, 2.0, 3.0]})
+    predictions = pd.DataFrame({"user": [1, 2, 3, 3, 4], "item": [A, B, A, B, C],
+                                "rating": [4.0, 5.0, 2.0, 4.0, 1.0], "prediction": [4.0, 4.0, 3.0, 4.0, 2.0]})
+    labels = pd.Series([0, 1, 1, 0], index=[1, 2, 3, 4])
+    model = StubProfiler({}, labels={3: 1, 4: 1})
+    ctx = EvalContext(None, train, predictions, Groups(labels, 2, "kmeans"), model, eval_config(cold_threshold=1))
+    m = cold_users(ctx).metrics
+    assert m["cold_n_users"] == 3           # users 2 (1 training rating), 3 and 4 (none)
+    assert m["cold_rmse"] == pytest.approx(np.sqrt((1 + 1 + 0 + 1) / 4))
+    assert m["cold_user_n_users"] == 2      # users 3 and 4 only
+    assert m["cold_user_mae"] == pytest.approx((1 + 0 + 1) / 3)
+    # one profiling prediction per unseen user: 3 -> 1 (right), 4 -> 1 (wrong, truth 0)
+    assert m["cold_profile_accuracy"] == 0.5
+    assert "cold_profile_accuracy" not in cold_users(
+        EvalContext(None, train, predictions, Groups(labels, 2, "kmeans"), StubModel({}), eval_config())).metrics
+
+
+# --------------------------------------------------------------------------- end to end
+
+def test_run_logs_group_and_cold_metrics(make_cfg, tracking_uri):
+    result = run(make_cfg("dataset=synthetic", "model=baseline_only", "split.cold_users=0.1",
+                          "eval.cold_threshold=5", "grouping.n_init=1"))
+    m = result.metrics
+    for agg in ("mean", "least_misery", "most_pleasure"):
+        for metric in ("precision", "recall", "ndcg"):
+            assert 0.0 <= m[f"group_{agg}_{metric}_at_10"] <= 1.0
+    assert m["cold_user_n_users"] == 30 and "cold_user_rmse" in m and "cold_rmse" in m
+    logged = MlflowClient(tracking_uri).get_run(result.run_id).data.metrics
+    assert logged["group_mean_ndcg_at_10"] == pytest.approx(m["group_mean_ndcg_at_10"])
+
+
+def test_run_grouping_real_without_groups_fails_the_run(make_cfg, tracking_uri):
+    with pytest.raises(ConfigError, match="grouping=real"):
+        run(make_cfg("dataset=synthetic", "model=baseline_only", "grouping=real"))
+    (logged,) = MlflowClient(tracking_uri).search_runs([Tracker(tracking_uri).experiment_id])
+    assert logged.info.status == "FAILED" and "grouping=real" in logged.data.tags["error"]

@@ -1,0 +1,272 @@
+"""Sweeps end to end: ``python -m benchmark +sweep=...`` as subprocesses on synthetic data.
+
+Each test runs the harness in ``tmp_path`` with its own sqlite store (or a real ``mlflow server``)
+and checks what MLflow holds afterwards: one parent run per invocation, nested job runs, resume
+by config hash, isolated failures, and the parallel and cluster launchers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+TIMEOUT = 600  # per subprocess; a hang fails the test instead of the suite
+
+
+def sqlite_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def harness(tmp_path: Path, *overrides: str, uri: str | None = None, **popen) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "PYTHONWARNINGS": "ignore"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    command = [sys.executable, "-m", "benchmark", *overrides, f"tracking.uri={uri or sqlite_uri(tmp_path)}"]
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT, **popen)
+
+
+def output(done: subprocess.CompletedProcess) -> str:
+    return done.stdout + done.stderr
+
+
+def finished_jobs(db: Path) -> int:
+    """FINISHED job runs, read with sqlite3 read-only: an MlflowClient could race the sweep's
+    creation of the store's tables."""
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as connection:
+            return connection.execute(
+                "select count(*) from runs r join tags t on t.run_uuid = r.run_uuid "
+                "where t.key = 'groupbench.role' and t.value = 'job' and r.status = 'FINISHED'").fetchone()[0]
+    except sqlite3.Error:  # tables not created yet, or locked
+        return 0
+
+
+def runs(uri: str, experiment: str) -> tuple[list, list]:
+    """(parents, jobs) of an experiment, oldest first."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"experiment {experiment!r} missing in {uri}"
+    all_runs = client.search_runs([found.experiment_id], run_view_type=ViewType.ALL, max_results=1000,
+                                  order_by=["attributes.start_time ASC"])
+    parents = [r for r in all_runs if r.data.tags.get("groupbench.role") == "sweep"]
+    jobs = [r for r in all_runs if r.data.tags.get("groupbench.role") == "job"]
+    assert len(parents) + len(jobs) == len(all_runs), "a run without groupbench.role"
+    return parents, jobs
+
+
+def planned(tmp_path: Path, *overrides: str) -> dict[str, str]:
+    """config_hash -> run name of a sweep's jobs, from the sweeper's dry run (nothing is logged)."""
+    done = harness(tmp_path, *overrides, "hydra.sweeper.dry_run=true")
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("sweep ")):]
+    jobs = dict(line.split()[:2] for line in lines[1:])
+    assert lines[0].split()[2] == str(len(jobs)), done.stdout
+    return jobs
+
+
+def check_sweep(parent, jobs, name: str, finished: int, failed: int = 0, skipped: int = 0) -> list:
+    """The parent's tags and counts, and that its children point to it; returns the children."""
+    assert parent.info.run_name == f"sweep:{name}"
+    assert parent.data.tags["sweep"] == name
+    assert parent.info.status == ("FAILED" if failed else "FINISHED")
+    metrics = parent.data.metrics
+    assert (metrics["n_jobs"], metrics["n_finished"], metrics["n_failed"], metrics["n_skipped"]) == \
+        (finished + failed + skipped, finished, failed, skipped)
+    assert metrics["wall_seconds"] > 0
+    assert "overrides" in parent.data.params
+    children = [j for j in jobs if j.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == finished + failed
+    for child in children:
+        tags = child.data.tags
+        assert tags["sweep"] == name
+        assert len(tags["config_hash"]) == 16 and tags["git_commit"]
+        assert tags["varies.dataset"] == "synthetic" and tags["varies.model"] == tags["model"]
+        if child.info.status == "FINISHED":
+            assert len(tags["dataset_sha256"]) == 64
+    return children
+
+
+def test_plan_sizes_narrowing_and_dedupe(tmp_path: Path) -> None:
+    """Grid sizes from the sweep files; command-line overrides narrow; paper runs each config once."""
+    narrowed = planned(tmp_path, "+sweep=lambda", "dataset=ml100k", "seed=0")
+    assert sorted(narrowed.values()) == ["dmtl/ml100k/seed0"] * 7
+    paper = planned(tmp_path, "+sweep=paper")  # composes the lambda, attention and baselines files
+    # λ grid 70 + attention grid 60 less its 20 softmax jobs at λ ∈ {0, 0.1} (already in the λ grid)
+    # + baselines 120, each fitted once per dataset and seed (not once per λ)
+    assert len(paper) == 70 + 40 + 120
+    assert set(narrowed) <= set(paper)
+    models = Counter(name.split("/")[0] for name in paper.values())
+    assert models.pop("dmtl") == 110
+    assert len(models) == 12 and set(models.values()) == {2 * 5}
+    assert not (tmp_path / "mlflow.db").exists(), "a dry run logged something"
+
+
+def test_smoke_sweep_then_rerun_skips_everything(tmp_path: Path) -> None:
+    uri = sqlite_uri(tmp_path)
+    expected = planned(tmp_path, "+sweep=smoke")
+    assert sorted(name.split("/")[0] for name in expected.values()) == ["dmtl", "svd"]
+
+    first = harness(tmp_path, "+sweep=smoke")
+    assert first.returncode == 0, first.stderr[-3000:]
+    parents, jobs = runs(uri, "smoke")
+    assert len(parents) == 1
+    children = check_sweep(parents[0], jobs, "smoke", finished=2)
+    assert {c.data.tags["config_hash"] for c in children} == set(expected)  # the sweeper's hash is the runner's
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert {c.data.params["trainer.max_epochs"] for c in children} == {"1"}
+    progress = [line for line in output(first).splitlines() if "] FINISHED " in line]
+    assert len(progress) == 2 and all("/2] FINISHED" in line and "rmse=" in line for line in progress)
+
+    second = harness(tmp_path, "+sweep=smoke")
+    assert second.returncode == 0, second.stderr[-3000:]
+    parents, jobs = runs(uri, "smoke")
+    assert len(parents) == 2 and len(jobs) == 2  # nothing ran again
+    check_sweep(parents[1], jobs, "smoke", finished=0, skipped=2)
+
+
+def test_killed_sweep_resumes_with_each_config_once(tmp_path: Path) -> None:
+    """SIGTERM mid-sweep, then the same command: every config FINISHED exactly once."""
+    uri = sqlite_uri(tmp_path)
+    sweep = ("+sweep=smoke", "model=svd,baseline_only", "seed=0,1,2")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen([sys.executable, "-m", "benchmark", *sweep, f"tracking.uri={uri}"], cwd=tmp_path,
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    finished_before = 0
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            finished_before = finished_jobs(tmp_path / "mlflow.db")
+            if finished_before >= 2:
+                process.send_signal(signal.SIGTERM)
+                break
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert 2 <= finished_before < 6, "the sweep was not interrupted half-way"
+    assert process.returncode != 0, stderr[-3000:]
+    parents, _ = runs(uri, "smoke")
+    assert [p.info.status for p in parents] == ["KILLED"]  # not left RUNNING
+
+    resumed = harness(tmp_path, *sweep)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    parents, jobs = runs(uri, "smoke")
+    finished = Counter(j.data.tags["config_hash"] for j in jobs if j.info.status == "FINISHED")
+    assert len(finished) == 6 and set(finished.values()) == {1}
+    assert all(j.info.status in ("FINISHED", "KILLED") for j in jobs)
+    skipped = parents[1].data.metrics["n_skipped"]
+    assert skipped >= finished_before
+    check_sweep(parents[1], jobs, "smoke", finished=6 - int(skipped), skipped=int(skipped))
+
+    forced = harness(tmp_path, *sweep[:2], "seed=0", "resume=false")  # resume=false reruns
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    _, jobs = runs(uri, "smoke")
+    assert sum(j.info.status == "FINISHED" for j in jobs) == 8
+
+
+def test_failing_job_is_failed_while_siblings_finish(tmp_path: Path) -> None:
+    uri = sqlite_uri(tmp_path)
+    done = harness(tmp_path, "+sweep=smoke", "model=svd", "eval.k=0,5")  # eval.k=0 is refused by the runner
+    assert done.returncode == 1, done.stderr[-3000:]
+    parents, jobs = runs(uri, "smoke")
+    children = check_sweep(parents[0], jobs, "smoke", finished=1, failed=1)
+    status = {c.data.tags["varies.eval.k"]: c for c in children}
+    assert status["5"].info.status == "FINISHED"
+    assert status["0"].info.status == "FAILED" and "eval.k=0" in status["0"].data.tags["error"]
+    assert "eval.k=0" in parents[0].data.tags["error"]
+    summary = [line for line in output(done).splitlines() if "FAILED svd/synthetic/seed0" in line]
+    assert summary and "eval.k=0" in summary[-1]
+
+
+def test_joblib_two_workers_on_one_sqlite_store(tmp_path: Path) -> None:
+    uri = sqlite_uri(tmp_path)
+    done = harness(tmp_path, "+sweep=smoke", "model=svd,baseline_only", "seed=0,1", "hydra/launcher=joblib",
+                   "hydra.launcher.n_jobs=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    parents, jobs = runs(uri, "smoke")
+    children = check_sweep(parents[0], jobs, "smoke", finished=4)
+    assert len({c.data.tags["config_hash"] for c in children}) == 4  # nothing lost, nothing twice
+    assert all(c.info.status == "FINISHED" and "rmse" in c.data.metrics for c in children)
+    assert "JoblibLauncher" in parents[0].data.params["launcher"]
+
+
+def test_submitit_local_runs_a_smoke_sweep(tmp_path: Path) -> None:
+    uri = sqlite_uri(tmp_path)
+    done = harness(tmp_path, "+sweep=smoke", "model=svd,baseline_only", "hydra/launcher=submitit_local",
+                   "hydra.launcher.timeout_min=10")
+    assert done.returncode == 0, done.stderr[-3000:]
+    parents, jobs = runs(uri, "smoke")
+    children = check_sweep(parents[0], jobs, "smoke", finished=2)
+    assert {c.data.tags["model"] for c in children} == {"svd", "baseline_only"}
+    assert "LocalLauncher" in parents[0].data.params["launcher"]
+    assert list(tmp_path.glob("multirun/*/*/.submitit")), "submitit's job folders are missing"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    """A real ``mlflow server`` on 127.0.0.1 with a sqlite backend in tmp_path, stopped afterwards."""
+    port = free_port()
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "mlflow server did not come up in 120 s"
+                time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server's own process group (it forks workers)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_mlflow_server_receives_a_smoke_sweep(tmp_path: Path, mlflow_server: str) -> None:
+    done = harness(tmp_path, "+sweep=smoke", "model=svd,baseline_only", uri=mlflow_server)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not (tmp_path / "mlflow.db").exists()
+    parents, jobs = runs(mlflow_server, "smoke")
+    children = check_sweep(parents[0], jobs, "smoke", finished=2)
+    from mlflow.tracking import MlflowClient
+
+    artifacts = {a.path for a in MlflowClient(tracking_uri=mlflow_server).list_artifacts(children[0].info.run_id)}
+    assert {"config.yaml", "predictions.csv"} <= artifacts
+    rerun = harness(tmp_path, "+sweep=smoke", "model=svd,baseline_only", uri=mlflow_server)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    parents, jobs = runs(mlflow_server, "smoke")
+    assert len(jobs) == 2 and parents[1].data.metrics["n_skipped"] == 2
