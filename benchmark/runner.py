@@ -60,6 +60,8 @@ def config_hash(cfg: DictConfig) -> str:
     """sha256 of the resolved result-deciding config: equal hashes mean the same experiment."""
     resolved = to_container(cfg)
     relevant = {key: resolved.get(key) for key in RESULT_KEYS}
+    if isinstance(relevant.get("model"), dict) and isinstance(relevant["model"].get("trainer"), dict):
+        relevant["model"]["trainer"].pop("progress", None)  # a progress bar changes no result
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -96,7 +98,11 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
     base_tags = {"groupbench.role": "job", "config_hash": config_hash(cfg), "git_commit": git_commit(),
                  "model": cfg.model.name,
                  "dataset": cfg.dataset.name, "seed": str(cfg.seed), **(tags or {})}
-    with tracker.run(run_name(cfg), tags=base_tags, parent_run_id=parent_run_id) as logger:
+    # sweep jobs tag what varies; the run name shows it (e.g. dmtl/ml100k/seed0 lambda_profile=0.5)
+    variant = " ".join(f"{key.split('.')[-1]}={value}" for key, value in base_tags.items()
+                       if key.startswith("varies.") and key.split(".", 1)[1] not in ("model", "dataset", "seed"))
+    name = f"{run_name(cfg)} {variant}".strip()
+    with tracker.run(name, tags=base_tags, parent_run_id=parent_run_id) as logger:
         logger.log_params(flatten(to_container(cfg)))
         logger.log_artifacts({"config.yaml": OmegaConf.to_yaml(cfg, resolve=True)})
         validate(cfg)

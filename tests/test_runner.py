@@ -145,3 +145,13 @@ def test_crash_inside_model_marks_run_failed(make_cfg, tracking_uri, monkeypatch
     client = MlflowClient(tracking_uri)
     (logged,) = client.search_runs([Tracker(tracking_uri).experiment_id])
     assert logged.info.status == "FAILED" and logged.data.tags["error"] == "RuntimeError: boom"
+
+
+def test_config_hash_tracks_results_not_presentation(make_cfg):
+    base = config_hash(make_cfg("model=dmtl"))
+    assert config_hash(make_cfg("model=dmtl", "trainer.progress=false")) == base
+    assert config_hash(make_cfg("model=dmtl", "tracking.experiment=other", "data.download=false")) == base
+    assert config_hash(make_cfg("model=dmtl", "trainer.lr=0.01")) != base
+    assert config_hash(make_cfg("model=dmtl", "seed=1")) != base
+    # a baseline ignores the trainer group entirely
+    assert config_hash(make_cfg("model=svd", "trainer.lr=0.01")) == config_hash(make_cfg("model=svd"))
