@@ -749,9 +749,29 @@ def build_report(client, experiment: str, uri: str, out: Path, prov: Provenance,
     return written
 
 
+def default_experiment(client) -> str:
+    """``paper`` when that sweep has run; else the experiment of the most recent sweep parent run
+    (so ``+sweep=smoke`` then ``python -m benchmark.report`` reports the smoke sweep)."""
+    if _retry_locked(client.get_experiment_by_name, DEFAULT_EXPERIMENT) is not None:
+        return DEFAULT_EXPERIMENT
+    experiments = [e.experiment_id for e in _retry_locked(client.search_experiments)]
+    latest = _retry_locked(client.search_runs, experiments, filter_string="tags.`groupbench.role` = 'sweep'",
+                           order_by=["attributes.start_time DESC"], max_results=1) if experiments else []
+    if not latest:
+        return DEFAULT_EXPERIMENT  # collect() then says it is missing and how to make it
+    name = client.get_experiment(latest[0].info.experiment_id).name
+    log.info("no %r experiment: reporting the latest sweep's, %r", DEFAULT_EXPERIMENT, name)
+    return name
+
+
+DEFAULT_EXPERIMENT = "paper"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmark.report", description=__doc__.splitlines()[0])
-    parser.add_argument("--experiment", default="paper", help="MLflow experiment (= sweep name); default: paper")
+    parser.add_argument("--experiment", default=None,
+                        help="MLflow experiment (= sweep name); default: paper, or the latest sweep's when no "
+                             "paper sweep has run")
     parser.add_argument("--tracking-uri", default=None,
                         help="tracking store; default: $MLFLOW_TRACKING_URI or sqlite:///<cwd>/mlflow.db")
     parser.add_argument("--out", default=None, help="output folder; default: reports/<experiment>/")
@@ -769,11 +789,13 @@ def main(argv: list[str] | None = None) -> int:
         uri = resolve_uri(args.tracking_uri)
         if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
             raise TrackingError(f"tracking store {uri} does not exist; run the sweep first or pass --tracking-uri")
+        client = MlflowClient(tracking_uri=uri)
+        args.experiment = args.experiment or default_experiment(client)
         prov = Provenance(command=shlex.join(["python", "-m", "benchmark.report", *argv]),
                           date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), uri=uri,
                           experiment=args.experiment, commit=git_commit())
         out = Path(args.out or Path("reports") / args.experiment)
-        written = build_report(MlflowClient(tracking_uri=uri), args.experiment, uri, out, prov,
+        written = build_report(client, args.experiment, uri, out, prov,
                                log_to_parent=not args.no_log)
     except GroupbenchError as exc:
         log.error("error: %s", exc)

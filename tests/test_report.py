@@ -299,3 +299,13 @@ def test_seed_count_of_a_sweep_invocation():
     assert report.sweep_seed_count(Parent({"grids": grids, "overrides": "dataset=ml100k seed=0"})) == 1
     assert report.sweep_seed_count(Parent({"grids": grids, "overrides": "seed=range(0,3)"})) == 3
     assert report.sweep_seed_count(Parent({})) is None
+
+
+def test_default_experiment_is_paper_else_the_latest_sweep(sweep, tmp_path):
+    tracker, _, _ = sweep
+    out = tmp_path / "default"
+    # no 'paper' experiment in this store: the latest sweep's experiment ('smoke') is reported
+    assert report.main(["--tracking-uri", tracker.uri, "--out", str(out), "--no-log"]) == 0
+    assert "experiment `smoke`" in (out / "report.md").read_text()
+    Tracker(tracker.uri, "paper")  # once a paper experiment exists it is the default
+    assert report.default_experiment(tracker.client) == "paper"
