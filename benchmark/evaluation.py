@@ -17,6 +17,7 @@ from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from benchmark.datasets import Dataset
 from benchmark.grouping import Groups
 from benchmark.metrics import per_user_metrics, summarize
+from benchmark.registry import Registry
 from models.base import GroupProfiler, Recommender
 
 
@@ -45,14 +46,8 @@ class EvalResult:
 
 
 Evaluator = Callable[[EvalContext], EvalResult]
-EVALUATORS: dict[str, Evaluator] = {}
-
-
-def evaluator(name: str) -> Callable[[Evaluator], Evaluator]:
-    def register(fn: Evaluator) -> Evaluator:
-        EVALUATORS[name] = fn
-        return fn
-    return register
+EVALUATORS: Registry[Evaluator] = Registry("evaluator")
+evaluator = EVALUATORS.register
 
 
 @evaluator("user")

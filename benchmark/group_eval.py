@@ -33,22 +33,17 @@ from pandas.core.groupby import SeriesGroupBy
 from benchmark.errors import ConfigError, TrainingError, require
 from benchmark.evaluation import EvalContext, EvalResult, classification_metrics, evaluator
 from benchmark.metrics import RANKING_METRICS, per_user_metrics, summarize
+from benchmark.registry import Registry
 from models.base import GroupProfiler, Recommender
 
 log = logging.getLogger(__name__)
 
 Aggregation = Callable[[SeriesGroupBy], pd.Series]
-AGGREGATIONS: dict[str, Aggregation] = {}
+AGGREGATIONS: Registry[Aggregation] = Registry("aggregation")
+aggregation = AGGREGATIONS.register
 
 DEFAULT_AGGREGATIONS = ("mean", "least_misery", "most_pleasure")
 DEFAULT_MIN_RATERS = 1
-
-
-def aggregation(name: str) -> Callable[[Aggregation], Aggregation]:
-    def register(fn: Aggregation) -> Aggregation:
-        AGGREGATIONS[name] = fn
-        return fn
-    return register
 
 
 @aggregation("mean")

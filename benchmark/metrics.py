@@ -20,15 +20,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import mean_absolute_error, mean_squared_error
 
+from benchmark.registry import Registry
+
 RankingMetric = Callable[[pd.DataFrame, int, float], pd.Series]
-RANKING_METRICS: dict[str, RankingMetric] = {}
-
-
-def ranking_metric(name: str) -> Callable[[RankingMetric], RankingMetric]:
-    def register(fn: RankingMetric) -> RankingMetric:
-        RANKING_METRICS[name] = fn
-        return fn
-    return register
+RANKING_METRICS: Registry[RankingMetric] = Registry("ranking metric")
+ranking_metric = RANKING_METRICS.register
 
 
 def rank_by_prediction(predictions: pd.DataFrame) -> pd.DataFrame:

@@ -14,6 +14,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -101,6 +102,18 @@ def verify_file(path: Path, expected_sha256: str, *, verify: bool = True) -> str
         log.warning("data file %s differs from the pinned sha256 (data.verify=false): results are not "
                     "comparable with published ones", path)
     return digest
+
+
+def ensure_files(folder: Path, names, dataset: str, download_missing: bool, fetch: Callable[[], None]) -> Path:
+    """Return ``folder`` once every file in ``names`` is there, calling ``fetch`` (download and
+    extract) if files are missing and downloading is allowed; else a one-line error."""
+    missing = [name for name in names if not (folder / name).is_file()]
+    if missing and not download_missing:
+        raise DataError(f"dataset {dataset} not found: {folder}/{missing[0]} is missing; set data.root or "
+                        f"GROUPBENCH_DATA to a folder holding {folder.name}/, or rerun with data.download=true")
+    if missing:
+        fetch()
+    return folder
 
 
 def download(url: str, target: Path, *, md5: str | None = None, sha256: str | None = None) -> Path:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.datasets.base import (Dataset, check_values, download, parse_table, resolve_root,
-                                     safe_extract, verify_file)
+from benchmark.datasets.base import (Dataset, check_values, download, ensure_files, parse_table,
+                                     resolve_root, safe_extract, verify_file)
 from benchmark.errors import DataError
 
 URL = "https://raw.githubusercontent.com/irecsys/RecData/58cc6e96799634a72fbad87f57016e20ba7274b6/ITM-Rec/ITM-Rec.zip"
@@ -37,15 +37,14 @@ CONTEXT = ["Class", "Semester", "Lockdown"]
 
 
 def fetch(root: Path, download_missing: bool) -> Path:
+    """Return the itm-rec folder, downloading the ITM-Rec zip if allowed and needed."""
     folder = root / FOLDER
-    if all((folder / name).is_file() for name in SHA256):
-        return folder
-    if not download_missing:
-        raise DataError(f"dataset itmrec not found: {folder}/ratings.csv is missing; set data.root or "
-                        f"GROUPBENCH_DATA to a folder holding itm-rec/, or rerun with data.download=true")
-    archive = download(URL, root / "ITM-Rec.zip", sha256=ZIP_SHA256)
-    safe_extract(archive, folder, members=_archive_members(archive))
-    return folder
+
+    def from_upstream() -> None:
+        archive = download(URL, root / "ITM-Rec.zip", sha256=ZIP_SHA256)
+        safe_extract(archive, folder, members=_archive_members(archive))
+
+    return ensure_files(folder, SHA256, "itmrec", download_missing, from_upstream)
 
 
 def _archive_members(archive: Path) -> dict[str, str]:

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.datasets.base import (Dataset, check_values, download, parse_table, resolve_root, safe_extract,
-                                     verify_file)
-from benchmark.errors import DataError
+from benchmark.datasets.base import (Dataset, check_values, download, ensure_files, parse_table, resolve_root,
+                                     safe_extract, verify_file)
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +36,11 @@ OCCUPATIONS = ["administrator", "artist", "doctor", "educator", "engineer", "ent
 
 def fetch(root: Path, download_missing: bool) -> Path:
     """Return the ml-100k folder, downloading the GroupLens archive if allowed and needed."""
-    folder = root / FOLDER
-    if all((folder / name).is_file() for name in SHA256):
-        return folder
-    if not download_missing:
-        raise DataError(f"dataset ml100k not found: {folder}/u.data is missing; set data.root or "
-                        f"GROUPBENCH_DATA to a folder holding ml-100k/, or rerun with data.download=true")
-    archive = download(URL, root / "ml-100k.zip", md5=ZIP_MD5)
-    safe_extract(archive, root, members={f"{FOLDER}/{name}": f"{FOLDER}/{name}" for name in SHA256})
-    return folder
+    def from_upstream() -> None:
+        archive = download(URL, root / "ml-100k.zip", md5=ZIP_MD5)
+        safe_extract(archive, root, members={f"{FOLDER}/{name}": f"{FOLDER}/{name}" for name in SHA256})
+
+    return ensure_files(root / FOLDER, SHA256, "ml100k", download_missing, from_upstream)
 
 
 def load(root: str | None = None, download: bool = True, verify: bool = True) -> Dataset:
