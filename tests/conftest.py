@@ -9,22 +9,33 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from benchmark.datasets import itmrec, ml100k, resolve_root
+from benchmark.errors import DataError
+
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
 
 
 def data_root() -> Path:
-    """GROUPBENCH_DATA (CI: ../shared/data), else ../shared/data beside the checkout."""
+    """GROUPBENCH_DATA (CI: ../shared/data), else ../shared/data beside the checkout, else the
+    user cache the runner downloads into (~/.cache/groupbench)."""
     root = os.environ.get("GROUPBENCH_DATA")
-    return Path(root).resolve() if root else (REPO.parent / "shared" / "data").resolve()
+    if root:
+        return Path(root).resolve()
+    shared = (REPO.parent / "shared" / "data").resolve()
+    return shared if shared.is_dir() else resolve_root(None)
 
 
 @pytest.fixture(scope="session")
 def real_data() -> Path:
+    """The real datasets; on a fresh machine they are downloaded (checksummed) into the cache."""
     root = data_root()
-    if not (root / "ml-100k" / "u.data").is_file():
-        pytest.fail(f"real datasets not found under {root}: set GROUPBENCH_DATA to the folder holding "
-                    f"ml-100k/ and itm-rec/ (CI sets ../shared/data)")
+    try:
+        ml100k.fetch(root, download_missing=True)
+        itmrec.fetch(root, download_missing=True)
+    except DataError as exc:
+        pytest.fail(f"real datasets unavailable under {root} ({exc}); set GROUPBENCH_DATA to the folder "
+                    f"holding ml-100k/ and itm-rec/ (CI sets ../shared/data)")
     return root
 
 

@@ -117,7 +117,7 @@ def test_cli_runs_and_finishes(tmp_path):
     ("grouping.k=100000", "grouping.k=100000 must be between 1"),
     ("data.root=/nonexistent/place", "dataset itmrec not found"),
 ])
-def test_bad_input_fails_run_with_one_line(tmp_path, override, message):
+def test_bad_input_fails_run_with_one_line(tmp_path, real_data, override, message):
     proc = cli(tmp_path, "dataset=itmrec", "model=baseline_only", "data.download=false", override)
     assert proc.returncode == 2
     (line,) = error_lines(proc.stderr)
