@@ -15,6 +15,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
 from benchmark.datasets import Dataset
+from benchmark.errors import TrainingError
 from benchmark.grouping import Groups
 from benchmark.metrics import per_user_metrics, summarize
 from benchmark.registry import Registry
@@ -43,6 +44,16 @@ class EvalContext:
 class EvalResult:
     metrics: dict[str, float] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+def checked_predictions(model: Recommender, pairs: pd.DataFrame, what: str = "test pairs") -> np.ndarray:
+    """``model.predict(pairs)`` as floats, refusing a wrong count or non-finite values in one line."""
+    prediction = np.asarray(model.predict(pairs[["user", "item"]]), dtype=float)
+    if prediction.shape != (len(pairs),) or not np.isfinite(prediction).all():
+        raise TrainingError(f"model {getattr(model, 'name', model)} returned {np.size(prediction)} predictions "
+                            f"with {int((~np.isfinite(prediction)).sum())} non-finite values for {len(pairs)} "
+                            f"{what}; check the model's training losses and hyperparameters")
+    return prediction
 
 
 Evaluator = Callable[[EvalContext], EvalResult]

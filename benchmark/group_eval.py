@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 from pandas.core.groupby import SeriesGroupBy
 
-from benchmark.errors import ConfigError, TrainingError, require
-from benchmark.evaluation import EvalContext, EvalResult, classification_metrics, evaluator
+from benchmark.errors import ConfigError, require
+from benchmark.evaluation import EvalContext, EvalResult, checked_predictions, classification_metrics, evaluator
 from benchmark.metrics import RANKING_METRICS, per_user_metrics, summarize
 from benchmark.registry import Registry
 from models.base import GroupProfiler, Recommender
@@ -120,11 +120,7 @@ def member_predictions(model: Recommender, members: pd.DataFrame, group_items: p
     """
     pairs = group_items[["group", "item"]].drop_duplicates().merge(unique_members(members), on="group")
     distinct = pairs[["user", "item"]].drop_duplicates(ignore_index=True)
-    prediction = np.asarray(model.predict(distinct), dtype=float)
-    if prediction.shape != (len(distinct),) or not np.isfinite(prediction).all():
-        raise TrainingError(f"model {getattr(model, 'name', model)} returned {np.size(prediction)} predictions "
-                            f"with {int((~np.isfinite(prediction)).sum())} non-finite values for "
-                            f"{len(distinct)} group-member pairs; check the model's training")
+    prediction = checked_predictions(model, distinct, what="group-member pairs")
     return pairs.merge(distinct.assign(prediction=prediction), on=["user", "item"])
 
 

@@ -14,14 +14,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.errors import GroupbenchError, TrainingError, require
-from benchmark.evaluation import EvalContext, evaluate
+from benchmark.errors import GroupbenchError, require
+from benchmark.evaluation import EvalContext, checked_predictions, evaluate
 import benchmark.group_eval  # registers the group-level and cold-start evaluators; validates eval.group
 from benchmark.tracking import Tracker, git_commit
 from models.base import Diagnosed, FitContext
@@ -151,12 +150,8 @@ def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int):
     fit_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    prediction = np.asarray(model.predict(split.test[["user", "item"]]), dtype=float)
+    prediction = checked_predictions(model, split.test)
     predict_seconds = time.perf_counter() - started
-    if prediction.shape != (len(split.test),) or not np.isfinite(prediction).all():
-        raise TrainingError(f"model {cfg.model.name} returned {np.size(prediction)} predictions with "
-                            f"{int((~np.isfinite(prediction)).sum())} non-finite values for {len(split.test)} "
-                            f"test pairs; check the model's training losses and hyperparameters")
 
     frame = split.test[["user", "item", "rating"]].assign(prediction=prediction)
     result = evaluate(EvalContext(dataset, split.train, frame, groups, model, cfg.eval))
