@@ -105,8 +105,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if model.device.type == "cuda":
         figures["cuda_peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
 
-    print(f"DMTL ({model.device.type}, batch {batch}, lr {cfg.trainer.lr}, sizes {dict(cfg.model.sizes)}, "
-          f"torch threads {torch.get_num_threads()}):")
+    step = "fused (models/dmtl_fused.py)" if cfg.trainer.fused_step else "autograd"
+    print(f"DMTL ({model.device.type}, {step} training step, batch {batch}, lr {cfg.trainer.lr}, "
+          f"sizes {dict(cfg.model.sizes)}, torch threads {torch.get_num_threads()}):")
     print(f"  epochs run {len(epochs)} (best {model.best_epoch}); seconds per epoch median {epoch:.3f} "
           f"(min {epochs.min():.3f}, max {epochs.max():.3f}); samples/s {rows / epoch:,.0f}")
     print(f"  time to convergence (whole fit incl. tensor building) {dmtl_fit:.2f} s "

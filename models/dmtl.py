@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from benchmark.errors import TrainingError, require
 from benchmark.split import holdout_mask
 from models.base import FitContext, Recommender
+from models.dmtl_fused import FusedTrainingStep
 
 log = logging.getLogger(__name__)
 
@@ -309,9 +310,7 @@ class DMTL(Recommender):
                      len(self.fit_data), int(self.trainer["batch_size"]), batch, float(self.trainer["lr"]), lr,
                      self.MIN_STEPS)
         patience, max_epochs = int(self.trainer["patience"]), int(self.trainer["max_epochs"])
-        # fused Adam: one kernel for all parameters instead of ~10 small ops per tensor (2x faster per step)
-        optimizer = torch.optim.Adam(self.net.parameters(), lr=lr, weight_decay=float(self.trainer["weight_decay"]),
-                                     fused=True)
+        step = self._training_step(lr)
         generator = torch.Generator().manual_seed(self.seed)
         data, n, lam = self.fit_data.tensors(), len(self.fit_data), self.lambda_profile
         best, best_state, waited = math.inf, None, 0
@@ -326,12 +325,8 @@ class DMTL(Recommender):
             sums = torch.zeros(2, device=self.device)
             for start in range(0, n, batch):
                 part = [t[start:start + batch] for t in shuffled]
-                l_rec, l_prof = self._losses(part)
-                loss = objective(l_rec, l_prof, lam)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                sums += torch.stack([l_rec.detach(), l_prof.detach()]) * len(part[0])
+                l_rec, l_prof = step(*part)
+                sums += torch.stack([l_rec, l_prof]) * len(part[0])
             train_rating, train_profile = (sums / n).tolist()
             val_rating, val_profile = self._evaluate(self.val_data)
             row = {"train_rating_loss": train_rating, "train_profile_loss": train_profile,
@@ -351,6 +346,27 @@ class DMTL(Recommender):
         bar.close()
         self.net.load_state_dict(best_state)  # early stopping restores the best validation weights
         log.info("DMTL: %d epochs, best epoch %d (val_loss %.4f)", len(self.history), self.best_epoch, best)
+
+    def _training_step(self, lr: float) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+        """One optimisation step on a batch -> (rating loss, profiling loss), detached.
+        ``trainer.fused_step`` (default) uses the hand-derived gradients of models/dmtl_fused.py
+        (same gradients, ~2x faster on CPU); false uses autograd on DMTLNetwork.forward, the
+        reference to start from when changing the network."""
+        weight_decay = float(self.trainer["weight_decay"])
+        if bool(self.trainer.get("fused_step", True)):
+            dropout_rng = torch.Generator(device=self.device).manual_seed(self.seed + 1)
+            return FusedTrainingStep(self.net, self.lambda_profile, lr, weight_decay, self.dropout,
+                                     self.activation, self.attention, dropout_rng)
+        # fused Adam: one kernel for all parameters instead of ~10 small ops per tensor
+        optimizer = torch.optim.Adam(self.net.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+
+        def autograd_step(*batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            l_rec, l_prof = self._losses(list(batch))
+            optimizer.zero_grad(set_to_none=True)
+            objective(l_rec, l_prof, self.lambda_profile).backward()
+            optimizer.step()
+            return l_rec.detach(), l_prof.detach()
+        return autograd_step
 
     # ---- inference ---------------------------------------------------------------------------
     @torch.no_grad()

@@ -13,6 +13,7 @@ from benchmark.runner import instantiate, run  # instantiate re-raises our one-l
 from mlflow.tracking import MlflowClient
 
 import models.dmtl as dmtl
+import models.dmtl_fused as dmtl_fused
 from benchmark.errors import ConfigError, TrainingError
 
 from benchmark.tracking import Tracker
@@ -171,10 +172,11 @@ def test_same_seed_gives_identical_metrics(synthetic_runs):
     np.testing.assert_array_equal(first.predictions["prediction"], second.predictions["prediction"])
 
 
-def test_forced_nan_fails_the_run_with_a_clear_message(make_cfg, tracking_uri, monkeypatch):
-    monkeypatch.setattr(dmtl, "rating_loss", lambda prediction, target: (prediction - target).mean() * math.nan)
-    with pytest.raises(TrainingError, match="epoch 1: train_rating_loss is nan.*lower trainer.lr"):
-        run(make_cfg(*FAST))
+@pytest.mark.parametrize("fused", [True, False])
+def test_forced_nan_fails_the_run_with_a_clear_message(make_cfg, tracking_uri, fused):
+    # an absurd learning rate makes the first Adam steps blow the weights up to inf, then NaN
+    with pytest.raises(TrainingError, match=r"epoch 1: train_rating_loss is (nan|inf).*lower trainer.lr"):
+        run(make_cfg(*FAST, "trainer.lr=1e38", f"trainer.fused_step={str(fused).lower()}"))
     client = MlflowClient(tracking_uri)
     (found,) = client.search_runs([client.get_experiment_by_name("groupbench").experiment_id])
     assert found.info.status == "FAILED"
@@ -205,3 +207,109 @@ def test_cold_users_and_items_get_predictions_from_side_features(make_cfg):
     assert np.isfinite(predictions).all() and ((predictions >= 1) & (predictions <= 5)).all()
     groups_out = model.predict_groups(np.array([cold_user, int(train["user"].iloc[0])]))
     assert groups_out.shape == (2,) and ((groups_out >= 0) & (groups_out < groups.k)).all()
+
+
+# ---- the fused training step (models/dmtl_fused.py) against autograd --------------------------
+
+def _double_network(activation: str, attention: str, dropout: float = 0.0) -> dmtl.DMTLNetwork:
+    torch.manual_seed(0)
+    return dmtl.DMTLNetwork(n_users=10, n_items=12, user_features=3, item_features=5, n_groups=4,
+                            user_dim=6, item_dim=7, shared_dim=8, activation=activation, dropout=dropout,
+                            attention=attention, rating_scale=(1.0, 5.0), mean_rating=3.5).double()
+
+
+def _double_batch(device: str = "cpu"):
+    batch = _batch()
+    return [(t.double() if t.is_floating_point() else t).to(device) for t in batch]
+
+
+# the fused step's CUDA path runs wherever the suite finds a GPU
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _fused(net, lam, activation, attention, dropout=0.0, lr=0.0, weight_decay=0.0, seed=3):
+    device = next(net.parameters()).device
+    return dmtl_fused.FusedTrainingStep(net, lam, lr=lr, weight_decay=weight_decay, dropout=dropout,
+                                        activation=activation, attention=attention,
+                                        generator=torch.Generator(device=device).manual_seed(seed))
+
+
+@pytest.mark.parametrize("activation", sorted(dmtl.ACTIVATIONS))
+@pytest.mark.parametrize("attention", sorted(dmtl.ATTENTION))
+@pytest.mark.parametrize("lam", [0.0, 0.7])
+@pytest.mark.parametrize("device", DEVICES)
+def test_fused_step_gradients_and_losses_equal_autograd(activation, attention, lam, device):
+    batch = _double_batch(device)
+    reference = _double_network(activation, attention).to(device)
+    l_rec, l_prof = _losses(reference, batch)
+    dmtl.objective(l_rec, l_prof, lam).backward()
+
+    net = _double_network(activation, attention).to(device)
+    fused_rec, fused_prof = _fused(net, lam, activation, attention)(*batch)  # lr 0: gradients only
+    torch.testing.assert_close(fused_rec, l_rec.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fused_prof, l_prof.detach(), rtol=1e-12, atol=1e-12)
+    for (name, p), q in zip(net.named_parameters(), reference.parameters()):
+        expected = torch.zeros_like(q) if q.grad is None else q.grad  # λ = 0: no gradient for the profiling head
+        torch.testing.assert_close(p.grad, expected, rtol=1e-10, atol=1e-12, msg=name)
+    if lam == 0:
+        assert net.profile_head.weight.grad.abs().sum() == 0
+    else:
+        assert net.profile_head.weight.grad.abs().sum() > 0
+
+
+class _FixedMask(torch.nn.Module):
+    def __init__(self, mask: torch.Tensor):
+        super().__init__()
+        self.mask = mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.mask
+
+
+def test_fused_dropout_backward_matches_autograd_with_the_same_mask():
+    batch = _double_batch()
+    net = _double_network("relu", "softmax", dropout=0.4)
+    step = _fused(net, 0.5, "relu", "softmax", dropout=0.4, seed=11)
+    draws = step.dropout_draws(len(batch[0]), 8, torch.device("cpu"))  # the mask the step will draw next...
+    step.generator.manual_seed(11)                                    # ...once the generator is rewound
+    mask = (draws > step.drop_threshold).double() * step.keep_scale
+    assert 0 < (mask == 0).sum() < mask.numel()
+
+    reference = _double_network("relu", "softmax", dropout=0.4)
+    reference.dropout = _FixedMask(mask)  # autograd with exactly the fused step's mask
+    dmtl.objective(*_losses(reference, batch), 0.5).backward()
+    step(*batch)
+    for (name, p), q in zip(net.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_fused_dropout_keeps_the_configured_share_and_preserves_the_mean():
+    step = _fused(_network(), 0.1, "tanh", "softmax", dropout=0.3)
+    draws = step.dropout_draws(4000, 64, torch.device("cpu"))
+    kept = draws > step.drop_threshold
+    share = kept.double().mean().item()
+    sigma = math.sqrt(0.3 * 0.7 / kept.numel())
+    assert abs(share - 0.7) < 5 * sigma
+    assert abs(1 / step.keep_scale - 0.7) < 1 / dmtl_fused.DROP_LEVELS  # p rounded to a multiple of 1/65536
+    assert abs((kept.double() * step.keep_scale).mean().item() - 1.0) < 5 * sigma / 0.7
+    # each of the four int16 cut from one 64-bit draw keeps the same share (the sign bit is random too)
+    for lane in kept.reshape(-1, 4).double().T:
+        assert abs(lane.mean().item() - 0.7) < 5 * sigma * 2
+    assert not torch.equal(kept[0], kept[1])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fused_step_updates_parameters_exactly_like_torch_adam(device):
+    batch = _double_batch(device)
+    reference = _double_network("relu", "softmax").to(device)
+    optimizer = torch.optim.Adam(reference.parameters(), lr=0.01, weight_decay=0.001)
+    net = _double_network("relu", "softmax").to(device)
+    step = _fused(net, 0.3, "relu", "softmax", lr=0.01, weight_decay=0.001)
+    for _ in range(3):
+        optimizer.zero_grad()
+        dmtl.objective(*_losses(reference, batch), 0.3).backward()
+        optimizer.step()
+        step(*batch)
+    for (name, p), q in zip(net.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12, msg=name)
+    assert net.user_embedding.weight[0].abs().sum() == 0  # the unknown-id row stays zero
