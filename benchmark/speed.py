@@ -43,6 +43,31 @@ def matmul_gflops(n: int, m: int, k: int, device: torch.device, seconds: float =
     return 2.0 * n * m * k * reps / (time.perf_counter() - started) / 1e9
 
 
+def matmul_floor_seconds(net: torch.nn.Module, batch: int, device: torch.device, repeats: int = 50) -> float:
+    """Seconds for the matrix products of one training step of ``batch`` rows, back to back on hot
+    caches: per dense layer (in -> out) the forward X W^T, the weight gradient dY^T X and the input
+    gradient dY W, i.e. exactly the 3 x forward FLOPs the analytic count charges. No element-wise
+    work at all, so no eager implementation of the step can be faster than this."""
+    layers = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    shapes = [(torch.randn(batch, m.in_features, device=device), torch.randn(batch, m.out_features, device=device),
+               m.weight.detach()) for m in layers]
+
+    def products():
+        for x, dy, w in shapes:
+            x @ w.T
+            dy.T @ x
+            dy @ w
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(5):
+        products()
+    sync()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        products()
+    sync()
+    return (time.perf_counter() - started) / repeats
+
+
 def compose_config(overrides: list[str]):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="config", overrides=["trainer.progress=false", *overrides])
@@ -58,6 +83,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.device=cuda dataset=itmrec")
     parser.add_argument("--skip-surprise", action="store_true", help="time DMTL only")
+    parser.add_argument("--skip-other-step", action="store_true",
+                        help="do not also time the other DMTL training step (fused vs autograd)")
     args = parser.parse_args(argv)
     cfg = compose_config(["model=dmtl", *args.overrides])
 
@@ -119,6 +146,26 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"  achieved {achieved:.2f} GFLOP/s; measured float32 matmul {peak:.1f} GFLOP/s (1024^3), "
           f"{at_shape:.1f} GFLOP/s ({batch}x{cfg.model.sizes.shared_dim} @ {cfg.model.sizes.shared_dim}x{groups.k})")
     print(f"  epoch time / (FLOPs at the 1024^3 matmul rate) = {figures['epoch_over_flops_at_peak']:.2f}x (target <= 1.5x)")
+    floor = matmul_floor_seconds(model.net, batch, model.device)
+    figures["matmul_floor_over_flops_at_peak"] = floor / (3 * flops["flops_per_sample_forward"] * batch / (peak * 1e9))
+    print(f"  floor: the step's matrix products alone (same shapes, back to back, hot caches) take "
+          f"{floor * 1e3:.2f} ms per {batch}-row batch = {figures['matmul_floor_over_flops_at_peak']:.2f}x "
+          f"their FLOPs at the 1024^3 rate")
+
+    if not args.skip_other_step:
+        # the other training step on the same data, same process: what the fused step buys
+        other_fused = not cfg.trainer.fused_step
+        other = instantiate(cfg.model, seed=cfg.seed, trainer={**cfg.model.trainer, "fused_step": other_fused})
+        started = time.perf_counter()
+        other.fit(split.train, context)
+        other_fit = time.perf_counter() - started
+        other_epoch = float(np.median([h["epoch_seconds"] for h in other.history]))
+        name = "fused" if other_fused else "autograd"
+        figures[f"{name}_step_seconds_per_epoch"] = other_epoch
+        figures[f"{name}_step_seconds_to_convergence"] = other_fit
+        print(f"  {name} training step (trainer.fused_step={str(other_fused).lower()}) on the same data: "
+              f"{other_epoch:.3f} s per epoch, {len(other.history)} epochs, {other_fit:.2f} s to convergence, "
+              f"epoch ratio {name}/{'autograd' if other_fused else 'fused'} {other_epoch / epoch:.2f}")
 
     if not args.skip_surprise:
         for name in ("svd", "svdpp"):
