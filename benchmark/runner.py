@@ -23,7 +23,7 @@ from benchmark.errors import GroupbenchError, require
 from benchmark.evaluation import EvalContext, checked_predictions, evaluate
 import benchmark.group_eval  # registers the group-level and cold-start evaluators; validates eval.group
 from benchmark.tracking import Tracker, git_commit
-from models.base import Diagnosed, FitContext
+from models.base import Diagnosed, FitContext, Tagged
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,8 @@ def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int):
                **{f"grouping_{k}": v for k, v in groups.stats.items()}}
     tables = dict(result.tables)
     tables["groups"] = groups.labels.rename("group").reset_index()
+    if isinstance(model, Tagged):
+        logger.set_tags(model.run_tags())
     if isinstance(model, Diagnosed):
         metrics.update(model.diagnostics())
         for name, table in model.artifacts().items():

@@ -12,6 +12,7 @@ nothing is asserted. Results go in docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import importlib
 import platform
 import resource
 import time
@@ -68,6 +69,17 @@ def matmul_floor_seconds(net: torch.nn.Module, batch: int, device: torch.device,
     return (time.perf_counter() - started) / repeats
 
 
+def native_available(device: torch.device) -> bool:
+    from models import dmtl_native
+    if not dmtl_native.supports(device):
+        return False
+    try:
+        dmtl_native.extension()
+        return True
+    except dmtl_native.NativeUnavailable:
+        return False
+
+
 def compose_config(overrides: list[str]):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="config", overrides=["trainer.progress=false", *overrides])
@@ -83,8 +95,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.device=cuda dataset=itmrec")
     parser.add_argument("--skip-surprise", action="store_true", help="time DMTL only")
-    parser.add_argument("--skip-other-step", action="store_true",
-                        help="do not also time the other DMTL training step (fused vs autograd)")
+    parser.add_argument("--skip-other-steps", action="store_true",
+                        help="do not also time the other DMTL training steps (native / fused / autograd)")
     args = parser.parse_args(argv)
     cfg = compose_config(["model=dmtl", *args.overrides])
 
@@ -95,13 +107,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"machine: {machine()}")
     print(f"data: {dataset.summary()}; training rows {len(split.train):,}; K={groups.k}")
 
-    # torch.optim imports torch._dynamo on the first optimizer a process builds (~1.4 s here): a
-    # one-time cost per process, not per fit (a sweep pays it once). Paid up front, reported apart.
-    started = time.perf_counter()
-    import torch._dynamo  # noqa: F401
-    import_seconds = time.perf_counter() - started
-
+    # One-time costs per process, not per fit (a sweep worker pays them once), paid up front and
+    # reported apart: loading the compiled step (its first build on a machine compiles it, ~30 s),
+    # or, for the eager steps, the torch._dynamo import torch.optim does on its first optimizer (~1 s).
     model = instantiate(cfg.model, seed=cfg.seed)
+    started = time.perf_counter()
+    if str(cfg.trainer.step) in ("auto", "native") and native_available(model.device):
+        one_time = "loading the compiled step (models/dmtl_native.cpp)"
+    else:
+        importlib.import_module("torch._dynamo")
+        one_time = "the torch._dynamo import torch.optim triggers"
+    import_seconds = time.perf_counter() - started
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
@@ -124,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     figures = {
         "dmtl_epochs": float(len(epochs)), "dmtl_best_epoch": float(model.best_epoch),
         "dmtl_seconds_per_epoch": epoch, "dmtl_samples_per_second": rows / epoch,
-        "dmtl_seconds_to_convergence": dmtl_fit, "torch_import_seconds": import_seconds, "peak_rss_mb": peak_rss_mb,
+        "dmtl_seconds_to_convergence": dmtl_fit, "one_time_seconds": import_seconds, "peak_rss_mb": peak_rss_mb,
         "flops_per_epoch": flops["total"], "achieved_gflops": achieved,
         "matmul_gflops_1024": peak, "matmul_gflops_model_shape": at_shape,
         "epoch_over_flops_at_peak": epoch / (flops["total"] / (peak * 1e9)),
@@ -132,13 +148,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if model.device.type == "cuda":
         figures["cuda_peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
 
-    step = "fused (models/dmtl_fused.py)" if cfg.trainer.fused_step else "autograd"
-    print(f"DMTL ({model.device.type}, {step} training step, batch {batch}, lr {cfg.trainer.lr}, "
+    print(f"DMTL ({model.device.type}, trainer.step={cfg.trainer.step} -> {model.training_step} training step, "
+          f"batch {batch}, lr {cfg.trainer.lr}, "
           f"sizes {dict(cfg.model.sizes)}, torch threads {torch.get_num_threads()}):")
     print(f"  epochs run {len(epochs)} (best {model.best_epoch}); seconds per epoch median {epoch:.3f} "
           f"(min {epochs.min():.3f}, max {epochs.max():.3f}); samples/s {rows / epoch:,.0f}")
     print(f"  time to convergence (whole fit incl. tensor building) {dmtl_fit:.2f} s "
-          f"(+ {import_seconds:.2f} s one-time torch._dynamo import that torch.optim triggers once per process)")
+          f"(+ {import_seconds:.2f} s once per process: {one_time})")
     print(f"  peak memory: process max RSS {peak_rss_mb:,.0f} MiB"
           + (f", CUDA max allocated {figures['cuda_peak_memory_mb']:.1f} MiB" if "cuda_peak_memory_mb" in figures else ""))
     print(f"  analytic FLOPs/epoch {flops['total'] / 1e9:.2f} G (forward {flops['flops_per_sample_forward']:,.0f} "
@@ -152,20 +168,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
           f"{floor * 1e3:.2f} ms per {batch}-row batch = {figures['matmul_floor_over_flops_at_peak']:.2f}x "
           f"their FLOPs at the 1024^3 rate")
 
-    if not args.skip_other_step:
-        # the other training step on the same data, same process: what the fused step buys
-        other_fused = not cfg.trainer.fused_step
-        other = instantiate(cfg.model, seed=cfg.seed, trainer={**cfg.model.trainer, "fused_step": other_fused})
-        started = time.perf_counter()
-        other.fit(split.train, context)
-        other_fit = time.perf_counter() - started
-        other_epoch = float(np.median([h["epoch_seconds"] for h in other.history]))
-        name = "fused" if other_fused else "autograd"
-        figures[f"{name}_step_seconds_per_epoch"] = other_epoch
-        figures[f"{name}_step_seconds_to_convergence"] = other_fit
-        print(f"  {name} training step (trainer.fused_step={str(other_fused).lower()}) on the same data: "
-              f"{other_epoch:.3f} s per epoch, {len(other.history)} epochs, {other_fit:.2f} s to convergence, "
-              f"epoch ratio {name}/{'autograd' if other_fused else 'fused'} {other_epoch / epoch:.2f}")
+    if not args.skip_other_steps:
+        # the other training steps on the same data, same process: what each one buys
+        others = [name for name in ("native", "fused", "autograd") if name != model.training_step
+                  and (name != "native" or native_available(model.device))]
+        for name in others:
+            other = instantiate(cfg.model, seed=cfg.seed, trainer={**cfg.model.trainer, "step": name})
+            started = time.perf_counter()
+            other.fit(split.train, context)
+            other_fit = time.perf_counter() - started
+            other_epoch = float(np.median([h["epoch_seconds"] for h in other.history]))
+            figures[f"{name}_step_seconds_per_epoch"] = other_epoch
+            figures[f"{name}_step_seconds_to_convergence"] = other_fit
+            print(f"  trainer.step={name} on the same data: {other_epoch:.3f} s per epoch, {len(other.history)} "
+                  f"epochs, {other_fit:.2f} s to convergence; epoch ratio {name}/{model.training_step} "
+                  f"{other_epoch / epoch:.2f}")
 
     if not args.skip_surprise:
         for name in ("svd", "svdpp"):
@@ -179,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         figures["dmtl_over_svdpp_fit"] = dmtl_fit / figures["svdpp_fit_seconds"]
         figures["dmtl_epoch_over_svd_epoch"] = epoch / figures["svd_epoch_seconds"]
         print(f"ratio DMTL to convergence / SVD++ fit = {figures['dmtl_over_svdpp_fit']:.2f} (target <= 0.5); "
-              f"with the one-time import {(dmtl_fit + import_seconds) / figures['svdpp_fit_seconds']:.2f}")
+              f"with the one-time cost {(dmtl_fit + import_seconds) / figures['svdpp_fit_seconds']:.2f}")
         print(f"ratio DMTL epoch / SVD epoch = {figures['dmtl_epoch_over_svd_epoch']:.2f}")
     return figures
 

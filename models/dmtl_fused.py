@@ -41,6 +41,21 @@ ACTIVATION_BACKWARD: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tenso
 DROP_LEVELS = 65536  # dropout masks are 16-bit integers
 
 
+def dropout_constants(p: float) -> tuple[bool, float, float]:
+    """-> (active, threshold, keep_scale) for drop probability ``p``: a unit is kept iff its int16
+    draw > threshold, i.e. P(keep) = (DROP_LEVELS - round(p * DROP_LEVELS)) / DROP_LEVELS, and kept
+    units are scaled by the exact inverse of that probability."""
+    dropped = round(p * DROP_LEVELS)
+    return dropped > 0, -DROP_LEVELS // 2 + dropped - 0.5, DROP_LEVELS / (DROP_LEVELS - dropped)
+
+
+def int16_draws(generator: torch.Generator, n: int, device: torch.device) -> torch.Tensor:
+    """n uniform int16 draws (four per 64-bit word: one random_ call instead of a bernoulli per unit)."""
+    words = torch.empty(math.ceil(n / 4), dtype=torch.int64, device=device)
+    words.random_(-2**63, 2**63 - 1, generator=generator)  # all 64 bits (plain random_() leaves the sign bit 0)
+    return words.view(torch.int16)[:n]
+
+
 def flatten_parameters(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """Move every parameter of ``module`` into one flat buffer (parameters become views of it)
     and give each a gradient that is a view of one flat gradient buffer. -> (params, grads)."""
@@ -58,7 +73,7 @@ def flatten_parameters(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 
 class FusedTrainingStep:
     """``step(user, item, xu, xi, rating, group)`` does forward, loss, backward and Adam in one go and
-    returns the batch's (rating loss, profiling loss) as 0-d tensors (no host sync)."""
+    returns the batch's (rating loss, profiling loss) as a (2,) tensor (no host sync)."""
 
     def __init__(self, net: nn.Module, lambda_profile: float, lr: float, weight_decay: float,
                  dropout: float, activation: str, attention: str, generator: torch.Generator):
@@ -67,11 +82,7 @@ class FusedTrainingStep:
         self.act = net.act
         self.act_backward = ACTIVATION_BACKWARD[activation]
         self.generator = generator
-        dropped = round(dropout * DROP_LEVELS)
-        self.dropout = dropped > 0
-        # keep a unit iff its int16 draw > threshold: P(keep) = (DROP_LEVELS - dropped) / DROP_LEVELS
-        self.drop_threshold = -DROP_LEVELS // 2 + dropped - 0.5
-        self.keep_scale = DROP_LEVELS / (DROP_LEVELS - dropped)
+        self.dropout, self.drop_threshold, self.keep_scale = dropout_constants(dropout)
         flat, self.grads = flatten_parameters(net)
         flat_param = nn.Parameter(flat)  # shares flat's storage, so Adam updates the network's views
         flat_param.grad = self.grads
@@ -83,13 +94,11 @@ class FusedTrainingStep:
 
     def dropout_draws(self, rows: int, width: int, device: torch.device) -> torch.Tensor:
         """(rows, width) float tensor of uniform integers in [-32768, 32767]."""
-        words = torch.empty(math.ceil(rows * width / 4), dtype=torch.int64, device=device)
-        words.random_(-2**63, 2**63 - 1, generator=self.generator)  # all 64 bits (plain random_() leaves the sign bit 0)
-        return words.view(torch.int16)[:rows * width].view(rows, width).float()
+        return int16_draws(self.generator, rows * width, device).view(rows, width).float()
 
     @torch.no_grad()
     def __call__(self, user: torch.Tensor, item: torch.Tensor, xu: torch.Tensor, xi: torch.Tensor,
-                 rating: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                 rating: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
         net, act, act_bw = self.net, self.act, self.act_backward
         b = len(user)
         scale = 1.0 / b  # both losses are batch means
@@ -171,4 +180,4 @@ class FusedTrainingStep:
             table.weight.grad.index_add_(0, ids, grad)
             table.weight.grad[0].zero_()  # the padding row (unknown id) stays zero, as in nn.Embedding
         self.optimizer.step()
-        return l_rec, l_prof
+        return torch.stack([l_rec, l_prof])
