@@ -1,10 +1,14 @@
-// DMTL's fused training step on CPU in one call (models/dmtl_native.py builds and loads it).
+// DMTL's training step on CPU, compiled (models/dmtl_native.py builds and loads it on first use).
 //
 // The same forward algebra, losses and hand-derived gradients as the eager fused step
-// (models/dmtl_fused.py); what it adds is that every element-wise part runs as one loop per layer,
-// fused with its neighbours, while the rows are still in cache, instead of one ATen call per
-// operation. The matrix products stay ATen's (MKL). Why: at DMTL's widths the eager step spends more
-// time in per-op dispatch and extra passes over memory than in its products (docs/performance.md).
+// (models/dmtl_fused.py) and torch.optim.Adam's update, checked against autograd by
+// tests/test_dmtl_native.py. What it adds: every element-wise part runs in one loop per layer,
+// fused with its neighbours while the rows are still in cache, instead of one ATen call per
+// operation; the input projections (19-23 features, where MKL runs far below peak) are
+// register-blocked loops; the other products go through ATen (MKL); and whole epochs and
+// validation passes run here, so Python is not involved per step. Why: at DMTL's widths the eager
+// step spends more time in per-op dispatch and passes over memory than in its products
+// (docs/performance.md, "DMTL training speed").
 //
 // Layout: every activation is row-major (rows = batch rows). The Step object owns its workspaces,
 // sized for the largest batch, so a step allocates nothing; data rows are packed into one cache line
