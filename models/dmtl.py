@@ -35,8 +35,8 @@ from tqdm.auto import tqdm
 
 from benchmark.errors import TrainingError, require
 from benchmark.split import holdout_mask
-from models.base import FitContext, Recommender
 from models import dmtl_native
+from models.base import FitContext, Recommender
 from models.dmtl_fused import FusedTrainingStep
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ class _Encoded:
         return len(self.user)
 
 
-# trainer.step: how a training step is computed. All four give the same gradients (tests/test_dmtl.py).
+# trainer.step: how a training step is computed. All give the same gradients (tests/test_dmtl*.py).
 TRAINING_STEPS = {
     "auto": "native on CPU when the extension builds, else fused",
     "native": "models/dmtl_native.cpp: the whole step in one compiled call (CPU)",
@@ -235,7 +235,9 @@ class DMTL(Recommender):
         self.net: DMTLNetwork | None = None
         self.history: list[dict[str, float]] = []
         self.best_epoch = 0
-        self.training_step: str | None = None  # the step that ran (trainer.step=auto resolves at fit time)
+        # the step that trains, resolved now: loading (on a machine's first use, building) the compiled
+        # step happens at construction, before any data work, and never inside a fit's timing
+        self.training_step = self._resolve_step(step)
 
     # ---- data -> tensors -------------------------------------------------------------------
     def _prepare_encoders(self, fit: pd.DataFrame, context: FitContext) -> None:
@@ -393,24 +395,26 @@ class DMTL(Recommender):
         self.net.load_state_dict(best_state)  # early stopping restores the best validation weights
         log.info("DMTL: %d epochs, best epoch %d (val_loss %.4f)", len(self.history), self.best_epoch, best)
 
+    def _resolve_step(self, wanted: str) -> str:
+        """trainer.step -> the step that will train: native | fused | autograd (TRAINING_STEPS)."""
+        if wanted not in ("auto", "native"):
+            return wanted
+        if not dmtl_native.supports(self.device):
+            return "fused"  # auto on CUDA (native on CUDA was refused above)
+        try:
+            dmtl_native.extension()
+            return "native"
+        except dmtl_native.NativeUnavailable as error:
+            if wanted == "native":
+                raise TrainingError(f"trainer.step=native: {error}; install a C++ compiler and ninja, "
+                                    f"or use trainer.step=fused") from None
+            log.warning("DMTL: %s; training with the eager fused step (trainer.step=fused) instead", error)
+            return "fused"
+
     def _training_step(self, lr: float, batch: int) -> Callable[..., torch.Tensor]:
         """One optimisation step on a batch -> (rating loss, profiling loss) as a detached (2,) tensor,
-        computed as ``trainer.step`` says (TRAINING_STEPS); ``self.training_step`` records which ran."""
+        computed by ``self.training_step`` (TRAINING_STEPS)."""
         weight_decay = float(self.trainer["weight_decay"])
-        wanted = str(self.trainer.get("step", "auto"))
-        dtype = next(self.net.parameters()).dtype
-        if wanted in ("auto", "native") and dmtl_native.supports(self.device, dtype):
-            try:
-                dmtl_native.extension()
-                self.training_step = "native"
-            except dmtl_native.NativeUnavailable as error:
-                if wanted == "native":
-                    raise TrainingError(f"trainer.step=native: {error}; install a C++ compiler and ninja, "
-                                        f"or use trainer.step=fused") from None
-                log.warning("DMTL: %s; training with the eager fused step (trainer.step=fused) instead", error)
-                self.training_step = "fused"
-        else:
-            self.training_step = "fused" if wanted in ("auto", "fused") else wanted
         generator = torch.Generator(device=self.device).manual_seed(self.seed + 1)  # dropout masks
         if self.training_step == "native":
             return dmtl_native.NativeTrainingStep(self.net, self.lambda_profile, lr, weight_decay, self.dropout,

@@ -192,8 +192,16 @@ def test_trainer_step_auto_falls_back_to_the_eager_step_without_the_extension(ma
         run(make_cfg(*FAST, "trainer.max_epochs=2", "trainer.step=native"))
 
 
-def test_runs_record_the_step_that_trained(make_cfg, tracking_uri):
-    result = run(make_cfg(*FAST, "trainer.max_epochs=2"))
+def test_the_step_resolves_at_construction_and_runs_record_it(make_cfg, tracking_uri, monkeypatch):
+    cfg = make_cfg(*FAST, "trainer.max_epochs=2")
+    assert instantiate(cfg.model, seed=0).training_step == "native"  # loaded (or built) before any fit
+    loads = []
+    monkeypatch.setattr(dmtl_native, "extension", lambda: loads.append(1))  # counts any load
+    assert instantiate(make_cfg(*FAST, "trainer.step=fused").model, seed=0).training_step == "fused"
+    assert instantiate(make_cfg(*FAST, "trainer.step=autograd").model, seed=0).training_step == "autograd"
+    assert loads == []  # explicit eager steps never touch the extension
+    monkeypatch.undo()
+    result = run(cfg)
     assert MlflowClient(tracking_uri).get_run(result.run_id).data.tags["dmtl.training_step"] == "native"
 
 
