@@ -22,6 +22,7 @@ import logging
 import os
 import platform
 import shutil
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -53,9 +54,26 @@ def _cpu_key() -> str:
     return hashlib.sha256(flags.encode()).hexdigest()[:10]
 
 
+STALE_LOCK_SECONDS = 600  # a build takes ~30 s; a lock this old was left by a killed build
+
+
+def remove_stale_lock(build_directory: Path, max_age: float = STALE_LOCK_SECONDS) -> bool:
+    """torch's build lock outlives a build that was killed (Ctrl-C during the first ~30 s), and every
+    later load then waits on it forever. Remove a lock older than ``max_age`` seconds -> removed?"""
+    lock = build_directory / "lock"
+    try:
+        if time.time() - lock.stat().st_mtime < max_age:
+            return False
+        lock.unlink()
+    except FileNotFoundError:
+        return False
+    log.warning("DMTL: removed a stale build lock %s (left by an interrupted build)", lock)
+    return True
+
+
 @functools.lru_cache(maxsize=1)
 def _load() -> ModuleType | NativeUnavailable:
-    from torch.utils.cpp_extension import load  # imports setuptools machinery: only when needed
+    from torch.utils import cpp_extension  # imports setuptools machinery: only when needed
     if shutil.which("ninja") is None:  # the pip package's binary, when the venv is not activated
         try:
             import ninja
@@ -63,9 +81,13 @@ def _load() -> ModuleType | NativeUnavailable:
         except ImportError:
             pass  # load() then fails with torch's own "Ninja is required" message
     log.info("DMTL: loading the compiled training step (the first use on a machine builds it, ~30 s)")
+    name = f"groupbench_dmtl_native_{_cpu_key()}"
+    try:  # torch's own build-directory rule (a private helper of the pinned torch): best effort only
+        remove_stale_lock(Path(cpp_extension._get_build_directory(name, verbose=False)))
+    except (AttributeError, OSError, TypeError) as error:
+        log.debug("DMTL: no stale-lock check (%s)", error)
     try:
-        return load(name=f"groupbench_dmtl_native_{_cpu_key()}", sources=[str(SOURCE)], extra_cflags=CFLAGS,
-                    verbose=False)
+        return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=CFLAGS, verbose=False)
     except Exception as error:  # compiler or ninja missing, build failure: the caller decides
         lines = str(error).strip().splitlines() or [type(error).__name__]
         reason = next((line for line in lines if "error" in line.lower() and "Error building" not in line), lines[0])

@@ -228,3 +228,17 @@ def test_encoded_tables_describe_the_same_rows_as_the_per_row_features(make_cfg)
         assert len(user_table) < len(user)  # a table row per user, not per rating
         torch.testing.assert_close(user_table[user_feature], encoded.xu, rtol=0, atol=0)
         torch.testing.assert_close(item_table[item_feature], encoded.xi, rtol=0, atol=0)
+
+
+def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path):
+    import os
+    import time
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    assert not dmtl_native.remove_stale_lock(tmp_path)  # a build may be running: wait for it
+    assert lock.exists()
+    old = time.time() - dmtl_native.STALE_LOCK_SECONDS - 1
+    os.utime(lock, (old, old))
+    assert dmtl_native.remove_stale_lock(tmp_path)      # left by a killed build: removed
+    assert not lock.exists()
+    assert not dmtl_native.remove_stale_lock(tmp_path)  # nothing to remove
