@@ -140,12 +140,10 @@ class DMTLNetwork(nn.Module):
 
 @dataclass
 class _Encoded:
-    """One frame's rows as tensors: id indices (0 = unknown), standardized features, targets. The side
-    features are also kept as per-user / per-item tables with a row index per rating (``indexed``)."""
+    """One frame's rows as tensors: id indices (0 = unknown), targets, and the standardized side
+    features as per-user / per-item tables with a table row per rating (``xu`` / ``xi`` gather them)."""
     user: torch.Tensor
     item: torch.Tensor
-    xu: torch.Tensor
-    xi: torch.Tensor
     user_table: torch.Tensor
     user_feature: torch.Tensor
     item_table: torch.Tensor
@@ -153,8 +151,20 @@ class _Encoded:
     rating: torch.Tensor | None = None
     group: torch.Tensor | None = None
 
+    @property
+    def xu(self) -> torch.Tensor:
+        return self.user_table[self.user_feature]
+
+    @property
+    def xi(self) -> torch.Tensor:
+        return self.item_table[self.item_feature]
+
+    def inputs(self) -> list[torch.Tensor]:
+        """The network's inputs, one row per rating: user, item, xu, xi."""
+        return [self.user, self.item, self.xu, self.xi]
+
     def tensors(self) -> list[torch.Tensor]:
-        return [self.user, self.item, self.xu, self.xi, self.rating, self.group]
+        return [*self.inputs(), self.rating, self.group]
 
     def indexed(self) -> list[torch.Tensor]:
         """The compiled step's layout: per-row ids and feature-table rows, then the two tables."""
@@ -268,7 +278,6 @@ class DMTL(Recommender):
         encoded = _Encoded(
             user=as_tensor(self.user_vocab.get_indexer(u_ids)[u_row] + 1, torch.long),
             item=as_tensor(self.item_vocab.get_indexer(i_ids)[i_row] + 1, torch.long),
-            xu=as_tensor(user_table[u_row], torch.float32), xi=as_tensor(item_table[i_row], torch.float32),
             user_table=as_tensor(user_table, torch.float32), user_feature=as_tensor(u_row, torch.long),
             item_table=as_tensor(item_table, torch.float32), item_feature=as_tensor(i_row, torch.long))
         if "rating" in frame:
@@ -307,7 +316,8 @@ class DMTL(Recommender):
         low, high = context.rating_scale
         self.net = DMTLNetwork(
             n_users=len(self.user_vocab), n_items=len(self.item_vocab),
-            user_features=self.fit_data.xu.shape[1], item_features=self.fit_data.xi.shape[1], n_groups=self.k,
+            user_features=self.fit_data.user_table.shape[1], item_features=self.fit_data.item_table.shape[1],
+            n_groups=self.k,
             user_dim=self.sizes["user_dim"], item_dim=self.sizes["item_dim"], shared_dim=self.sizes["shared_dim"],
             activation=self.activation, dropout=self.dropout, attention=self.attention,
             rating_scale=(low, high), mean_rating=float(fit_rows["rating"].mean())).to(self.device)
@@ -439,9 +449,9 @@ class DMTL(Recommender):
         """(ratings, α) for a frame of (user, item) pairs, in chunks, in eval mode."""
         self.net.eval()
         data = self._encode(frame)
-        ratings, alphas = [], []
+        ratings, alphas, inputs = [], [], data.inputs()
         for start in range(0, len(data), chunk):
-            part = [t[start:start + chunk] for t in (data.user, data.item, data.xu, data.xi)]
+            part = [t[start:start + chunk] for t in inputs]
             rating, _, alpha = self.net(*part)
             ratings.append(rating)
             alphas.append(alpha)
@@ -469,9 +479,9 @@ class DMTL(Recommender):
                           ignore_index=True)
         owner = torch.as_tensor(np.searchsorted(wanted, pairs["user"].to_numpy()), device=self.device)
         data = self._encode(pairs)
-        total = torch.zeros(len(wanted), self.k, device=self.device)
+        total, inputs = torch.zeros(len(wanted), self.k, device=self.device), data.inputs()
         for start in range(0, len(data), 65536):
-            part = [t[start:start + 65536] for t in (data.user, data.item, data.xu, data.xi)]
+            part = [t[start:start + 65536] for t in inputs]
             _, logits, _ = self.net(*part)
             total.index_add_(0, owner[start:start + 65536], torch.softmax(logits, dim=1))
         return total.argmax(dim=1).cpu().numpy()[back]

@@ -49,13 +49,6 @@ def dropout_constants(p: float) -> tuple[bool, float, float]:
     return dropped > 0, -DROP_LEVELS // 2 + dropped - 0.5, DROP_LEVELS / (DROP_LEVELS - dropped)
 
 
-def int16_draws(generator: torch.Generator, n: int, device: torch.device) -> torch.Tensor:
-    """n uniform int16 draws (four per 64-bit word: one random_ call instead of a bernoulli per unit)."""
-    words = torch.empty(math.ceil(n / 4), dtype=torch.int64, device=device)
-    words.random_(-2**63, 2**63 - 1, generator=generator)  # all 64 bits (plain random_() leaves the sign bit 0)
-    return words.view(torch.int16)[:n]
-
-
 def flatten_parameters(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """Move every parameter of ``module`` into one flat buffer (parameters become views of it)
     and give each a gradient that is a view of one flat gradient buffer. -> (params, grads)."""
@@ -94,7 +87,9 @@ class FusedTrainingStep:
 
     def dropout_draws(self, rows: int, width: int, device: torch.device) -> torch.Tensor:
         """(rows, width) float tensor of uniform integers in [-32768, 32767]."""
-        return int16_draws(self.generator, rows * width, device).view(rows, width).float()
+        words = torch.empty(math.ceil(rows * width / 4), dtype=torch.int64, device=device)
+        words.random_(-2**63, 2**63 - 1, generator=self.generator)  # all 64 bits (plain random_() leaves the sign bit 0)
+        return words.view(torch.int16)[:rows * width].view(rows, width).float()
 
     @torch.no_grad()
     def __call__(self, user: torch.Tensor, item: torch.Tensor, xu: torch.Tensor, xi: torch.Tensor,

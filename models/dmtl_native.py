@@ -102,9 +102,9 @@ def extension() -> ModuleType:
     return loaded
 
 
-def supports(device: torch.device, dtype: torch.dtype = torch.float32) -> bool:
-    """Whether the compiled step can train on this device and dtype at all (CPU, float32/64)."""
-    return device.type == "cpu" and dtype in (torch.float32, torch.float64)
+def supports(device: torch.device) -> bool:
+    """Whether the compiled step can train on this device at all (CPU; float32/64 checked by Step)."""
+    return device.type == "cpu"
 
 
 class NativeTrainingStep:

@@ -213,21 +213,22 @@ def test_native_and_eager_training_reach_the_same_quality(make_cfg):
     assert abs(native["profile_accuracy"] - fused["profile_accuracy"]) < 0.05
 
 
-def test_encoded_tables_describe_the_same_rows_as_the_per_row_features(make_cfg):
-    """What the compiled step reads (per-user / per-item tables + a row index) equals what the eager steps
-    read (one feature row per rating), for the fitting and the validation rows."""
+def test_encoded_feature_tables_give_each_rating_its_own_users_and_items_features(make_cfg):
+    """What every step reads (per-user / per-item tables + a table row per rating) equals the side
+    features looked up row by row, independently of the unique/inverse encoding."""
     from models.base import FitContext
     cfg = make_cfg(*FAST, "trainer.max_epochs=1")
     dataset = instantiate(cfg.dataset.loader, root=None)
     split = instantiate(cfg.split)(dataset.ratings, seed=0)[0]
     groups = instantiate(cfg.grouping)(dataset, split.train, seed=0)
     model = instantiate(cfg.model, seed=0).fit(split.train, FitContext(dataset, groups, seed=0))
-    for encoded in (model.fit_data, model.val_data):
-        user, item, user_feature, item_feature, rating, group, user_table, item_table = encoded.indexed()
-        assert user_table.is_contiguous() and item_table.is_contiguous()
-        assert len(user_table) < len(user)  # a table row per user, not per rating
-        torch.testing.assert_close(user_table[user_feature], encoded.xu, rtol=0, atol=0)
-        torch.testing.assert_close(item_table[item_feature], encoded.xi, rtol=0, atol=0)
+    encoded, pairs = model.fit_data, model.fit_pairs  # the fitting rows, in encoding order
+    assert encoded.user_table.is_contiguous() and encoded.item_table.is_contiguous()
+    assert len(encoded.user_table) < len(encoded)  # a table row per user, not per rating
+    per_row_users = model._side(model.user_features, model.user_scaler, pairs["user"].to_numpy())
+    per_row_items = model._side(model.item_features, model.item_scaler, pairs["item"].to_numpy())
+    torch.testing.assert_close(encoded.xu, torch.from_numpy(per_row_users), rtol=0, atol=0)
+    torch.testing.assert_close(encoded.xi, torch.from_numpy(per_row_items), rtol=0, atol=0)
 
 
 def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path):
