@@ -59,7 +59,7 @@ DISPLAY_NAMES = {
     "dmtl": "DMTL", "svd": "SVD", "svdpp": "SVD++", "pmf": "PMF", "nmf": "NMF", "slope_one": "SlopeOne",
     "co_clustering": "CoClustering", "baseline_only": "BaselineOnly", "normal_predictor": "NormalPredictor",
     "knn_basic": "KNNBasic", "knn_with_means": "KNNWithMeans", "knn_with_zscore": "KNNWithZScore",
-    "knn_baseline": "KNNBaseline",
+    "knn_baseline": "KNNBaseline", "neural_mf": "NeuralMF",
 }
 
 

@@ -23,7 +23,8 @@ from benchmark.errors import GroupbenchError, require
 from benchmark.evaluation import EvalContext, checked_predictions, evaluate
 import benchmark.group_eval  # registers the group-level and cold-start evaluators; validates eval.group
 from benchmark.tracking import Tracker, git_commit
-from models.base import Diagnosed, FitContext, Tagged
+from models.base import Diagnosed, FitContext
+from models.trainer import check_removed_keys
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ def validate(cfg: DictConfig) -> None:
     require(int(cfg.eval.k) >= 1, f"eval.k={cfg.eval.k} must be >= 1")
     benchmark.group_eval.validate_config(cfg.eval)
     require(isinstance(cfg.seed, int) and cfg.seed >= 0, f"seed={cfg.seed} must be a non-negative integer")
+    check_removed_keys(cfg.get("trainer"))  # every model: a removed key must not pass silently
 
 
 def build_tracker(cfg: DictConfig) -> Tracker:
@@ -159,8 +161,6 @@ def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int):
                **{f"grouping_{k}": v for k, v in groups.stats.items()}}
     tables = dict(result.tables)
     tables["groups"] = groups.labels.rename("group").reset_index()
-    if isinstance(model, Tagged):
-        logger.set_tags(model.run_tags())
     if isinstance(model, Diagnosed):
         metrics.update(model.diagnostics())
         for name, table in model.artifacts().items():

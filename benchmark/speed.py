@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
-from benchmark.errors import GroupbenchError
 from benchmark.runner import instantiate
 from models.base import FitContext
 
@@ -85,8 +84,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.device=cuda dataset=itmrec")
     parser.add_argument("--skip-surprise", action="store_true", help="time DMTL only")
-    parser.add_argument("--skip-other-steps", action="store_true",
-                        help="do not also time the other DMTL training steps (native / fused / autograd)")
     args = parser.parse_args(argv)
     cfg = compose_config(["model=dmtl", *args.overrides])
 
@@ -97,17 +94,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"machine: {machine()}")
     print(f"data: {dataset.summary()}; training rows {len(split.train):,}; K={groups.k}")
 
-    # One-time costs per process, not per fit (a sweep worker pays them once), paid up front and
-    # reported apart: loading the compiled step, which DMTL does at construction (a machine's first
-    # load builds it, ~30 s), or, for the eager steps, the torch._dynamo import torch.optim does on
-    # its first optimizer (~1 s).
+    # A one-time cost per process, not per fit (a sweep worker pays it once), paid up front and
+    # reported apart: the torch._dynamo import torch.optim does on its first optimizer (~1 s).
     started = time.perf_counter()
     model = instantiate(cfg.model, seed=cfg.seed)
-    if model.training_step == "native":
-        one_time = "loading the compiled step (models/dmtl_native.cpp)"
-    else:
-        importlib.import_module("torch._dynamo")
-        one_time = "the torch._dynamo import torch.optim triggers"
+    importlib.import_module("torch._dynamo")
+    one_time = "the torch._dynamo import torch.optim triggers"
     one_time_seconds = time.perf_counter() - started
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -139,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if model.device.type == "cuda":
         figures["cuda_peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
 
-    print(f"DMTL ({model.device.type}, trainer.step={cfg.trainer.step} -> {model.training_step} training step, "
+    print(f"DMTL ({model.device.type}, "
           f"batch {batch}, lr {cfg.trainer.lr}, "
           f"sizes {dict(cfg.model.sizes)}, torch threads {torch.get_num_threads()}):")
     print(f"  epochs run {len(epochs)} (best {model.best_epoch}); seconds per epoch median {epoch:.3f} "
@@ -158,24 +150,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"  floor: the step's matrix products alone (same shapes, back to back, hot caches) take "
           f"{floor * 1e3:.2f} ms per {batch}-row batch = {figures['matmul_floor_over_flops_at_peak']:.2f}x "
           f"their FLOPs at the 1024^3 rate")
-
-    if not args.skip_other_steps:
-        # the other training steps on the same data, same process: what each one buys
-        for name in [name for name in ("native", "fused", "autograd") if name != model.training_step]:
-            try:  # DMTL refuses a step this machine cannot run (native without a compiler or on CUDA)
-                other = instantiate(cfg.model, seed=cfg.seed, trainer={**cfg.model.trainer, "step": name})
-            except GroupbenchError as error:
-                print(f"  trainer.step={name}: not timed ({error})")
-                continue
-            started = time.perf_counter()
-            other.fit(split.train, context)
-            other_fit = time.perf_counter() - started
-            other_epoch = float(np.median([h["epoch_seconds"] for h in other.history]))
-            figures[f"{name}_step_seconds_per_epoch"] = other_epoch
-            figures[f"{name}_step_seconds_to_convergence"] = other_fit
-            print(f"  trainer.step={name} on the same data: {other_epoch:.3f} s per epoch, {len(other.history)} "
-                  f"epochs, {other_fit:.2f} s to convergence; epoch ratio {name}/{model.training_step} "
-                  f"{other_epoch / epoch:.2f}")
 
     if not args.skip_surprise:
         for name in ("svd", "svdpp"):

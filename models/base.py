@@ -75,11 +75,3 @@ class Diagnosed(Protocol):
     def artifacts(self) -> dict[str, Any]:
         """file name -> DataFrame (saved as CSV) or dict (saved as JSON)."""
         ...
-
-
-@runtime_checkable
-class Tagged(Protocol):
-    """A model that reports how it ran as run tags (e.g. which DMTL training step a setting resolved to)."""
-
-    def run_tags(self) -> dict[str, str]:
-        ...

@@ -10,20 +10,17 @@
 
 Index 0 of both embeddings is "unknown id" (kept at zero): users or items unseen in training
 are predicted from their side features alone. Every choice the paper leaves open is listed
-in docs/protocol.md ("## DMTL"). Training builds its tensors once, shuffles them with one
-permutation per epoch and slices batches; losses are accumulated on the device and read
-once per epoch, so there is no per-row Python and no per-batch host sync.
+in docs/protocol.md ("## DMTL"). ``DMTLNetwork`` and ``DMTL.loss`` are the whole model: it
+trains as written, by autograd and Adam in the shared trainer (models/trainer.py), so editing
+the network is all a change of architecture takes.
 """
 
 from __future__ import annotations
 
-import copy
-import functools
 import logging
 import math
-import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,13 +28,10 @@ import torch
 import torch.nn.functional as F
 from sklearn.preprocessing import StandardScaler
 from torch import nn
-from tqdm.auto import tqdm
 
 from benchmark.errors import TrainingError, require
-from benchmark.split import holdout_mask
-from models import dmtl_native
 from models.base import FitContext, Recommender
-from models.dmtl_fused import FusedTrainingStep
+from models.trainer import Trainer, TrainerConfig
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +57,6 @@ def _uniform_attention(layer: nn.Module | None, hu: torch.Tensor, hi: torch.Tens
 ATTENTION: dict[str, Callable[[nn.Module | None, torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "softmax": _softmax_attention, "none": _no_attention, "uniform": _uniform_attention,
 }
-
-DEVICES: dict[str, Callable[[], bool]] = {
-    "auto": lambda: True, "cpu": lambda: True, "cuda": torch.cuda.is_available,
-}
-
-
-def resolve_device(name: str) -> torch.device:
-    require(name in DEVICES, f"trainer.device={name!r} is unknown; use one of {sorted(DEVICES)}")
-    require(DEVICES[name](), f"trainer.device={name} but CUDA is not available here; use trainer.device=auto or cpu")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
 
 def rating_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """L_rec; module-level so a test can replace it to force a non-finite loss."""
@@ -166,35 +147,8 @@ class _Encoded:
     def tensors(self) -> list[torch.Tensor]:
         return [*self.inputs(), self.rating, self.group]
 
-    def indexed(self) -> list[torch.Tensor]:
-        """The compiled step's layout: per-row ids and feature-table rows, then the two tables."""
-        return [self.user, self.item, self.user_feature, self.item_feature, self.rating, self.group,
-                self.user_table, self.item_table]
-
     def __len__(self) -> int:
         return len(self.user)
-
-
-# trainer.step: how a training step is computed. All give the same gradients (tests/test_dmtl*.py).
-TRAINING_STEPS = {
-    "auto": "native on CPU when the extension builds, else fused",
-    "native": "models/dmtl_native.cpp: the whole step in one compiled call (CPU)",
-    "fused": "models/dmtl_fused.py: hand-derived gradients in eager PyTorch (CPU, CUDA)",
-    "autograd": "DMTLNetwork.forward + autograd + torch.optim.Adam: the reference",
-}
-
-
-def eager_epoch(step: Callable[..., torch.Tensor], data: list[torch.Tensor], order: torch.Tensor, *,
-                batch: int) -> torch.Tensor:
-    """One epoch of ``step`` over the rows of ``data`` in ``order``, ``batch`` rows at a time ->
-    mean (rating loss, profiling loss). One gather per tensor, then batches are slices; the
-    losses stay on the device (no per-batch host sync)."""
-    shuffled = [t.index_select(0, order) for t in data]
-    sums = torch.zeros(2, device=order.device)
-    for start in range(0, len(order), batch):
-        part = [t[start:start + batch] for t in shuffled]
-        sums.add_(step(*part), alpha=len(part[0]))
-    return sums / len(order)
 
 
 class DMTL(Recommender):
@@ -220,34 +174,18 @@ class DMTL(Recommender):
                     f"model.sizes.{key}={value} must be a positive integer; set it in conf/model/dmtl.yaml")
         unknown = sorted(set(sizes) - {"user_dim", "item_dim", "shared_dim"})
         require(not unknown, f"model.sizes has unknown keys {unknown}; use user_dim, item_dim, shared_dim")
-        missing = [k for k in ("lr", "weight_decay", "batch_size", "max_epochs", "patience", "val_size", "device")
-                   if k not in trainer]
-        require(not missing, f"model.trainer lacks {missing}; keep `trainer: ${{trainer}}` in conf/model/dmtl.yaml")
-        require(float(trainer["lr"]) > 0, f"trainer.lr={trainer['lr']} must be > 0")
-        require(float(trainer["weight_decay"]) >= 0, f"trainer.weight_decay={trainer['weight_decay']} must be >= 0")
-        require(int(trainer["batch_size"]) >= 1, f"trainer.batch_size={trainer['batch_size']} must be >= 1")
-        require(int(trainer["max_epochs"]) >= 1, f"trainer.max_epochs={trainer['max_epochs']} must be >= 1")
-        require(int(trainer["patience"]) >= 1, f"trainer.patience={trainer['patience']} must be >= 1")
-        require(0.0 < float(trainer["val_size"]) < 1.0, f"trainer.val_size={trainer['val_size']} must be in (0, 1)")
-        step = str(trainer.get("step", "auto"))
-        require(step in TRAINING_STEPS, f"trainer.step={step!r} is unknown; use one of {list(TRAINING_STEPS)}")
-        self.device = resolve_device(str(trainer["device"]))
-        require(step != "native" or dmtl_native.supports(self.device),
-                f"trainer.step=native runs on CPU only (trainer.device resolved to {self.device.type}); "
-                f"use trainer.step=auto or fused")
         self.lambda_profile = float(lambda_profile)
         self.attention = attention
         self.sizes = sizes
         self.activation = activation
         self.dropout = float(dropout)
-        self.trainer = trainer
         self.seed = int(seed)
+        self.trainer = Trainer(TrainerConfig.from_mapping(trainer, model="dmtl"), self.seed, name="DMTL",
+                               divergence_hint=f"or model.lambda_profile (now {self.lambda_profile})")
+        self.device = self.trainer.device
         self.net: DMTLNetwork | None = None
         self.history: list[dict[str, float]] = []
         self.best_epoch = 0
-        # the step that trains, resolved now: loading (on a machine's first use, building) the compiled
-        # step happens at construction, before any data work, and never inside a fit's timing
-        self.training_step = self._resolve_step(step)
 
     # ---- data -> tensors -------------------------------------------------------------------
     def _prepare_encoders(self, fit: pd.DataFrame, context: FitContext) -> None:
@@ -265,14 +203,14 @@ class DMTL(Recommender):
         # ids absent from the side-feature table get the training mean (0 after scaling)
         raw = table.reindex(ids).to_numpy()
         scaled = scaler.transform(np.where(np.isnan(raw), scaler.mean_, raw))
-        return np.ascontiguousarray(scaled, dtype=np.float32)  # row-major: the compiled step reads rows
+        return scaled.astype(np.float32)
 
     def _encode(self, frame: pd.DataFrame, groups: np.ndarray | None = None) -> _Encoded:
         users, items = frame["user"].to_numpy(), frame["item"].to_numpy()
         # unique ids first: the feature lookups run per distinct id, then fan out per row
         u_ids, u_row = np.unique(users, return_inverse=True)
         i_ids, i_row = np.unique(items, return_inverse=True)
-        as_tensor = lambda a, dtype: torch.tensor(a, dtype=dtype, device=self.device)  # noqa: E731  (copies: pandas arrays are read-only)
+        as_tensor = self.trainer.tensor
         user_table = self._side(self.user_features, self.user_scaler, u_ids)
         item_table = self._side(self.item_features, self.item_scaler, i_ids)
         encoded = _Encoded(
@@ -288,21 +226,11 @@ class DMTL(Recommender):
 
     # ---- training ----------------------------------------------------------------------------
     def fit(self, train: pd.DataFrame, context: FitContext) -> "DMTL":
-        # One intra-op thread: the layers are <= a few hundred wide, so a second thread costs more in
-        # synchronisation than it saves (measured: 1 thread 4.7 ms/step vs 2 threads 70+ ms/step on the
-        # shared 2-core machine, docs/performance.md); processes, not threads, parallelise sweeps.
-        torch.set_num_threads(1)
-        torch.manual_seed(self.seed)  # weights and dropout
-        # no torch.use_deterministic_algorithms: every op used here is deterministic on CPU with one
-        # thread, and the call imports torch._inductor (1.4 s, a sixth of a whole ML-100K fit)
         labels = context.groups.labels.reindex(train["user"].to_numpy())
         if labels.isna().any():
             raise TrainingError(f"DMTL: {int(labels.isna().sum())} training rows have users without a group "
                                 f"label; the grouping must label every user with training ratings")
-        val_mask = holdout_mask(train, float(self.trainer["val_size"]), self.seed)
-        require(val_mask.any() and (~val_mask).any(),
-                f"trainer.val_size={self.trainer['val_size']} leaves no validation rows (every user has one "
-                f"rating?); raise trainer.val_size or use more data")
+        val_mask = self.trainer.validation_mask(train)
         fit_rows, val_rows = train[~val_mask], train[val_mask]
         group = labels.to_numpy().astype(np.int64)
         self._prepare_encoders(fit_rows, context)
@@ -314,6 +242,9 @@ class DMTL(Recommender):
         self.fit_pairs = fit_rows[["user", "item"]].reset_index(drop=True)
 
         low, high = context.rating_scale
+        # no torch.use_deterministic_algorithms: every op used here is deterministic on CPU with one
+        # thread, and the call imports torch._inductor (1.4 s, a sixth of a whole ML-100K fit)
+        torch.manual_seed(self.seed)  # weights, then dropout masks
         self.net = DMTLNetwork(
             n_users=len(self.user_vocab), n_items=len(self.item_vocab),
             user_features=self.fit_data.user_table.shape[1], item_features=self.fit_data.item_table.shape[1],
@@ -321,127 +252,16 @@ class DMTL(Recommender):
             user_dim=self.sizes["user_dim"], item_dim=self.sizes["item_dim"], shared_dim=self.sizes["shared_dim"],
             activation=self.activation, dropout=self.dropout, attention=self.attention,
             rating_scale=(low, high), mean_rating=float(fit_rows["rating"].mean())).to(self.device)
-        self._train(context)
+        result = self.trainer.fit(self.net, self.loss, self.fit_data.tensors(), self.val_data.tensors(), context)
+        self.history, self.best_epoch = result.history, result.best_epoch
         self._summarize()
         return self
 
-    def _losses(self, data: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        rating, logits, _ = self.net(*data[:4])
-        return rating_loss(rating, data[4]), profile_loss(logits, data[5])
-
-    @torch.no_grad()
-    def _evaluate(self, data: _Encoded, chunk: int = 2048) -> tuple[float, float]:
-        # 2048-row chunks keep the (rows x K) logits in cache: 8.5 ms vs 11.9 ms in one 8k-row chunk (ML-100K)
-        self.net.eval()
-        tensors = data.tensors()
-        sums = torch.zeros(2, device=self.device)
-        for start in range(0, len(data), chunk):
-            part = [t[start:start + chunk] for t in tensors]
-            sums += torch.stack(self._losses(part)) * len(part[0])
-        rating, profile = (sums / len(data)).tolist()
-        return rating, profile
-
-    def _check_finite(self, epoch: int, values: dict[str, float]) -> None:
-        for key, value in values.items():
-            if not math.isfinite(value):
-                raise TrainingError(f"DMTL epoch {epoch}: {key} is {value}; training diverged, lower trainer.lr "
-                                    f"(now {self.trainer['lr']}) or model.lambda_profile "
-                                    f"(now {self.lambda_profile})")
-
-    def effective_batch(self, n_rows: int) -> tuple[int, float]:
-        """(batch size, learning rate) used on ``n_rows`` fitting rows. The default batch (1024) is
-        tuned for ML-100K; on a small dataset it would leave a handful of steps per epoch, so the batch
-        shrinks to give at least MIN_STEPS steps and the learning rate follows it linearly (the linear
-        scaling rule). ML-100K (72k rows) is unaffected; ITM-Rec (~3.7k rows) trains at ~116."""
-        batch, lr = int(self.trainer["batch_size"]), float(self.trainer["lr"])
-        used = min(batch, max(1, math.ceil(n_rows / self.MIN_STEPS)))
-        return used, lr * used / batch
-
-    MIN_STEPS = 32
-
-    def _train(self, context: FitContext) -> None:
-        batch, lr = self.effective_batch(len(self.fit_data))
-        if batch != int(self.trainer["batch_size"]):
-            log.info("DMTL: %d fitting rows; batch %d -> %d and lr %g -> %g (at least %d steps per epoch)",
-                     len(self.fit_data), int(self.trainer["batch_size"]), batch, float(self.trainer["lr"]), lr,
-                     self.MIN_STEPS)
-        patience, max_epochs = int(self.trainer["patience"]), int(self.trainer["max_epochs"])
-        step = self._training_step(lr, batch)
-        if isinstance(step, dmtl_native.NativeTrainingStep):
-            # whole epochs and evaluations in C++ over packed rows (one cache line each)
-            fit_rows, val_rows = step.pack(self.fit_data.indexed()), step.pack(self.val_data.indexed())
-            run_epoch = functools.partial(step.epoch, fit_rows, batch=batch)
-            evaluate = lambda: tuple(step.evaluate(val_rows).tolist())  # noqa: E731
-        else:
-            run_epoch = functools.partial(eager_epoch, step, self.fit_data.tensors(), batch=batch)
-            evaluate = functools.partial(self._evaluate, self.val_data)
-        generator = torch.Generator().manual_seed(self.seed)  # the epochs' shuffles
-        n, lam = len(self.fit_data), self.lambda_profile
-        best, best_state, waited = math.inf, None, 0
-        self.history = []
-        bar = tqdm(range(1, max_epochs + 1), desc=f"DMTL {context.dataset.name}", unit="epoch",
-                   disable=not bool(self.trainer.get("progress", True)), leave=False)
-        for epoch in bar:
-            started = time.perf_counter()
-            self.net.train()
-            order = torch.randperm(n, generator=generator).to(self.device)
-            train_rating, train_profile = run_epoch(order).tolist()
-            val_rating, val_profile = evaluate()
-            row = {"train_rating_loss": train_rating, "train_profile_loss": train_profile,
-                   "train_loss": train_rating + lam * train_profile, "val_rating_loss": val_rating,
-                   "val_profile_loss": val_profile, "val_loss": val_rating + lam * val_profile}
-            self._check_finite(epoch, row)
-            row["epoch_seconds"] = time.perf_counter() - started
-            self.history.append({"epoch": epoch, **row})
-            context.log_metrics(row, step=epoch)
-            bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}")
-            if row["val_loss"] < best - 1e-6:
-                best, best_state, waited, self.best_epoch = row["val_loss"], copy.deepcopy(self.net.state_dict()), 0, epoch
-            else:
-                waited += 1
-                if waited >= patience:
-                    break
-        bar.close()
-        self.net.load_state_dict(best_state)  # early stopping restores the best validation weights
-        log.info("DMTL: %d epochs, best epoch %d (val_loss %.4f)", len(self.history), self.best_epoch, best)
-
-    def _resolve_step(self, wanted: str) -> str:
-        """trainer.step -> the step that will train: native | fused | autograd (TRAINING_STEPS)."""
-        if wanted not in ("auto", "native"):
-            return wanted
-        if not dmtl_native.supports(self.device):
-            return "fused"  # auto on CUDA (native on CUDA was refused above)
-        try:
-            dmtl_native.extension()
-            return "native"
-        except dmtl_native.NativeUnavailable as error:
-            if wanted == "native":
-                raise TrainingError(f"trainer.step=native: {error}; install a C++ compiler and ninja, "
-                                    f"or use trainer.step=fused") from None
-            log.warning("DMTL: %s; training with the eager fused step (trainer.step=fused) instead", error)
-            return "fused"
-
-    def _training_step(self, lr: float, batch: int) -> Callable[..., torch.Tensor]:
-        """One optimisation step on a batch -> (rating loss, profiling loss) as a detached (2,) tensor,
-        computed by ``self.training_step`` (TRAINING_STEPS)."""
-        weight_decay = float(self.trainer["weight_decay"])
-        generator = torch.Generator(device=self.device).manual_seed(self.seed + 1)  # dropout masks
-        if self.training_step == "native":
-            return dmtl_native.NativeTrainingStep(self.net, self.lambda_profile, lr, weight_decay, self.dropout,
-                                                  self.activation, self.attention, generator, max_rows=batch)
-        if self.training_step == "fused":
-            return FusedTrainingStep(self.net, self.lambda_profile, lr, weight_decay, self.dropout,
-                                     self.activation, self.attention, generator)
-        # fused Adam: one kernel for all parameters instead of ~10 small ops per tensor
-        optimizer = torch.optim.Adam(self.net.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
-
-        def autograd_step(*batch: torch.Tensor) -> torch.Tensor:
-            l_rec, l_prof = self._losses(list(batch))
-            optimizer.zero_grad(set_to_none=True)
-            objective(l_rec, l_prof, self.lambda_profile).backward()
-            optimizer.step()
-            return torch.stack([l_rec.detach(), l_prof.detach()])
-        return autograd_step
+    def loss(self, net: nn.Module, batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The trainer's loss: batch = (user, item, xu, xi, rating, group) -> (L, {L_rec, L_profile})."""
+        rating, logits, _ = net(*batch[:4])
+        l_rec, l_prof = rating_loss(rating, batch[4]), profile_loss(logits, batch[5])
+        return objective(l_rec, l_prof, self.lambda_profile), {"rating_loss": l_rec, "profile_loss": l_prof}
 
     # ---- inference ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -523,9 +343,6 @@ class DMTL(Recommender):
 
     def diagnostics(self) -> dict[str, float]:
         return dict(self._diagnostics)
-
-    def run_tags(self) -> dict[str, str]:
-        return {"dmtl.training_step": str(self.training_step)}
 
     def artifacts(self) -> dict[str, Any]:
         return {"attention_by_feature": self._attention_by_feature, "training_history": pd.DataFrame(self.history)}

@@ -1,4 +1,5 @@
-"""DMTL: both heads train the shared layer, ablations, fits planted groups, determinism, failures."""
+"""DMTL: both heads train the shared layer, ablations, fits planted groups, determinism, failures,
+an edited network trains as written."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from benchmark.runner import instantiate, run  # instantiate re-raises our one-l
 from mlflow.tracking import MlflowClient
 
 import models.dmtl as dmtl
-import models.dmtl_fused as dmtl_fused
 from benchmark.errors import ConfigError, TrainingError
+from benchmark.split import holdout_mask
 
 from benchmark.tracking import Tracker
 from models.base import Diagnosed, FitContext, GroupProfiler
@@ -95,7 +96,8 @@ def test_flops_count_matches_the_layer_sizes():
     ("model.dropout=1.0", "model.dropout"),
     ("model.sizes.item_dim=0", "model.sizes.item_dim"),
     ("trainer.lr=0", "trainer.lr"),
-    ("trainer.step=turbo", "trainer.step"),
+    ("trainer.batch_size=0", "trainer.batch_size"),
+    ("trainer.device=tpu", "trainer.device"),
 ])
 def test_invalid_config_is_refused_before_training(make_cfg, tracking_uri, override, key):
     cfg = make_cfg(*FAST, override)
@@ -173,11 +175,10 @@ def test_same_seed_gives_identical_metrics(synthetic_runs):
     np.testing.assert_array_equal(first.predictions["prediction"], second.predictions["prediction"])
 
 
-@pytest.mark.parametrize("step", ["auto", "fused", "autograd"])
-def test_forced_nan_fails_the_run_with_a_clear_message(make_cfg, tracking_uri, step):
+def test_forced_nan_fails_the_run_with_a_clear_message(make_cfg, tracking_uri):
     # an absurd learning rate makes the first Adam steps blow the weights up to inf, then NaN
     with pytest.raises(TrainingError, match=r"epoch 1: train_\w+_loss is (nan|inf).*lower trainer.lr"):
-        run(make_cfg(*FAST, "trainer.lr=1e38", f"trainer.step={step}"))
+        run(make_cfg(*FAST, "trainer.lr=1e38"))
     client = MlflowClient(tracking_uri)
     (found,) = client.search_runs([client.get_experiment_by_name("groupbench").experiment_id])
     assert found.info.status == "FAILED"
@@ -210,107 +211,84 @@ def test_cold_users_and_items_get_predictions_from_side_features(make_cfg):
     assert groups_out.shape == (2,) and ((groups_out >= 0) & (groups_out < groups.k)).all()
 
 
-# ---- the fused training step (models/dmtl_fused.py) against autograd --------------------------
+class _WiderNetwork(dmtl.DMTLNetwork):
+    """DMTLNetwork plus one extra layer on the shared representation: a researcher's edit."""
 
-def _double_network(activation: str, attention: str, dropout: float = 0.0) -> dmtl.DMTLNetwork:
-    torch.manual_seed(0)
-    return dmtl.DMTLNetwork(n_users=10, n_items=12, user_features=3, item_features=5, n_groups=4,
-                            user_dim=6, item_dim=7, shared_dim=8, activation=activation, dropout=dropout,
-                            attention=attention, rating_scale=(1.0, 5.0), mean_rating=3.5).double()
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        shared_dim = self.shared.out_features
+        self.extra = torch.nn.Linear(shared_dim, shared_dim)
+        self.initial_extra = self.extra.weight.detach().clone()
 
-
-def _double_batch(device: str = "cpu"):
-    batch = _batch()
-    return [(t.double() if t.is_floating_point() else t).to(device) for t in batch]
-
-
-# the fused step's CUDA path runs wherever the suite finds a GPU
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-def _fused(net, lam, activation, attention, dropout=0.0, lr=0.0, weight_decay=0.0, seed=3):
-    device = next(net.parameters()).device
-    return dmtl_fused.FusedTrainingStep(net, lam, lr=lr, weight_decay=weight_decay, dropout=dropout,
-                                        activation=activation, attention=attention,
-                                        generator=torch.Generator(device=device).manual_seed(seed))
+    def forward(self, user, item, xu, xi):
+        hu = self.act(self.user_embedding(user) + self.user_projection(xu))
+        hi = self.act(self.item_embedding(item) + self.item_projection(xi))
+        alpha = self.attention(self.attention_layer, hu, hi)
+        zg = self.dropout(self.act(self.shared(torch.cat([hu, alpha * hi], dim=1))))
+        zg = zg + self.act(self.extra(zg))
+        rating = self.low + self.span * torch.sigmoid(self.rating_head(zg).squeeze(1))
+        return rating, self.profile_head(zg), alpha
 
 
-@pytest.mark.parametrize("activation", sorted(dmtl.ACTIVATIONS))
-@pytest.mark.parametrize("attention", sorted(dmtl.ATTENTION))
-@pytest.mark.parametrize("lam", [0.0, 0.7])
-@pytest.mark.parametrize("device", DEVICES)
-def test_fused_step_gradients_and_losses_equal_autograd(activation, attention, lam, device):
-    batch = _double_batch(device)
-    reference = _double_network(activation, attention).to(device)
-    l_rec, l_prof = _losses(reference, batch)
-    dmtl.objective(l_rec, l_prof, lam).backward()
-
-    net = _double_network(activation, attention).to(device)
-    fused_rec, fused_prof = _fused(net, lam, activation, attention)(*batch)  # lr 0: gradients only
-    torch.testing.assert_close(fused_rec, l_rec.detach(), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(fused_prof, l_prof.detach(), rtol=1e-12, atol=1e-12)
-    for (name, p), q in zip(net.named_parameters(), reference.parameters()):
-        expected = torch.zeros_like(q) if q.grad is None else q.grad  # λ = 0: no gradient for the profiling head
-        torch.testing.assert_close(p.grad, expected, rtol=1e-10, atol=1e-12, msg=name)
-    if lam == 0:
-        assert net.profile_head.weight.grad.abs().sum() == 0
-    else:
-        assert net.profile_head.weight.grad.abs().sum() > 0
+def test_an_edited_network_trains_as_written(make_cfg, monkeypatch):
+    cfg = make_cfg(*FAST, "trainer.max_epochs=4")
+    dataset = instantiate(cfg.dataset.loader, root=None)
+    split = instantiate(cfg.split)(dataset.ratings, seed=0)[0]
+    groups = instantiate(cfg.grouping)(dataset, split.train, seed=0)
+    context = FitContext(dataset, groups, seed=0)
+    plain = instantiate(cfg.model, seed=0).fit(split.train, context)
+    monkeypatch.setattr(dmtl, "DMTLNetwork", _WiderNetwork)
+    edited = instantiate(cfg.model, seed=0).fit(split.train, context)
+    assert isinstance(edited.net, _WiderNetwork)
+    moved = (edited.net.extra.weight.detach() - edited.net.initial_extra).abs().max().item()
+    assert moved > 1e-3  # the new layer's weights are trained, not left at their initialisation
+    pairs = split.test[["user", "item"]]
+    assert np.abs(edited.predict(pairs) - plain.predict(pairs)).max() > 1e-3  # and change the predictions
 
 
-class _FixedMask(torch.nn.Module):
-    def __init__(self, mask: torch.Tensor):
-        super().__init__()
-        self.mask = mask
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.mask
-
-
-def test_fused_dropout_backward_matches_autograd_with_the_same_mask():
-    batch = _double_batch()
-    net = _double_network("relu", "softmax", dropout=0.4)
-    step = _fused(net, 0.5, "relu", "softmax", dropout=0.4, seed=11)
-    draws = step.dropout_draws(len(batch[0]), 8, torch.device("cpu"))  # the mask the step will draw next...
-    step.generator.manual_seed(11)                                    # ...once the generator is rewound
-    mask = (draws > step.drop_threshold).double() * step.keep_scale
-    assert 0 < (mask == 0).sum() < mask.numel()
-
-    reference = _double_network("relu", "softmax", dropout=0.4)
-    reference.dropout = _FixedMask(mask)  # autograd with exactly the fused step's mask
-    dmtl.objective(*_losses(reference, batch), 0.5).backward()
-    step(*batch)
-    for (name, p), q in zip(net.named_parameters(), reference.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-12, msg=name)
+def test_used_batch_and_learning_rate_are_logged(make_cfg, tracking_uri):
+    # 6,000 synthetic ratings -> ~4,300 fitting rows: batch 1024 would give 5 steps per epoch, so the
+    # trainer uses ceil(rows / 32) and scales the learning rate with it; both values are logged
+    result = run(make_cfg(*FAST, "trainer.max_epochs=2", "trainer.batch_size=1024", "trainer.lr=0.004"))
+    logged = MlflowClient(tracking_uri).get_run(result.run_id).data
+    dataset = instantiate(make_cfg(*FAST).dataset.loader, root=None)
+    split = instantiate(make_cfg(*FAST).split)(dataset.ratings, seed=0)[0]
+    n_fit = int((~holdout_mask(split.train, 0.1, 0)).sum())
+    expected = math.ceil(n_fit / 32)
+    assert expected < 1024
+    assert logged.metrics["used_batch_size"] == expected
+    assert logged.metrics["used_lr"] == pytest.approx(0.004 * expected / 1024)
+    assert logged.params["trainer.batch_size"] == "1024"  # the params keep the configured value
 
 
-def test_fused_dropout_keeps_the_configured_share_and_preserves_the_mean():
-    step = _fused(_network(), 0.1, "tanh", "softmax", dropout=0.3)
-    draws = step.dropout_draws(4000, 64, torch.device("cpu"))
-    kept = draws > step.drop_threshold
-    share = kept.double().mean().item()
-    sigma = math.sqrt(0.3 * 0.7 / kept.numel())
-    assert abs(share - 0.7) < 5 * sigma
-    assert abs(1 / step.keep_scale - 0.7) < 1 / dmtl_fused.DROP_LEVELS  # p rounded to a multiple of 1/65536
-    assert abs((kept.double() * step.keep_scale).mean().item() - 1.0) < 5 * sigma / 0.7
-    # each of the four int16 cut from one 64-bit draw keeps the same share (the sign bit is random too)
-    for lane in kept.reshape(-1, 4).double().T:
-        assert abs(lane.mean().item() - 0.7) < 5 * sigma * 2
-    assert not torch.equal(kept[0], kept[1])
+# ---- the removed training-step key: one line, exit 2, a FAILED run ---------------------------
+
+def test_removed_trainer_key_is_admitted_past_hydra():
+    from benchmark.__main__ import admit_removed_keys
+
+    assert admit_removed_keys(["trainer.step=native", "+trainer.step=x", "trainer.lr=0.1", "model=dmtl"]) == \
+        ["+trainer.step=native", "+trainer.step=x", "trainer.lr=0.1", "model=dmtl"]
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_fused_step_updates_parameters_exactly_like_torch_adam(device):
-    batch = _double_batch(device)
-    reference = _double_network("relu", "softmax").to(device)
-    optimizer = torch.optim.Adam(reference.parameters(), lr=0.01, weight_decay=0.001)
-    net = _double_network("relu", "softmax").to(device)
-    step = _fused(net, 0.3, "relu", "softmax", lr=0.01, weight_decay=0.001)
-    for _ in range(3):
-        optimizer.zero_grad()
-        dmtl.objective(*_losses(reference, batch), 0.3).backward()
-        optimizer.step()
-        step(*batch)
-    for (name, p), q in zip(net.named_parameters(), reference.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12, msg=name)
-    assert net.user_embedding.weight[0].abs().sum() == 0  # the unknown-id row stays zero
+def test_removed_trainer_key_in_a_config_fails_the_run(make_cfg, tracking_uri):
+    # as a composed config carries it when a YAML file sets it; refused for every model (a baseline
+    # here) by the runner, and by the trainer's own config for a torch model built directly
+    with pytest.raises(ConfigError, match=r"trainer\.step was removed"):
+        instantiate(make_cfg(*FAST, "+trainer.step=fused").model, seed=0)
+    with pytest.raises(ConfigError, match=r"trainer\.step was removed"):
+        run(make_cfg("dataset=synthetic", "model=svd", "+trainer.step=fused"))
+    client = MlflowClient(tracking_uri)
+    (found,) = client.search_runs([client.get_experiment_by_name("groupbench").experiment_id])
+    assert found.info.status == "FAILED" and "trainer.step was removed" in found.data.tags["error"]
+
+
+def test_removed_trainer_key_on_the_command_line_is_one_line_and_exit_2(tmp_path):
+    from tests.test_runner import cli, error_lines, only_run
+
+    proc = cli(tmp_path, "dataset=synthetic", "model=dmtl", "trainer.step=native")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = error_lines(proc.stderr)
+    assert "Traceback" not in proc.stderr and "Could not override" not in proc.stderr
+    assert len(lines) == 1 and "trainer.step was removed" in lines[0] and "delete trainer.step" in lines[0]
+    logged = only_run(tmp_path)
+    assert logged.info.status == "FAILED" and "trainer.step was removed" in logged.data.tags["error"]

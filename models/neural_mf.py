@@ -1,0 +1,117 @@
+"""Neural biased matrix factorisation: DMTL's control, trained exactly like DMTL (models/trainer.py).
+
+    ŷ = μ + b_u + b_i + p_u · q_i          μ: the fitting rows' mean rating (fixed)
+    L = MSE(ŷ, r) + reg · mean over the batch of (|p_u|² + |q_i|² + b_u² + b_i²)
+
+No side features, no attention, no profiling head: the question it answers is whether DMTL's
+architecture beats a plain model given the same optimiser, batches, budget and early stopping.
+Index 0 of every table is "unknown id" (kept at zero), so unseen users or items get μ (+ the
+known side's bias); predictions are clipped to the rating scale, as Surprise does.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.errors import TrainingError, require
+from models.base import FitContext, Recommender
+from models.trainer import Trainer, TrainerConfig
+
+
+class NeuralMFNetwork(nn.Module):
+    def __init__(self, n_users: int, n_items: int, factors: int, mean_rating: float, init_std: float):
+        super().__init__()
+        self.user_factors = nn.Embedding(n_users + 1, factors, padding_idx=0)
+        self.item_factors = nn.Embedding(n_items + 1, factors, padding_idx=0)
+        self.user_bias = nn.Embedding(n_users + 1, 1, padding_idx=0)
+        self.item_bias = nn.Embedding(n_items + 1, 1, padding_idx=0)
+        for table in (self.user_factors, self.item_factors):
+            nn.init.normal_(table.weight, std=init_std)
+        for table in (self.user_bias, self.item_bias):
+            nn.init.zeros_(table.weight)
+        with torch.no_grad():
+            self.user_factors.weight[0].zero_()
+            self.item_factors.weight[0].zero_()
+        self.register_buffer("mean_rating", torch.tensor(float(mean_rating)))
+
+    def forward(self, user: torch.Tensor, item: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (rating prediction (b,), per-row squared norm of the parameters it read (b,))."""
+        p, q = self.user_factors(user), self.item_factors(item)
+        bu, bi = self.user_bias(user).squeeze(1), self.item_bias(item).squeeze(1)
+        rating = self.mean_rating + bu + bi + (p * q).sum(dim=1)
+        return rating, (p * p).sum(dim=1) + (q * q).sum(dim=1) + bu * bu + bi * bi
+
+
+class NeuralMF(Recommender):
+    """Biased MF behind the Recommender interface, fitted by the shared trainer."""
+
+    def __init__(self, name: str = "neural_mf", factors: int = 64, reg: float = 0.1, init_std: float = 0.1,
+                 trainer: dict[str, Any] | None = None, seed: int = 0):
+        require(isinstance(factors, int) and not isinstance(factors, bool) and factors >= 1,
+                f"model.factors={factors} must be a positive integer")
+        require(isinstance(reg, (int, float)) and math.isfinite(reg) and reg >= 0,
+                f"model.reg={reg} must be a finite number >= 0")
+        require(isinstance(init_std, (int, float)) and math.isfinite(init_std) and init_std > 0,
+                f"model.init_std={init_std} must be a finite number > 0")
+        self.name = name
+        self.factors, self.reg, self.init_std = int(factors), float(reg), float(init_std)
+        self.seed = int(seed)
+        self.trainer = Trainer(TrainerConfig.from_mapping(trainer, model="neural_mf"), self.seed, name="NeuralMF",
+                               divergence_hint=f"or model.reg (now {self.reg})")
+        self.device = self.trainer.device
+        self.net: NeuralMFNetwork | None = None
+        self.history: list[dict[str, float]] = []
+        self.best_epoch = 0
+
+    def _encode(self, frame: pd.DataFrame) -> list[torch.Tensor]:
+        """(user index, item index[, rating]) tensors; index 0 = an id unseen in the fitting rows."""
+        tensors = [self.trainer.tensor(self.user_vocab.get_indexer(frame["user"].to_numpy()) + 1, torch.long),
+                   self.trainer.tensor(self.item_vocab.get_indexer(frame["item"].to_numpy()) + 1, torch.long)]
+        if "rating" in frame:
+            tensors.append(self.trainer.tensor(frame["rating"].to_numpy(), torch.float32))
+        return tensors
+
+    def loss(self, net: nn.Module, batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        rating, norms = net(batch[0], batch[1])
+        mse = F.mse_loss(rating, batch[2])
+        return mse + self.reg * norms.mean(), {"rating_loss": mse}
+
+    def fit(self, train: pd.DataFrame, context: FitContext) -> "NeuralMF":
+        val_mask = self.trainer.validation_mask(train)
+        fit_rows, val_rows = train[~val_mask], train[val_mask]
+        self.user_vocab = pd.Index(np.unique(fit_rows["user"].to_numpy()))
+        self.item_vocab = pd.Index(np.unique(fit_rows["item"].to_numpy()))
+        self.rating_scale = context.rating_scale
+        torch.manual_seed(self.seed)
+        self.net = NeuralMFNetwork(len(self.user_vocab), len(self.item_vocab), self.factors,
+                                   float(fit_rows["rating"].mean()), self.init_std).to(self.device)
+        # early stopping on the validation MSE: the L2 term is a training device, not the target
+        result = self.trainer.fit(self.net, self.loss, self._encode(fit_rows), self._encode(val_rows), context,
+                                  monitor="rating_loss")
+        self.history, self.best_epoch = result.history, result.best_epoch
+        return self
+
+    @torch.no_grad()
+    def predict(self, pairs: pd.DataFrame) -> np.ndarray:
+        if self.net is None:
+            raise TrainingError("NeuralMF.predict called before fit; call fit(train, context) first")
+        self.net.eval()
+        user, item = self._encode(pairs[["user", "item"]])
+        rating = torch.cat([self.net(user[s:s + 65536], item[s:s + 65536])[0] for s in range(0, len(user), 65536)])
+        low, high = self.rating_scale
+        return rating.clamp(low, high).cpu().numpy().astype(float)
+
+    def diagnostics(self) -> dict[str, float]:
+        return {"epochs_trained": float(len(self.history)), "best_epoch": float(self.best_epoch),
+                "best_val_loss": float(min(h["val_rating_loss"] for h in self.history)),
+                "seconds_per_epoch": float(np.mean([h["epoch_seconds"] for h in self.history]))}
+
+    def artifacts(self) -> dict[str, Any]:
+        return {"training_history": pd.DataFrame(self.history)}

@@ -1,0 +1,234 @@
+"""One trainer for every torch model: a model supplies its network and its loss, the trainer does the rest.
+
+    trainer = Trainer(TrainerConfig.from_mapping(cfg), seed, name="DMTL")
+    val = trainer.validation_mask(train)               # per-user share of the TRAINING rows
+    result = trainer.fit(net, loss, fit_tensors, val_tensors, context)
+
+``loss(net, batch) -> (total, {name: part})``: ``batch`` is one slice of the tensors given to
+``fit`` (same order); ``total`` is back-propagated, every part is averaged per epoch and logged
+as ``train_<name>`` / ``val_<name>`` next to ``train_loss`` / ``val_loss`` (the total).
+
+What the trainer owns (docs/protocol.md, "Training"): the validated ``trainer.*`` config, the
+device, batching by slicing tensors built once (one seeded permutation per epoch, losses summed
+on the device and read once per epoch: no per-row Python, no per-batch host sync), autograd +
+``torch.optim.Adam`` (fused where torch has a fused kernel for the device), early stopping on the
+validation rows restoring the best weights, per-epoch metrics (MLflow via ``FitContext``) and a
+progress bar, and the NaN/inf check. It knows nothing about groups or any one model.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from benchmark.errors import ConfigError, TrainingError, require
+from benchmark.split import holdout_mask
+from models.base import FitContext
+
+log = logging.getLogger(__name__)
+
+# (net, batch tensors) -> (total loss, {name: loss part})
+LossFunction = Callable[[nn.Module, Sequence[torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+# trainer keys that existed once: a config still setting one gets this one-line error, not a silent no-op
+REMOVED_KEYS = {
+    "step": "trainer.step was removed: every torch model trains with autograd + torch.optim.Adam "
+            "(models/trainer.py); delete trainer.step from the command line and `step:` from your trainer config",
+}
+
+DEVICES: dict[str, Callable[[], bool]] = {
+    "auto": lambda: True, "cpu": lambda: True, "cuda": torch.cuda.is_available,
+}
+
+
+def check_removed_keys(trainer: Mapping[str, Any] | None) -> None:
+    """Refuse a removed ``trainer.*`` key (for every model: baselines ignore the trainer otherwise)."""
+    for key in trainer or {}:
+        if key in REMOVED_KEYS:
+            raise ConfigError(REMOVED_KEYS[key])
+
+
+def resolve_device(name: str) -> torch.device:
+    require(name in DEVICES, f"trainer.device={name!r} is unknown; use one of {sorted(DEVICES)}")
+    require(DEVICES[name](), f"trainer.device={name} but CUDA is not available here; use trainer.device=auto or cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def adam(params, device: torch.device, lr: float, weight_decay: float) -> torch.optim.Adam:
+    """Adam with torch's fused kernel (one kernel for all parameters) where torch has one for the device."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+        fused = device.type in _get_fused_kernels_supported_devices()
+    except ImportError:  # a torch without the helper: the default (foreach) implementation
+        fused = False
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """``conf/trainer/default.yaml``, validated: every torch model reads it as ``model.trainer``."""
+
+    lr: float = 0.005
+    weight_decay: float = 0.0
+    batch_size: int = 1024
+    max_epochs: int = 50
+    patience: int = 3
+    val_size: float = 0.1
+    device: str = "auto"
+    progress: bool = True
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None, model: str = "model") -> "TrainerConfig":
+        values = dict(values or {})
+        check_removed_keys(values)
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        require(not unknown, f"trainer has unknown keys {unknown}; use {names}")
+        missing = [name for name in names if name not in values]
+        require(not missing, f"model.trainer lacks {missing}; keep `trainer: ${{trainer}}` in conf/model/{model}.yaml")
+        number = lambda key: isinstance(values[key], (int, float)) and not isinstance(values[key], bool)  # noqa: E731
+        integer = lambda key: isinstance(values[key], int) and not isinstance(values[key], bool)  # noqa: E731
+        require(number("lr") and math.isfinite(values["lr"]) and values["lr"] > 0,
+                f"trainer.lr={values['lr']} must be a finite number > 0")
+        require(number("weight_decay") and math.isfinite(values["weight_decay"]) and values["weight_decay"] >= 0,
+                f"trainer.weight_decay={values['weight_decay']} must be a finite number >= 0")
+        for key in ("batch_size", "max_epochs", "patience"):
+            require(integer(key) and values[key] >= 1, f"trainer.{key}={values[key]} must be an integer >= 1")
+        require(number("val_size") and 0.0 < values["val_size"] < 1.0,
+                f"trainer.val_size={values['val_size']} must be in (0, 1)")
+        require(isinstance(values["progress"], bool), f"trainer.progress={values['progress']} must be true or false")
+        require(values["device"] in DEVICES, f"trainer.device={values['device']!r} is unknown; use one of {sorted(DEVICES)}")
+        return cls(lr=float(values["lr"]), weight_decay=float(values["weight_decay"]),
+                   batch_size=int(values["batch_size"]), max_epochs=int(values["max_epochs"]),
+                   patience=int(values["patience"]), val_size=float(values["val_size"]), device=str(values["device"]),
+                   progress=values["progress"])
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]]  # one row per epoch: epoch, train_*/val_* losses, epoch_seconds
+    best_epoch: int
+    batch_size: int                  # the batch and learning rate actually used (see Trainer.used_batch)
+    lr: float
+
+
+class Trainer:
+    """Fits a network by minibatch Adam with early stopping (module docstring)."""
+
+    # a batch leaves at least this many steps per epoch (Trainer.used_batch)
+    MIN_STEPS = 32
+
+    def __init__(self, config: TrainerConfig, seed: int, name: str, divergence_hint: str = ""):
+        self.config = config
+        self.seed = int(seed)
+        self.name = name
+        self.divergence_hint = divergence_hint  # e.g. "or model.lambda_profile (now 0.1)"
+        self.device = resolve_device(config.device)
+
+    def validation_mask(self, train: pd.DataFrame) -> np.ndarray:
+        """Rows of ``train`` held out for early stopping: round(val_size * n) of each user's n ratings
+        (at most n - 1), drawn with the run's seed (the split's per-user hold-out rule)."""
+        mask = holdout_mask(train, self.config.val_size, self.seed)
+        require(mask.any() and (~mask).any(),
+                f"trainer.val_size={self.config.val_size} leaves no validation rows (every user has one "
+                f"rating?); raise trainer.val_size or use more data")
+        return mask
+
+    def used_batch(self, n_rows: int) -> tuple[int, float]:
+        """(batch size, learning rate) used on ``n_rows`` fitting rows. The configured batch is tuned for
+        ML-100K; on a small dataset it would leave a handful of steps per epoch, so the batch shrinks to
+        give at least MIN_STEPS steps and the learning rate follows it linearly (the linear scaling rule).
+        ML-100K (72k rows) is unaffected; ITM-Rec (~3.7k rows) trains at batch ~116. Both used values are
+        logged (metrics ``used_batch_size``, ``used_lr``)."""
+        batch, lr = self.config.batch_size, self.config.lr
+        used = min(batch, max(1, math.ceil(n_rows / self.MIN_STEPS)))
+        return used, lr * used / batch
+
+    def tensor(self, values, dtype: torch.dtype) -> torch.Tensor:
+        """A copy on the trainer's device (pandas arrays are read-only, so always copy)."""
+        return torch.tensor(np.asarray(values), dtype=dtype, device=self.device)
+
+    @torch.no_grad()
+    def _evaluate(self, net: nn.Module, loss: LossFunction, data: Sequence[torch.Tensor], chunk: int) -> torch.Tensor:
+        net.eval()
+        sums = None
+        for start in range(0, len(data[0]), chunk):
+            part = [t[start:start + chunk] for t in data]
+            total, parts = loss(net, part)
+            values = torch.stack([*parts.values(), total]) * len(part[0])
+            sums = values if sums is None else sums + values
+        return sums / len(data[0])
+
+    def fit(self, net: nn.Module, loss: LossFunction, train: Sequence[torch.Tensor], val: Sequence[torch.Tensor],
+            context: FitContext, monitor: str = "loss", eval_chunk: int = 2048) -> FitResult:
+        """Train ``net`` (already on ``self.device``) in place; on return it holds the weights of the
+        epoch with the lowest ``val_<monitor>`` (``loss`` = the total). ``train``/``val``: tensors
+        with one row per example, on ``self.device``."""
+        # One intra-op thread: the layers are small, so a second thread costs more in synchronisation
+        # than it saves (docs/performance.md); processes, not threads, parallelise sweeps.
+        torch.set_num_threads(1)
+        n = len(train[0])
+        batch, lr = self.used_batch(n)
+        if batch != self.config.batch_size:
+            log.info("%s: %d fitting rows; batch %d -> %d and lr %g -> %g (at least %d steps per epoch)",
+                     self.name, n, self.config.batch_size, batch, self.config.lr, lr, self.MIN_STEPS)
+        context.log_metrics({"used_batch_size": float(batch), "used_lr": lr}, None)
+        optimizer = adam(net.parameters(), self.device, lr, self.config.weight_decay)
+        generator = torch.Generator().manual_seed(self.seed)  # the epochs' shuffles
+        best, best_state, best_epoch, waited = math.inf, None, 0, 0
+        history: list[dict[str, float]] = []
+        names: list[str] | None = None
+        bar = tqdm(range(1, self.config.max_epochs + 1), desc=f"{self.name} {context.dataset.name}", unit="epoch",
+                   disable=not self.config.progress, leave=False)
+        for epoch in bar:
+            started = time.perf_counter()
+            net.train()
+            order = torch.randperm(n, generator=generator).to(self.device)
+            shuffled = [t.index_select(0, order) for t in train]  # one gather per tensor, then slices
+            sums = None
+            for start in range(0, n, batch):
+                part = [t[start:start + batch] for t in shuffled]
+                total, parts = loss(net, part)
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                optimizer.step()
+                names = names or [*parts, "loss"]
+                values = torch.stack([*(p.detach() for p in parts.values()), total.detach()]) * len(part[0])
+                sums = values if sums is None else sums.add_(values)
+            train_means = (sums / n).tolist()  # the epoch's one host sync
+            val_means = self._evaluate(net, loss, val, eval_chunk).tolist()
+            row = {**{f"train_{k}": v for k, v in zip(names, train_means)},
+                   **{f"val_{k}": v for k, v in zip(names, val_means)}}
+            for key, value in row.items():
+                if not math.isfinite(value):
+                    raise TrainingError(f"{self.name} epoch {epoch}: {key} is {value}; training diverged, lower "
+                                        f"trainer.lr (now {self.config.lr}) {self.divergence_hint}".rstrip())
+            row["epoch_seconds"] = time.perf_counter() - started
+            history.append({"epoch": epoch, **row})
+            context.log_metrics(row, epoch)
+            bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{row[f'val_{monitor}']:.4f}")
+            if row[f"val_{monitor}"] < best - 1e-6:
+                best, best_epoch, waited = row[f"val_{monitor}"], epoch, 0
+                best_state = copy.deepcopy(net.state_dict())
+            else:
+                waited += 1
+                if waited >= self.config.patience:
+                    break
+        bar.close()
+        net.load_state_dict(best_state)  # early stopping restores the best validation weights
+        net.eval()
+        log.info("%s: %d epochs, best epoch %d (val_%s %.4f)", self.name, len(history), best_epoch, monitor, best)
+        return FitResult(history, best_epoch, batch, lr)

@@ -1,0 +1,96 @@
+"""Neural biased MF (DMTL's control): its forward is biased MF, it learns planted structure, and it
+trains through the shared trainer like DMTL."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+import models.trainer as trainer_module
+from benchmark.runner import instantiate, run
+from models.base import FitContext
+from models.dmtl import DMTL
+from models.neural_mf import NeuralMF, NeuralMFNetwork
+
+FAST = ["dataset=synthetic", "trainer.progress=false", "trainer.max_epochs=40", "trainer.patience=4",
+        "trainer.batch_size=256", "trainer.lr=0.003", "trainer.device=cpu"]
+
+
+def test_forward_is_mean_plus_biases_plus_dot_product():
+    torch.manual_seed(0)
+    net = NeuralMFNetwork(n_users=4, n_items=5, factors=3, mean_rating=3.2, init_std=0.5)
+    with torch.no_grad():
+        net.user_bias.weight[1:].normal_()
+        net.item_bias.weight[1:].normal_()
+    user, item = torch.tensor([1, 2, 4, 0, 3]), torch.tensor([5, 1, 2, 3, 0])
+    rating, norms = net(user, item)
+    P, Q = net.user_factors.weight.detach().numpy(), net.item_factors.weight.detach().numpy()
+    bu, bi = net.user_bias.weight.detach().numpy()[:, 0], net.item_bias.weight.detach().numpy()[:, 0]
+    for row, (u, i) in enumerate(zip(user.tolist(), item.tolist())):
+        expected = 3.2 + bu[u] + bi[i] + float(np.dot(P[u], Q[i]))
+        assert rating[row].item() == pytest.approx(expected, abs=1e-5)
+        assert norms[row].item() == pytest.approx(P[u] @ P[u] + Q[i] @ Q[i] + bu[u] ** 2 + bi[i] ** 2, abs=1e-5)
+    # index 0 (an unknown id) has zero factors and bias: an unknown user and item get the mean
+    assert rating[3].item() == pytest.approx(3.2 + bi[3], abs=1e-6) and bu[0] == 0 and not P[0].any()
+
+
+def test_learns_the_planted_ratings_far_better_than_the_mean(make_cfg, tracking_uri):
+    cfg = make_cfg(*FAST, "model=neural_mf")
+    result = run(cfg)
+    dataset = instantiate(cfg.dataset.loader, root=None)
+    split = instantiate(cfg.split)(dataset.ratings, seed=0)[0]
+    mean_rmse = math.sqrt(((split.test["rating"] - split.train["rating"].mean()) ** 2).mean())
+    assert result.metrics["rmse"] < 0.8 * mean_rmse
+    assert result.predictions["prediction"].between(1, 5).all()
+    logged = MlflowClient(tracking_uri).get_run(result.run_id)
+    assert logged.info.status == "FINISHED"
+    assert len(logged.data.metrics) and "val_rating_loss" in logged.data.metrics
+    assert result.metrics["best_epoch"] >= 1 and result.metrics["epochs_trained"] >= result.metrics["best_epoch"]
+
+
+def _fit_both(make_cfg):
+    cfg = make_cfg(*FAST, "trainer.max_epochs=3")
+    dataset = instantiate(cfg.dataset.loader, root=None)
+    split = instantiate(cfg.split)(dataset.ratings, seed=0)[0]
+    groups = instantiate(cfg.grouping)(dataset, split.train, seed=0)
+    context = FitContext(dataset, groups, seed=0)
+    dmtl = instantiate(make_cfg(*FAST, "trainer.max_epochs=3", "model=dmtl").model, seed=0)
+    mf = instantiate(make_cfg(*FAST, "trainer.max_epochs=3", "model=neural_mf").model, seed=0)
+    return split, context, dmtl, mf
+
+
+def test_both_neural_models_train_through_the_shared_trainer(make_cfg, monkeypatch):
+    split, context, dmtl, mf = _fit_both(make_cfg)
+    calls = []
+    original = trainer_module.Trainer.fit
+
+    def recording_fit(self, net, loss, *args, **kwargs):
+        result = original(self, net, loss, *args, **kwargs)
+        calls.append((self.name, net, result))
+        return result
+
+    monkeypatch.setattr(trainer_module.Trainer, "fit", recording_fit)
+    for model in (dmtl, mf):
+        model.fit(split.train, context)
+    assert [(name, type(net).__name__) for name, net, _ in calls] == [("DMTL", "DMTLNetwork"),
+                                                                     ("NeuralMF", "NeuralMFNetwork")]
+    for model, (_, net, result) in zip((dmtl, mf), calls):
+        assert isinstance(model, (DMTL, NeuralMF)) and model.net is net
+        assert model.history is result.history and len(model.history) == 3
+        assert {"train_loss", "val_loss", "train_rating_loss", "val_rating_loss", "epoch_seconds"} <= set(model.history[0])
+
+
+def test_same_seed_same_predictions_and_cold_pairs_get_the_mean(make_cfg):
+    split, context, _, first = _fit_both(make_cfg)
+    _, _, _, second = _fit_both(make_cfg)
+    first.fit(split.train, context)
+    second.fit(split.train, context)
+    pairs = split.test[["user", "item"]]
+    np.testing.assert_array_equal(first.predict(pairs), second.predict(pairs))
+    cold = first.predict(pd.DataFrame({"user": [10_000], "item": [10_000]}))
+    assert cold[0] == pytest.approx(first.net.mean_rating.item())
