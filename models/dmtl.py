@@ -17,7 +17,6 @@ the network is all a change of architecture takes.
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -32,8 +31,6 @@ from torch import nn
 from benchmark.errors import TrainingError, require
 from models.base import FitContext, Recommender
 from models.trainer import Trainer, TrainerConfig
-
-log = logging.getLogger(__name__)
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU,
