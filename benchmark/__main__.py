@@ -22,11 +22,12 @@ os.environ.setdefault("GROUPBENCH_CWD", os.getcwd())
 def main(cfg: DictConfig) -> float | dict | None:
     from benchmark.runner import run
     from benchmark.sweep import in_sweep, run_sweep_job
+    from benchmark.tune import run_tuned, tuning
 
     if in_sweep(cfg):  # a job launched by the sweeper: a failure is reported to it, never exits
         return run_sweep_job(cfg)
     try:
-        result = run(cfg)
+        result = run_tuned(cfg) if tuning(cfg) else run(cfg)
     except GroupbenchError as exc:
         log.error("error: %s", exc)
         sys.exit(2)
