@@ -77,7 +77,8 @@ def tuning_table(client, experiment_id: str) -> pd.DataFrame:
         studies=("seed", "nunique"), trials_per_study=("trials", "max"), failed_trials=("failed", "sum"),
         tuning_s_total=("tuning_s", "sum"), tuning_s_per_study=("tuning_s", "mean")).reset_index()
     table["s_per_trial"] = table["tuning_s_total"] / (table["studies"] * table["trials_per_study"])
-    return table
+    table[["trials_per_study", "failed_trials"]] = table[["trials_per_study", "failed_trials"]].astype(int)
+    return table.round(2)
 
 
 def chosen_table(runs: pd.DataFrame) -> pd.DataFrame:
