@@ -662,11 +662,12 @@ def build_report(client, experiment: str, uri: str, out: Path, prov: Provenance,
     written += [out / "main_table.csv", out / "main_table.tex"]
 
     # DMTL's λ sweep and attention ablation
-    summary = dmtl_summary(col)
+    summary = dmtl_summary(col) if trials is None else pd.DataFrame()  # tuned: λ, attention chosen per seed
     plot_metrics = [m.format(k=k) for m in PLOT_METRICS]
     md += ["## DMTL: λ sweep", ""]
     if summary.empty:
-        md += [f"No {DISPLAY_NAMES[REFERENCE_MODEL]} runs in this experiment.", ""]
+        md += [f"No {DISPLAY_NAMES[REFERENCE_MODEL]} runs in this experiment." if trials is None else
+               "Tuned experiment: λ and the attention are tuned per seed (chosen_configurations.csv), not swept.", ""]
     else:
         write_csv(summary, out / "lambda_sweep.csv", prov)
         written.append(out / "lambda_sweep.csv")
