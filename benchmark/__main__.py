@@ -32,11 +32,12 @@ def admit_removed_keys(argv: list[str]) -> list[str]:
 def main(cfg: DictConfig) -> float | dict | None:
     from benchmark.runner import run
     from benchmark.sweep import in_sweep, run_sweep_job
+    from benchmark.tune import run_tuned, tuning
 
     if in_sweep(cfg):  # a job launched by the sweeper: a failure is reported to it, never exits
         return run_sweep_job(cfg)
     try:
-        result = run(cfg)
+        result = run_tuned(cfg) if tuning(cfg) else run(cfg)
     except GroupbenchError as exc:
         log.error("error: %s", exc)
         sys.exit(2)

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.errors import GroupbenchError, TrackingError
+from benchmark.selection import SELECTION_RULE, VALIDATION_METRIC, best_by_validation, fill_val_rmse, tuned_trials
 from benchmark.stats import ALPHA, holm, paired_test, verdict
 from benchmark.tracking import _retry_locked, git_commit, resolve_uri
 
@@ -59,7 +60,8 @@ DISPLAY_NAMES = {
     "dmtl": "DMTL", "svd": "SVD", "svdpp": "SVD++", "pmf": "PMF", "nmf": "NMF", "slope_one": "SlopeOne",
     "co_clustering": "CoClustering", "baseline_only": "BaselineOnly", "normal_predictor": "NormalPredictor",
     "knn_basic": "KNNBasic", "knn_with_means": "KNNWithMeans", "knn_with_zscore": "KNNWithZScore",
-    "knn_baseline": "KNNBaseline", "neural_mf": "NeuralMF",
+    "knn_baseline": "KNNBaseline", "neural_mf": "NeuralMF", "lenskit_item_knn": "LensKit ItemKNN",
+    "lenskit_user_knn": "LensKit UserKNN", "lenskit_biased_mf": "LensKit BiasedMF (ALS)", "lenskit_bias": "LensKit Bias",
 }
 
 
@@ -208,7 +210,9 @@ def collect(client, experiment: str, uri: str) -> Collected:
             "config_hash": tags.get("config_hash", run.info.run_id), "model": model,
             "dataset": tags.get("dataset") or params.get("dataset.name", "?"),
             "seed": _seed(tags.get("seed", params.get("seed"))),
-            "signature": json.dumps(config, sort_keys=True), "config": config,
+            # a tuned sweep's final runs of one model are one cell, whatever each seed's study chose
+            "signature": f"tuned:{model}" if "tuned.trials" in tags else json.dumps(config, sort_keys=True),
+            "config": config, "tuned_trials": tags.get("tuned.trials"), "tuned_chosen": tags.get("tuned.chosen", ""),
             "lambda_profile": _float(params.get("model.lambda_profile")),
             "attention": params.get("model.attention") or None,
             "error": tags.get("error", ""), "eval_k": params.get("eval.k"),
@@ -216,9 +220,13 @@ def collect(client, experiment: str, uri: str) -> Collected:
         })
     frame = pd.DataFrame(rows)
     meta = ["run_id", "status", "start_time", "config_hash", "model", "dataset", "seed", "signature", "config",
-            "lambda_profile", "attention", "error", "eval_k"]
+            "lambda_profile", "attention", "error", "eval_k", "tuned_trials", "tuned_chosen"]
     metrics = sorted(c for c in frame.columns if c not in meta)
     frame["label"] = _labels(frame)
+    tuned = frame["tuned_trials"].notna()  # tuned final runs: one cell per model, whatever each seed chose
+    frame.loc[tuned, "label"] = [DISPLAY_NAMES.get(m, m) + (" (tuned)" if str(t) != "0" else "")
+                                 for m, t in zip(frame.loc[tuned, "model"], frame.loc[tuned, "tuned_trials"])]
+    frame.loc[tuned, ["lambda_profile", "attention"]] = [np.nan, None]
 
     finished = frame[frame["status"] == "FINISHED"].sort_values("start_time")
     kept = finished.drop_duplicates("config_hash", keep="last")
@@ -295,7 +303,7 @@ def _order_key(model: str, lam: float, attention: str | None, label: str) -> tup
 
 def main_table(col: Collected) -> pd.DataFrame:
     """One row per dataset and configuration, sorted DMTL first (by attention, λ), then baselines."""
-    metrics = [c.metric.format(k=col.k) for c in MAIN_COLUMNS]
+    metrics = [c.metric.format(k=col.k) for c in MAIN_COLUMNS] + [VALIDATION_METRIC]  # selection reads val_rmse
     table = summarize(col.runs, metrics, ["dataset", "label", "model", "lambda_profile", "attention"])
     table = table.rename(columns={"label": "configuration"})
     table["source"] = "measured"
@@ -532,12 +540,9 @@ def plot_ablation(table: pd.DataFrame, metrics: list[str], k: int, prov: Provena
 # ---------------------------------------------------------------------------------- significance
 
 def best_configuration(main: pd.DataFrame, dataset: str, k: int) -> pd.Series | None:
-    """DMTL's best configuration on a dataset: highest mean NDCG@k over seeds (ties: higher P@k)."""
+    """DMTL's best configuration on a dataset, by the validation metric (benchmark.selection), never test."""
     rows = main[(main["dataset"] == dataset) & (main["model"] == REFERENCE_MODEL) & (main["source"] == "measured")]
-    keys = [c for c in (f"ndcg_at_{k}_mean", f"precision_at_{k}_mean") if c in rows]
-    if rows.empty or not keys:
-        return None
-    return rows.sort_values(keys, ascending=False, kind="stable").iloc[0]
+    return best_by_validation(rows)
 
 
 def per_user_table(client, runs: pd.DataFrame, missing: list[str]) -> pd.DataFrame:
@@ -618,6 +623,8 @@ def secondary_table(col: Collected) -> pd.DataFrame:
 def build_report(client, experiment: str, uri: str, out: Path, prov: Provenance,
                  log_to_parent: bool = True) -> list[Path]:
     col = collect(client, experiment, uri)
+    col.runs = fill_val_rmse(client, col.runs)
+    trials = tuned_trials(col.runs)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     k = col.k
@@ -634,7 +641,9 @@ def build_report(client, experiment: str, uri: str, out: Path, prov: Provenance,
     for dataset in sorted(main["dataset"].unique()):
         table = main[main["dataset"] == dataset].reset_index(drop=True)
         ref = reported[reported["dataset"] == dataset] if len(reported) else None
-        md += [f"## Main results: {dataset}", "", markdown(display_table(table, MAIN_COLUMNS, k, col.expected_seeds,
+        title = (f"## Main results: {dataset}" if trials is None else
+                 f"## Tuned results (tuned, {trials if trials > 0 else 'unequal'} trials each): {dataset}")
+        md += [title, "", markdown(display_table(table, MAIN_COLUMNS, k, col.expected_seeds,
                                                                          reported=ref)), ""]
         if ref is not None and len(ref):
             md += [f"† {PAPER_LABEL}: the numbers printed in arXiv 2504.06274, reported under an unpublished "
@@ -653,11 +662,12 @@ def build_report(client, experiment: str, uri: str, out: Path, prov: Provenance,
     written += [out / "main_table.csv", out / "main_table.tex"]
 
     # DMTL's λ sweep and attention ablation
-    summary = dmtl_summary(col)
+    summary = dmtl_summary(col) if trials is None else pd.DataFrame()  # tuned: λ, attention chosen per seed
     plot_metrics = [m.format(k=k) for m in PLOT_METRICS]
     md += ["## DMTL: λ sweep", ""]
     if summary.empty:
-        md += [f"No {DISPLAY_NAMES[REFERENCE_MODEL]} runs in this experiment.", ""]
+        md += [f"No {DISPLAY_NAMES[REFERENCE_MODEL]} runs in this experiment." if trials is None else
+               "Tuned experiment: λ and the attention are tuned per seed (chosen_configurations.csv), not swept.", ""]
     else:
         write_csv(summary, out / "lambda_sweep.csv", prov)
         written.append(out / "lambda_sweep.csv")
@@ -688,7 +698,7 @@ def build_report(client, experiment: str, uri: str, out: Path, prov: Provenance,
     # significance
     sig, chosen, missing = significance(client, col, main)
     md += ["## Significance: best DMTL configuration vs every baseline", "",
-           f"Best configuration per dataset = highest mean NDCG@{k} over seeds (ties: P@{k}): "
+           f"Best configuration per dataset = {SELECTION_RULE}: "
            + (", ".join(f"{d}: {c}" for d, c in chosen.items()) or "none") + ".",
            f"Per-user metrics are paired on (user, seed[, fold]) — the same users and splits. Two-sided "
            f"Wilcoxon signed-rank and paired t-tests; p-values Holm-corrected across the baselines of each "
@@ -711,6 +721,11 @@ def build_report(client, experiment: str, uri: str, out: Path, prov: Provenance,
         md += [markdown(shown), ""]
     if missing:
         md += ["Runs without a per_user_metrics.csv artifact (left out of the tests): " + ", ".join(missing), ""]
+
+    if trials is not None:
+        from benchmark.selection import tuned_sections
+
+        md += tuned_sections(client, col, out, prov, trials, written)
 
     secondary = secondary_table(col)
     if not secondary.empty:

@@ -174,6 +174,9 @@ def finished_hashes(tracker) -> set[str]:
                              max_results=1000, page_token=token)
         found |= {run.data.tags["config_hash"] for run in page
                   if run.data.tags.get("groupbench.role", "job") == "job"}
+        # a tuned job's final run carries the tuned config's hash; the sweep's job is its grid_hash
+        found |= {run.data.tags["groupbench.grid_hash"] for run in page if "groupbench.grid_hash" in run.data.tags
+                  and run.data.tags.get("groupbench.role", "job") == "job"}
         token = page.token
         if not token:
             return found
@@ -348,6 +351,7 @@ def _tracker(uri: str, experiment: str):
 def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:
     """Run one sweep job as a child run; never raises (the sweep goes on), returns an Outcome dict."""
     from benchmark.runner import run, run_name
+    from benchmark.tune import run_tuned, tuning
 
     info = cfg.sweep_run
     started = time.perf_counter()
@@ -355,7 +359,7 @@ def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:
     tags = {"sweep": str(info.name), **{f"varies.{k}": v for k, v in json.loads(info.varies or "{}").items()}}
     outcome = Outcome("FAILED", name)
     try:
-        result = run(cfg, tracker=_tracker(cfg.tracking.uri, cfg.tracking.experiment),
+        result = (run_tuned if tuning(cfg) else run)(cfg, tracker=_tracker(cfg.tracking.uri, cfg.tracking.experiment),
                      parent_run_id=str(info.parent_run_id), tags=tags)
         outcome = Outcome("FINISHED", name, run_id=result.run_id, metric=result.metrics.get(KEY_METRIC),
                           fit_seconds=result.metrics.get("fit_seconds", 0.0),

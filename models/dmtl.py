@@ -318,6 +318,8 @@ class DMTL(Recommender):
             "epochs_trained": float(len(self.history)),
             "best_epoch": float(self.best_epoch),
             "best_val_loss": float(min(h["val_loss"] for h in self.history)),
+            # the rating RMSE on the early-stopping part at the restored epoch: the report selects configurations by it
+            "val_rmse": float(math.sqrt(self.history[self.best_epoch - 1]["val_rating_loss"])),
             "seconds_per_epoch": float(np.mean([h["epoch_seconds"] for h in self.history])),
         }
         # Which item features' dims the attention favours: a feature f writes into hidden dim j

@@ -108,12 +108,12 @@ def test_plan_sizes_narrowing_and_dedupe(tmp_path: Path) -> None:
     assert sorted(narrowed.values()) == ["dmtl/ml100k/seed0"] * 7
     paper = planned(tmp_path, "+sweep=paper")  # composes the lambda, attention and baselines files
     # λ grid 70 + attention grid 60 less its 20 softmax jobs at λ ∈ {0, 0.1} (already in the λ grid)
-    # + baselines 130 (12 Surprise models and neural_mf), each fitted once per dataset and seed (not once per λ)
-    assert len(paper) == 70 + 40 + 130
+    # + baselines 170 (12 Surprise + 4 LensKit + neural_mf), each fitted once per dataset and seed (not once per λ)
+    assert len(paper) == 70 + 40 + 170
     assert set(narrowed) <= set(paper)
     models = Counter(name.split("/")[0] for name in paper.values())
     assert models.pop("dmtl") == 110
-    assert len(models) == 13 and "neural_mf" in models and set(models.values()) == {2 * 5}
+    assert len(models) == 17 and "neural_mf" in models and set(models.values()) == {2 * 5}
     assert not (tmp_path / "mlflow.db").exists(), "a dry run logged something"
 
 

@@ -1,0 +1,76 @@
+"""LensKit (lkpy 2025.x) rating predictors behind the one Recommender interface.
+
+The scorer (a dotted class path such as ``lenskit.knn.ItemKNNScorer``) and its configuration
+come from ``conf/model/lenskit_<name>.yaml``. Predictions come from LensKit's own
+``predict_pipeline``: the query is the user's training history, and with ``fallback: true`` the
+pairs the scorer leaves unscored (k-NN: too few neighbours; unknown users or items) get
+LensKit's ``BiasScorer`` prediction, so every model is scored on every test pair. One LensKit
+call per user. Predictions are clipped to the rating scale, like Surprise's.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from hydra.utils import get_class
+
+from benchmark.errors import ConfigError
+from models.base import FitContext, Recommender
+
+
+def _quiet_lenskit_logging() -> None:
+    """LensKit logs through structlog, whose default printer writes to stdout: send warnings and
+    worse to stderr, where the harness's logs go, and keep stdout clean."""
+    import structlog
+
+    if not structlog.is_configured():
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+                            wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+class LenskitRecommender(Recommender):
+    def __init__(self, name: str, scorer: str, config: dict[str, Any] | None = None, fallback: bool = True,
+                 seed: int = 0):
+        from lenskit.pipeline import predict_pipeline
+
+        _quiet_lenskit_logging()
+        self.name = name
+        self.seed = int(seed)
+        try:
+            component = get_class(scorer)(**dict(config or {}))
+        except Exception as exc:  # pydantic's ValidationError: unknown or out-of-range option
+            first = str(exc).strip().splitlines()
+            raise ConfigError(f"model.config for {scorer}: {' '.join(first[:3])}; see conf/model/{name}.yaml") from None
+        # LensKit's own rating-prediction pipeline: the user's training history as the query, the
+        # scorer, and (fallback) LensKit's BiasScorer for the pairs the scorer leaves unscored
+        self.pipeline = predict_pipeline(component, fallback=bool(fallback))
+        self.scale = (-np.inf, np.inf)
+
+    def fit(self, train: pd.DataFrame, context: FitContext) -> "LenskitRecommender":
+        from lenskit.data import from_interactions_df
+        from lenskit.training import TrainingOptions
+
+        data = from_interactions_df(train[["user", "item", "rating"]].copy(), user_col="user", item_col="item",
+                                    rating_col="rating")
+        self.pipeline.train(data, TrainingOptions(rng=self.seed))
+        self.scale = context.rating_scale
+        return self
+
+    def predict(self, pairs: pd.DataFrame) -> np.ndarray:
+        from lenskit.data import ItemList
+        from lenskit.operations import predict
+
+        out = np.full(len(pairs), np.nan)
+        users = pairs["user"].to_numpy()
+        items = pairs["item"].to_numpy()
+        order = np.argsort(users, kind="stable")  # one LensKit call per user
+        bounds = np.flatnonzero(np.r_[True, users[order][1:] != users[order][:-1], True])
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            rows = order[start:stop]
+            scored = predict(self.pipeline, users[rows[0]], ItemList(item_ids=items[rows]))
+            out[rows] = np.asarray(scored.scores(), dtype=float)
+        return np.clip(out, *self.scale)

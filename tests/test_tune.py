@@ -1,0 +1,182 @@
+"""Equal-budget tuning (benchmark/tune.py), selection by validation data, and the LensKit wrapper.
+
+Small synthetic data and few trials: the point is what the code reads and counts, not quality.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+import benchmark.split
+import benchmark.tune as tune
+from benchmark import report
+from benchmark.runner import config_hash, run
+from benchmark.sweep import finished_hashes
+from benchmark.tracking import Tracker
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+TUNED_MODELS = ("svd", "knn_basic", "lenskit_item_knn", "dmtl")
+FAST = ("dataset=synthetic", "trainer.max_epochs=3", "trainer.progress=false", "tune.enabled=true",
+        "tune.trials=3")
+
+
+def scrambled(split):
+    """The split function with every test rating replaced by a random one (training rows untouched)."""
+    def wrapper(ratings, **kwargs):
+        out = []
+        for part in split(ratings, **kwargs):
+            test = part.test.copy()
+            test["rating"] = np.random.default_rng(99).integers(1, 6, len(test)).astype(float)
+            out.append(benchmark.split.Split(part.fold, part.train, test))
+        return out
+    return wrapper
+
+
+def tracker_at(folder: Path, experiment: str = "tuned") -> Tracker:
+    folder.mkdir(parents=True, exist_ok=True)
+    return Tracker(f"sqlite:///{folder / 'mlflow.db'}", experiment)
+
+
+def runs_with(tracker: Tracker, role: str):
+    return tracker.client.search_runs([tracker.experiment_id], f"tags.`groupbench.role` = '{role}'",
+                                      max_results=1000)
+
+
+def tuned_and_selected(make_cfg, tracker: Tracker) -> tuple[dict, dict, str]:
+    """Tuned choices per model, test RMSE per model, and the report's best DMTL configuration."""
+    chosen, test_rmse = {}, {}
+    for model in TUNED_MODELS:
+        result = tune.run_tuned(make_cfg(*FAST, f"model={model}"), tracker)
+        final = tracker.client.get_run(result.run_id)
+        chosen[model] = json.loads(final.data.tags["tuned.chosen"])
+        test_rmse[model] = result.metrics["rmse"]
+    # two untuned DMTL configurations, as the paper sweep logs them: the report picks one
+    plain = tracker_at(Path(tracker.uri[len("sqlite:///"):]).parent, "paper")
+    for lam in (0, 2):
+        run(make_cfg("dataset=synthetic", "model=dmtl", f"model.lambda_profile={lam}", "trainer.max_epochs=3",
+                     "trainer.progress=false"), plain)
+    col = report.collect(plain.client, "paper", plain.uri)
+    col.runs = report.fill_val_rmse(plain.client, col.runs)
+    best = report.best_configuration(report.main_table(col), "synthetic", col.k)
+    # independently: the configuration with the lowest val_rmse the runs logged
+    runs = {r.data.params["model.lambda_profile"]: r.data.metrics["val_rmse"] for r in runs_with(plain, "job")}
+    assert best["configuration"] == f"DMTL (λ={min(runs, key=runs.get)}, softmax)"
+    return chosen, test_rmse, best["configuration"]
+
+
+@pytest.mark.slow
+def test_scrambled_test_ratings_change_no_choice(make_cfg, tmp_path, monkeypatch):
+    """Selection never reads the test part; every tunable model gets tune.trials trials."""
+    tracker = tracker_at(tmp_path / "plain")
+    chosen, test_rmse, selected = tuned_and_selected(make_cfg, tracker)
+
+    studies = runs_with(tracker, "study")
+    assert sorted(s.data.tags["model"] for s in studies) == sorted(TUNED_MODELS)
+    for study in studies:  # the equal budget: 3 FINISHED trial runs under each study, none a result
+        trials = tracker.client.search_runs([tracker.experiment_id],
+                                            f"tags.`mlflow.parentRunId` = '{study.info.run_id}' "
+                                            f"and tags.`groupbench.role` = 'trial'")
+        assert len(trials) == study.data.metrics["n_trials"] == 3
+        assert all(t.info.status == "FINISHED" and "rmse" not in t.data.metrics for t in trials)
+        best = min(t.data.metrics["objective"] for t in trials)
+        assert study.data.metrics["best_val_rmse"] == pytest.approx(best)
+    assert len(runs_with(tracker, "job")) == len(TUNED_MODELS)
+    # a rerun of the sweep skips the jobs: their grid hash (the untuned config) counts as finished
+    assert config_hash(make_cfg(*FAST, "model=svd")) in finished_hashes(tracker)
+
+    monkeypatch.setattr(benchmark.split, "holdout", scrambled(benchmark.split.holdout))
+    chosen2, test_rmse2, selected2 = tuned_and_selected(make_cfg, tracker_at(tmp_path / "scrambled"))
+    assert chosen2 == chosen
+    assert selected2 == selected
+    assert all(abs(test_rmse2[m] - test_rmse[m]) > 0.05 for m in TUNED_MODELS), "the scramble missed test"
+
+
+def test_killed_study_resumes_without_rerunning_trials(make_cfg, tmp_path, monkeypatch):
+    cfg = make_cfg("dataset=synthetic", "model=svd", "tune.enabled=true", "tune.trials=4")
+    tracker = tracker_at(tmp_path)
+    calls = []
+    score = tune.score_trial
+
+    def killed_at_third(cfg, data):
+        calls.append(dict(OmegaConf.to_container(cfg.model.params)))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return score(cfg, data)
+
+    monkeypatch.setattr(tune, "score_trial", killed_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        tune.run_study(cfg, tracker)
+    assert [s.info.status for s in runs_with(tracker, "study")] == ["KILLED"]
+    finished = [t for t in runs_with(tracker, "trial") if t.info.status == "FINISHED"]
+    assert len(finished) == 2
+
+    calls.clear()
+    monkeypatch.setattr(tune, "score_trial", lambda cfg, data: calls.append(1) or score(cfg, data))
+    result = tune.run_study(cfg, tracker)
+    assert len(calls) == 2 and result.trials_run == 2  # trials 2 and 3 only
+    done = tune.finished_trials(tracker, tune.study_key(cfg, tune.search_space("svd")))
+    assert sorted(done) == [0, 1, 2, 3]
+    best = min(done.values(), key=lambda t: t["value"])
+    assert result.chosen == best["values"] and result.value == pytest.approx(best["value"])
+
+
+def test_every_model_is_in_the_tuned_sweep_with_one_budget():
+    sweep = OmegaConf.load(CONF / "sweep" / "tuned.yaml")
+    models = set(sweep.hydra.sweeper.grids.tuned.model.split(","))
+    assert models == {p.stem for p in (CONF / "model").glob("*.yaml")}
+    untuned = {m for m in models if not tune.search_space(m)}
+    assert untuned == {"slope_one", "normal_predictor"}  # no hyperparameters: they run once
+    assert "trials" not in sweep.get("tune", {})  # one tune.trials (conf/config.yaml) for every model
+    for model in models - untuned:  # every key of a space exists in the model's config (or trainer)
+        cfg = OmegaConf.merge({"model": OmegaConf.load(CONF / "model" / f"{model}.yaml")},
+                              {"trainer": OmegaConf.load(CONF / "trainer" / "default.yaml")})
+        for key in tune.search_space(model):
+            assert OmegaConf.select(cfg, key, throw_on_missing=False) is not None or key.endswith(
+                ("shrinkage", ".reg", "learning_rate")), f"{model}: {key}"
+
+
+def test_lenskit_bias_model_matches_a_hand_computation(make_cfg):
+    from benchmark.datasets import Dataset  # noqa: F401  (the FitContext type)
+    from baselines.lenskit import LenskitRecommender
+    from models.base import FitContext
+
+    train = pd.DataFrame({"user": [1, 1, 1, 2, 2, 3], "item": [10, 11, 12, 10, 12, 11],
+                          "rating": [5.0, 3.0, 4.0, 2.0, 1.0, 4.0]})
+    damping = 2.0
+    mu = train["rating"].mean()
+    item = train.assign(r=train["rating"] - mu).groupby("item")["r"].agg(["sum", "count"])
+    b_item = item["sum"] / (item["count"] + damping)
+    residual = train["rating"] - mu - train["item"].map(b_item)
+    user = residual.groupby(train["user"]).agg(["sum", "count"])
+    b_user = user["sum"] / (user["count"] + damping)
+
+    class Context:
+        rating_scale = (1.0, 5.0)
+
+    model = LenskitRecommender("lenskit_bias", "lenskit.basic.BiasScorer", {"damping": damping}, fallback=False)
+    model.fit(train, Context())
+    pairs = pd.DataFrame({"user": [1, 2, 3, 3, 99], "item": [11, 11, 10, 12, 10]})
+    expected = [mu + b_item[i] + (b_user[u] if u in b_user else 0.0) for u, i in zip(pairs["user"], pairs["item"])]
+    np.testing.assert_allclose(model.predict(pairs), np.clip(expected, 1, 5), rtol=1e-5)
+
+    knn = LenskitRecommender("lenskit_item_knn", "lenskit.knn.ItemKNNScorer", {"max_nbrs": 5, "min_nbrs": 1})
+    knn.fit(train, Context())
+    # item 13 is unknown: k-NN cannot score it, LensKit's fallback (BiasScorer, no damping) does
+    fallback = LenskitRecommender("lenskit_bias", "lenskit.basic.BiasScorer", {"damping": 0.0}, fallback=False)
+    fallback.fit(train, Context())
+    unknown = pd.DataFrame({"user": [1], "item": [13]})
+    np.testing.assert_allclose(knn.predict(unknown), fallback.predict(unknown), rtol=1e-6)
+    # on denser data k-NN scores pairs itself: its predictions are not the bias model's
+    rng = np.random.default_rng(0)
+    dense = pd.DataFrame([(u, i, float(rng.integers(1, 6))) for u in range(30) for i in range(12) if rng.random() < 0.7],
+                         columns=["user", "item", "rating"])
+    knn.fit(dense, Context())
+    fallback.fit(dense, Context())
+    grid = pd.DataFrame([(u, i) for u in range(30) for i in range(12)], columns=["user", "item"])
+    assert np.mean(np.abs(knn.predict(grid) - fallback.predict(grid)) > 1e-3) > 0.5
