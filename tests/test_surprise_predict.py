@@ -69,6 +69,9 @@ def test_vectorised_equals_surprise_predict(data, name):
     expected = np.array([algo.predict(u, i).est for u, i in zip(pairs.user.tolist(), pairs.item.tolist())])
     got = surprise_predict.predict(algo, pairs.user.to_numpy(), pairs.item.to_numpy())
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+    few = slice(0, None, 97)  # scattered pairs (the dense grid above takes other code paths)
+    np.testing.assert_allclose(surprise_predict.predict(algo, pairs.user[few], pairs.item[few]), expected[few],
+                               rtol=0, atol=1e-9)
     unclipped = [algo.predict(u, i, clip=False).est for u, i in zip(pairs.user.tolist(), pairs.item.tolist())]
     np.testing.assert_allclose(surprise_predict.predict(algo, pairs.user, pairs.item, clip=False), unclipped,
                                rtol=0, atol=1e-9)
