@@ -139,25 +139,19 @@ def rated_matrix(trainset: surprise.Trainset) -> sparse.csr_matrix:
 
 def rowwise_dot(a: np.ndarray, b: np.ndarray, rows_a: np.ndarray, rows_b: np.ndarray) -> np.ndarray:
     """``[a[ra] @ b[rb] for ra, rb in zip(rows_a, rows_b)]`` in bounded memory: gathered rows for
-    scattered pairs; for dense ones (a full catalogue) blocks of ``a[rows] @ b[cols].T`` (BLAS)."""
+    scattered pairs; for dense ones (a full catalogue) blocks of ``a @ b.T`` (BLAS), then a gather."""
     out = np.empty(len(rows_a))
-    distinct_a, position_a = np.unique(rows_a, return_inverse=True)
-    distinct_b, position_b = np.unique(rows_b, return_inverse=True)
-    if len(rows_a) * 8 < len(distinct_a) * len(distinct_b):
+    if len(rows_a) * 8 < len(a) * len(b):
         for start in range(0, len(rows_a), BLOCK):
             stop = start + BLOCK
             out[start:stop] = np.einsum("ij,ij->i", a[rows_a[start:stop]], b[rows_b[start:stop]])
         return out
-    columns = b[distinct_b].T
-    order = np.argsort(position_a, kind="stable")
-    bounds = np.searchsorted(position_a[order], np.arange(0, len(distinct_a) + 1, max(1, BLOCK_ENTRIES // 8 //
-                                                                                          max(1, len(distinct_b)))))
-    bounds = np.unique(np.r_[bounds, len(order)])
-    for start, stop in zip(bounds[:-1], bounds[1:]):
-        rows = order[start:stop]
-        first = position_a[rows[0]]
-        block = a[distinct_a[first:position_a[rows[-1]] + 1]] @ columns
-        out[rows] = block[position_a[rows] - first, position_b[rows]]
+    per_block = max(1, BLOCK_ENTRIES // max(1, len(b)))
+    if per_block >= len(a):
+        return (a @ b.T)[rows_a, rows_b]
+    for low in range(0, len(a), per_block):
+        rows = np.flatnonzero((rows_a >= low) & (rows_a < low + per_block))
+        out[rows] = (a[low:low + per_block] @ b.T)[rows_a[rows] - low, rows_b[rows]]
     return out
 
 

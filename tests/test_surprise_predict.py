@@ -137,3 +137,15 @@ def test_a_diverged_model_stays_non_finite(data):
     known = pairs.user.isin(np.asarray([trainset.to_raw_uid(u) for u in range(trainset.n_users)])) \
         & pairs.item.isin(np.asarray([trainset.to_raw_iid(i) for i in range(trainset.n_items)]))
     assert np.isnan(got[known.to_numpy()]).all() and np.isfinite(got[~known.to_numpy()]).all()
+
+
+@pytest.mark.parametrize("block_entries", [1 << 22, 7])
+def test_rowwise_dot_in_every_layout(monkeypatch, block_entries):
+    """Scattered pairs, a dense set in one product, and in blocks of rows: a[ra] . b[rb] each."""
+    monkeypatch.setattr(surprise_predict, "BLOCK_ENTRIES", block_entries)
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(13, 4)), rng.normal(size=(6, 4))
+    for n in (5, 400):
+        rows_a, rows_b = rng.integers(0, 13, n), rng.integers(0, 6, n)
+        expected = [a[i] @ b[j] for i, j in zip(rows_a, rows_b)]
+        np.testing.assert_allclose(surprise_predict.rowwise_dot(a, b, rows_a, rows_b), expected, rtol=0, atol=1e-12)
