@@ -34,6 +34,7 @@ from benchmark.registry import Registry
 # Pairs per block of gathered factor rows / similarity entries: bounds memory for a full catalogue.
 BLOCK = 1 << 16
 BLOCK_ENTRIES = 1 << 22
+SLOPE_ONE_GATHER_COST = 200
 
 
 @dataclass
@@ -217,26 +218,55 @@ def co_clustering(algo, pairs: Pairs) -> Estimate:
 def slope_one(algo, pairs: Pairs) -> Estimate:
     """mu_u + mean of dev[i, j] over the items j the user rated that share a rater with i."""
     both = pairs.known
-    est = np.zeros(len(pairs))
-    impossible = ~both
     linked = algo.freq > 0
     deviation = np.where(linked, algo.dev, 0.0)  # dev is undefined (NaN) where freq = 0
-    linked = linked.astype(float)
     rated = rated_matrix(algo.trainset)
-    user_mean = np.asarray(algo.user_mean, dtype=float)
     rows = np.flatnonzero(both)
-    users = np.unique(pairs.u[rows])
-    per_block = max(1, BLOCK_ENTRIES // max(1, algo.trainset.n_items))
-    for start in range(0, len(users), per_block):
-        block = users[start:start + per_block]
-        in_block = rows[np.isin(pairs.u[rows], block)]
-        position = np.searchsorted(block, pairs.u[in_block])
+    users, items = pairs.u[rows], pairs.i[rows]
+    lengths = np.diff(rated.indptr)[users]
+    # reading deviation at scattered places costs ~200x a streamed sparse-dense product per entry
+    # (measured on ML-100K: 20,000 pairs 0.75 s gathered, 0.46 s dense): gather for a few pairs only
+    if lengths.sum() * SLOPE_ONE_GATHER_COST <= rated[np.unique(users)].nnz * algo.trainset.n_items:
+        total, count = _slope_one_gathered(rated, deviation, linked, users, items, lengths)
+    else:
+        total, count = _slope_one_dense(rated, deviation, linked, users, items)
+    est = np.zeros(len(pairs))
+    est[rows] = np.asarray(algo.user_mean, dtype=float)[users] + np.divide(
+        total, count, out=np.zeros(len(total)), where=count > 0)
+    return Estimate(est, ~both)
+
+
+def _slope_one_gathered(rated, deviation, linked, users, items, lengths):
+    """Scattered pairs: each pair's row of ``deviation`` read at its user's rated items only."""
+    total, count = np.zeros(len(users)), np.zeros(len(users))
+    ends = np.cumsum(lengths)
+    bounds = np.unique(np.r_[0, np.searchsorted(ends, np.arange(BLOCK_ENTRIES, ends[-1] if len(ends) else 0,
+                                                                  BLOCK_ENTRIES), side="right"), len(users)])
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        span = lengths[start:stop]
+        segment = np.r_[0, np.cumsum(span)[:-1]]
+        flat = np.repeat(rated.indptr[users[start:stop]] - segment, span) + np.arange(span.sum())
+        rated_items, times = rated.indices[flat], rated.data[flat]
+        target = np.repeat(items[start:stop], span)
+        total[start:stop] = np.add.reduceat(deviation[target, rated_items] * times, segment)
+        count[start:stop] = np.add.reduceat(linked[target, rated_items] * times, segment)
+    return total, count
+
+
+def _slope_one_dense(rated, deviation, linked, users, items):
+    """Dense pairs (a full catalogue): blocks of users x all items as sparse-dense products."""
+    total, count = np.zeros(len(users)), np.zeros(len(users))
+    distinct = np.unique(users)
+    per_block = max(1, BLOCK_ENTRIES // max(1, deviation.shape[0]))
+    linked = linked.astype(float)
+    for start in range(0, len(distinct), per_block):
+        block = distinct[start:start + per_block]
+        in_block = np.flatnonzero(np.isin(users, block))
+        position = np.searchsorted(block, users[in_block])
         block_rated = rated[block]
-        total = np.asarray(block_rated @ deviation.T)[position, pairs.i[in_block]]
-        count = np.asarray(block_rated @ linked.T)[position, pairs.i[in_block]]
-        est[in_block] = user_mean[pairs.u[in_block]] + np.divide(total, count, out=np.zeros(len(total)),
-                                                                  where=count > 0)
-    return Estimate(est, impossible)
+        total[in_block] = np.asarray(block_rated @ deviation.T)[position, items[in_block]]
+        count[in_block] = np.asarray(block_rated @ linked.T)[position, items[in_block]]
+    return total, count
 
 
 # ---------------------------------------------------------------------------- k-NN family

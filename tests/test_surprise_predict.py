@@ -149,3 +149,13 @@ def test_rowwise_dot_in_every_layout(monkeypatch, block_entries):
         rows_a, rows_b = rng.integers(0, 13, n), rng.integers(0, 6, n)
         expected = [a[i] @ b[j] for i, j in zip(rows_a, rows_b)]
         np.testing.assert_allclose(surprise_predict.rowwise_dot(a, b, rows_a, rows_b), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("gather_cost", [0, 10**9])
+def test_slope_one_both_ways(data, monkeypatch, gather_cost):
+    """Its two layouts (gathered for few pairs, dense products for many) each equal Surprise."""
+    monkeypatch.setattr(surprise_predict, "SLOPE_ONE_GATHER_COST", gather_cost)
+    trainset, pairs = data
+    algo = surprise.SlopeOne().fit(trainset)
+    expected = [algo.predict(u, i).est for u, i in zip(pairs.user.tolist(), pairs.item.tolist())]
+    np.testing.assert_allclose(surprise_predict.predict(algo, pairs.user, pairs.item), expected, rtol=0, atol=1e-9)
