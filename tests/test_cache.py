@@ -39,6 +39,9 @@ def assert_same(first, second) -> None:
     _, dataset_a, splits_a, groups_a = first
     _, dataset_b, splits_b, groups_b = second
     for name in ("ratings", "user_features", "item_features", "groups", "group_ratings"):
+        if getattr(dataset_a, name) is None:
+            assert getattr(dataset_b, name) is None
+            continue
         pd.testing.assert_frame_equal(getattr(dataset_a, name), getattr(dataset_b, name), check_exact=True)
     assert dataset_a.files_sha256 == dataset_b.files_sha256 and dataset_a.rating_scale == dataset_b.rating_scale
     assert len(splits_a) == len(splits_b)
@@ -168,3 +171,12 @@ def test_runs_log_their_stages_and_cache_outcome(make_cfg, tracking_uri, tmp_pat
     run_info = client.get_run(second.run_id).info
     assert sum(logged[f"stage_{stage}_seconds"] for stage in stages) <= (run_info.end_time - run_info.start_time) / 1e3
     assert len(second.models) == 1 and second.models[0].trainset is not None
+
+
+def test_an_unwritable_cache_slows_a_job_down_never_fails_it(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cfg = compose_cfg("dataset=synthetic", f"cache.dir={blocker / 'cache'}")
+    cache, dataset, splits, groups = protocol(cfg)
+    assert cache.outcomes == {"dataset": "uncached", "split": "unwritable", "groups": "unwritable"}
+    assert_same((cache, dataset, splits, groups), protocol(compose_cfg("dataset=synthetic", "cache.enabled=false")))
