@@ -193,8 +193,12 @@ def prediction_figures(results: dict, base: list[str]) -> dict[str, float]:
 # ---------------------------------------------------------------------------- sweep mode
 
 def workers_of(parent) -> tuple[int, str]:
-    """Parallel workers of a sweep invocation: hydra.launcher.n_jobs from its overrides, 1 for the
-    basic launcher, else this machine's cores (said so)."""
+    """Parallel workers of a sweep invocation: its ``launcher_workers`` param (the launcher's n_jobs
+    or array_parallelism), else hydra.launcher.n_jobs in its overrides, 1 for the basic launcher,
+    else this machine's cores (said so)."""
+    logged = parent.data.params.get("launcher_workers", "")
+    if logged.isdigit() and int(logged) > 0:
+        return int(logged), "the sweep's launcher_workers param"
     overrides = parent.data.params.get("overrides", "")
     launcher = parent.data.params.get("launcher", "?")
     found = re.search(r"hydra\.launcher\.n_jobs=(\d+)", overrides)
