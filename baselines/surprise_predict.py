@@ -21,7 +21,9 @@ rare k-NN pairs whose neighbours have NaN similarities, are left to Surprise pai
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
+from itertools import chain
 from typing import Callable
 
 import numpy as np
@@ -35,6 +37,8 @@ from benchmark.registry import Registry
 BLOCK = 1 << 16
 BLOCK_ENTRIES = 1 << 22
 SLOPE_ONE_GATHER_COST = 200
+# flattened rating lists per trainset (Surprise never changes a trainset once built)
+_flattened: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -122,18 +126,22 @@ def inner_ids(trainset: surprise.Trainset, users: np.ndarray, items: np.ndarray)
 
 # ---------------------------------------------------------------------------- shared pieces
 
-def rating_arrays(by_key: dict, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Flatten ``trainset.ur`` (or ``ir``): offsets per key, the other ids and the ratings, in list order."""
-    lengths = np.fromiter((len(by_key[key]) for key in range(n)), dtype=np.intp, count=n)
-    offsets = np.r_[0, np.cumsum(lengths)]
-    others = np.fromiter((other for key in range(n) for other, _ in by_key[key]), dtype=np.intp, count=offsets[-1])
-    ratings = np.fromiter((r for key in range(n) for _, r in by_key[key]), dtype=float, count=offsets[-1])
-    return offsets, others, ratings
+def rating_arrays(trainset: surprise.Trainset, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flatten ``trainset.ur`` (``side="ur"``) or ``ir``: offsets per user (item), the other ids and
+    the ratings, in list order. Once per trainset: the evaluation predicts several times per model."""
+    flattened = _flattened.setdefault(trainset, {})
+    if side not in flattened:
+        by_key = getattr(trainset, side)
+        n = trainset.n_users if side == "ur" else trainset.n_items
+        lengths = np.fromiter(map(len, (by_key[key] for key in range(n))), dtype=np.intp, count=n)
+        flat = np.array(list(chain.from_iterable(by_key[key] for key in range(n))), dtype=float).reshape(-1, 2)
+        flattened[side] = (np.r_[0, np.cumsum(lengths)], flat[:, 0].astype(np.intp), flat[:, 1].copy())
+    return flattened[side]
 
 
 def rated_matrix(trainset: surprise.Trainset) -> sparse.csr_matrix:
     """users x items, the number of times each user rated each item (1, or more for repeats)."""
-    offsets, items, _ = rating_arrays(trainset.ur, trainset.n_users)
+    offsets, items, _ = rating_arrays(trainset, "ur")
     users = np.repeat(np.arange(trainset.n_users), np.diff(offsets))
     return sparse.csr_matrix((np.ones(len(items)), (users, items)), shape=(trainset.n_users, trainset.n_items))
 
@@ -309,7 +317,7 @@ def neighbourhood(algo, pairs: Pairs, term: Callable[[np.ndarray, np.ndarray, np
     result = Neighbourhood(np.zeros(n), np.zeros(n), np.zeros(n, np.intp), np.zeros(n, bool))
     user_based = algo.sim_options["user_based"]
     x_all, y_all = (pairs.u, pairs.i) if user_based else (pairs.i, pairs.u)
-    offsets, neighbours, ratings = rating_arrays(algo.yr, algo.n_y)
+    offsets, neighbours, ratings = rating_arrays(algo.trainset, "ir" if user_based else "ur")
     terms = term(neighbours, np.repeat(np.arange(algo.n_y), np.diff(offsets)), ratings)
 
     rows = np.flatnonzero(pairs.known)
