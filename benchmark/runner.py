@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from benchmark.errors import GroupbenchError, require
 from benchmark.evaluation import EvalContext, checked_predictions, evaluate
 import benchmark.group_eval  # registers the group-level and cold-start evaluators; validates eval.group
+from benchmark.cache import ProtocolCache
 from benchmark.tracking import Tracker, git_commit
 from models.base import Diagnosed, FitContext
 from models.trainer import check_removed_keys
@@ -37,6 +39,25 @@ class JobResult:
     run_id: str
     metrics: dict[str, float]
     predictions: pd.DataFrame = field(repr=False)
+    models: list = field(default_factory=list, repr=False)  # the fitted model of each fold
+
+
+class Stages:
+    """Seconds per stage of a job (summed over folds), logged as ``stage_<name>_seconds``."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+    def metrics(self) -> dict[str, float]:
+        return {f"stage_{name}_seconds": value for name, value in self.seconds.items()}
 
 
 def instantiate(node, *args, **kwargs):
@@ -104,13 +125,17 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
                        if key.startswith("varies.") and key.split(".", 1)[1] not in ("model", "dataset", "seed"))
     name = f"{run_name(cfg)} {variant}".strip()
     with tracker.run(name, tags=base_tags, parent_run_id=parent_run_id) as logger:
-        logger.log_params(flatten(to_container(cfg)))
-        logger.log_artifacts({"config.yaml": OmegaConf.to_yaml(cfg, resolve=True)})
+        stage, models = Stages(), []
+        with stage("log"):
+            logger.log_params(flatten(to_container(cfg)))
+            logger.log_artifacts({"config.yaml": OmegaConf.to_yaml(cfg, resolve=True)})
         validate(cfg)
         instantiate(cfg.model, seed=cfg.seed)  # validates the model's config before any data work
+        protocol = ProtocolCache(cfg)
 
-        dataset = instantiate(cfg.dataset.loader, root=cfg.data.root, download=cfg.data.download,
-                              verify=cfg.data.verify)
+        with stage("load"):  # loading, split and grouping come from the protocol cache when they can
+            dataset = protocol.dataset(lambda: instantiate(cfg.dataset.loader, root=cfg.data.root,
+                                                           download=cfg.data.download, verify=cfg.data.verify))
         log.info("%s", dataset.summary())
         logger.set_tags({"dataset_sha256": dataset.sha256,
                          **{f"dataset_sha256.{name}": digest for name, digest in dataset.files_sha256.items()},
@@ -118,10 +143,12 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
         require(float(cfg.eval.threshold) <= dataset.rating_scale[1],
                 f"eval.threshold={cfg.eval.threshold} is above the rating scale's top {dataset.rating_scale[1]}")
 
-        splits = instantiate(cfg.split)(dataset.ratings, seed=cfg.seed)
+        with stage("split"):
+            splits = protocol.splits(lambda: instantiate(cfg.split)(dataset.ratings, seed=cfg.seed))
         fold_metrics, frames, tables = [], [], {}
         for split in splits:
-            metrics, frame, fold_tables = run_fold(cfg, dataset, split, logger, n_folds=len(splits))
+            metrics, frame, fold_tables = run_fold(cfg, dataset, split, logger, n_folds=len(splits),
+                                                   stage=stage, protocol=protocol, models=models)
             fold_metrics.append(metrics)
             frames.append(frame)
             for name, table in fold_tables.items():
@@ -129,34 +156,47 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
 
         metrics = aggregate(fold_metrics)
         predictions = pd.concat(frames, ignore_index=True)
-        logger.log_metrics(metrics)
-        artifacts: dict[str, Any] = {"predictions.csv": predictions}
-        artifacts.update({f"{name}.csv": pd.concat(parts, ignore_index=True) for name, parts in tables.items()})
-        logger.log_artifacts(artifacts)
+        with stage("log"):
+            logger.log_metrics(metrics)
+            artifacts: dict[str, Any] = {"predictions.csv": predictions}
+            artifacts.update({f"{name}.csv": pd.concat(parts, ignore_index=True) for name, parts in tables.items()})
+            logger.log_artifacts(artifacts)
         log.info("%s: %s", run_name(cfg), ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()
                                                     if not k.endswith("_std")))
-        return JobResult(logger.run_id, metrics, predictions)
+        metrics.update(stage.metrics())  # the last log stage's own writes excluded
+        logger.log_metrics(stage.metrics())
+        logger.set_tags({"protocol_cache": protocol.summary()})
+        return JobResult(logger.run_id, metrics, predictions, models)
 
 
-def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int):
+def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int, stage: Stages | None = None,
+             protocol: ProtocolCache | None = None, models: list | None = None):
     prefix = f"fold{split.fold}_" if n_folds > 1 else ""
-    groups = instantiate(cfg.grouping)(dataset, split.train, seed=cfg.seed)
+    stage = stage or Stages()
+    with stage("grouping"):
+        make_groups = lambda: instantiate(cfg.grouping)(dataset, split.train, seed=cfg.seed)  # noqa: E731
+        groups = protocol.groups(split.fold, make_groups) if protocol is not None else make_groups()
     model = instantiate(cfg.model, seed=cfg.seed)
 
     def log_epoch(values: dict[str, float], step: int | None = None) -> None:
         logger.log_metrics({f"{prefix}{k}": v for k, v in values.items()}, step=step)
 
     context = FitContext(dataset=dataset, groups=groups, seed=cfg.seed, log_metrics=log_epoch)
-    started = time.perf_counter()
-    model.fit(split.train, context)
-    fit_seconds = time.perf_counter() - started
+    with stage("fit"):
+        started = time.perf_counter()
+        model.fit(split.train, context)
+        fit_seconds = time.perf_counter() - started
 
-    started = time.perf_counter()
-    prediction = checked_predictions(model, split.test)
-    predict_seconds = time.perf_counter() - started
+    with stage("predict"):
+        started = time.perf_counter()
+        prediction = checked_predictions(model, split.test)
+        predict_seconds = time.perf_counter() - started
+    if models is not None:
+        models.append(model)
 
     frame = split.test[["user", "item", "rating"]].assign(prediction=prediction)
-    result = evaluate(EvalContext(dataset, split.train, frame, groups, model, cfg.eval))
+    with stage("evaluate"):  # group-level evaluation included (it predicts the members' pairs)
+        result = evaluate(EvalContext(dataset, split.train, frame, groups, model, cfg.eval))
     metrics = {**result.metrics, "fit_seconds": fit_seconds, "predict_seconds": predict_seconds,
                **{f"grouping_{k}": v for k, v in groups.stats.items()}}
     tables = dict(result.tables)

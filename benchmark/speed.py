@@ -1,72 +1,45 @@
-"""DMTL training speed against Surprise SVD / SVD++ on the same training data, in one process.
+"""Where a job's time goes, measured in one process; and a finished sweep's wall time against its fit + predict.
 
-    python -m benchmark.speed                       # default config, ML-100K, CPU
-    python -m benchmark.speed trainer.device=cuda   # any Hydra override of conf/config.yaml
+    python -m benchmark.speed                               # ML-100K, seed 0: one job per model family
+    python -m benchmark.speed dataset=itmrec seed=1         # any Hydra override of conf/config.yaml
+    python -m benchmark.speed --models svd,knn_baseline     # some families only
+    python -m benchmark.speed --sweep paper                 # a logged sweep (experiment "paper")
 
-Prints seconds per DMTL epoch, samples/s, time to convergence, peak memory, analytic FLOPs per
-epoch with the achieved GFLOP/s next to this machine's measured float32 matmul rate, and the
-ratios DMTL-to-convergence / SVD++ fit and DMTL epoch / SVD epoch. A benchmark, not a test:
-nothing is asserted. Results go in docs/performance.md.
+Job mode runs real jobs (``benchmark.runner.run``, a temporary MLflow store) and prints, per
+family, the seconds of each stage the runner logs (load, split, grouping, fit, predict,
+evaluate incl. group-level evaluation, log; ``other`` = the rest of the job: MLflow run
+setup, model construction), the share of the job outside fit + predict, the protocol cache's
+cold / miss / hit times, vectorised against Surprise's per-pair predictions, DMTL's seconds
+per epoch and DMTL to convergence / SVD++ fit. Sweep mode reads a finished sweep's runs from
+MLflow. A benchmark, not a test: targets are printed beside the figures, nothing is asserted.
+Results go in docs/performance.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import platform
-import resource
+import re
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+import pandas as pd
 from hydra import compose, initialize_config_dir
 
-from benchmark.runner import instantiate
-from models.base import FitContext
+from baselines import surprise_predict
+from baselines.surprise import SurpriseRecommender
+from benchmark.cache import ProtocolCache
+from benchmark.runner import instantiate, run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
-
-
-def matmul_gflops(n: int, m: int, k: int, device: torch.device, seconds: float = 1.0) -> float:
-    """Measured float32 (n x k) @ (k x m) throughput, GFLOP/s, at the current thread count."""
-    a = torch.randn(n, k, device=device)
-    b = torch.randn(k, m, device=device)
-    for _ in range(3):
-        a @ b
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    reps, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        a @ b
-        reps += 1
-    sync()
-    return 2.0 * n * m * k * reps / (time.perf_counter() - started) / 1e9
-
-
-def matmul_floor_seconds(net: torch.nn.Module, batch: int, device: torch.device, repeats: int = 50) -> float:
-    """Seconds for the matrix products of one training step of ``batch`` rows, back to back on hot
-    caches: per dense layer (in -> out) the forward X W^T, the weight gradient dY^T X and the input
-    gradient dY W, i.e. exactly the 3 x forward FLOPs the analytic count charges. No element-wise
-    work at all, so no eager implementation of the step can be faster than this."""
-    layers = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
-    shapes = [(torch.randn(batch, m.in_features, device=device), torch.randn(batch, m.out_features, device=device),
-               m.weight.detach()) for m in layers]
-
-    def products():
-        for x, dy, w in shapes:
-            x @ w.T
-            dy.T @ x
-            dy @ w
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(5):
-        products()
-    sync()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        products()
-    sync()
-    return (time.perf_counter() - started) / repeats
+FAMILIES = ("dmtl", "neural_mf", "svd", "svdpp", "knn_baseline", "slope_one", "baseline_only")
+STAGES = ("load", "split", "grouping", "fit", "predict", "evaluate", "log")
+OUTSIDE_TARGET, DMTL_TARGET, SWEEP_TARGET = 0.25, 0.5, 1.3
+CATALOGUE_SAMPLE = 5000  # catalogue pairs Surprise predicts one by one (its time per pair is extrapolated)
 
 
 def compose_config(overrides: list[str]):
@@ -75,97 +48,231 @@ def compose_config(overrides: list[str]):
 
 
 def machine() -> str:
-    cores = len(__import__("os").sched_getaffinity(0))
+    import torch
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.processor() or platform.machine()}, {cores} cores, torch {torch.__version__}, {gpu}"
+    load = os.getloadavg()[0]
+    return (f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores "
+            f"(load average {load:.1f}), torch {torch.__version__}, {gpu}")
+
+
+# ---------------------------------------------------------------------------- job mode
+
+def protocol_seconds(cfg) -> float:
+    """Seconds for loading, splitting and grouping one job's data through the cache (as the runner does)."""
+    started = time.perf_counter()
+    cache = ProtocolCache(cfg)
+    dataset = cache.dataset(lambda: instantiate(cfg.dataset.loader, root=cfg.data.root, download=cfg.data.download,
+                                                verify=cfg.data.verify))
+    splits = cache.splits(lambda: instantiate(cfg.split)(dataset.ratings, seed=cfg.seed))
+    for split in splits:
+        cache.groups(split.fold, lambda split=split: instantiate(cfg.grouping)(dataset, split.train, seed=cfg.seed))
+    return time.perf_counter() - started
+
+
+def cache_figures(overrides: list[str], cache_dir: str) -> dict[str, float]:
+    off = protocol_seconds(compose_config([*overrides, "cache.enabled=false"]))
+    miss = protocol_seconds(compose_config([*overrides, f"cache.dir={cache_dir}"]))
+    hit = protocol_seconds(compose_config([*overrides, f"cache.dir={cache_dir}"]))
+    print(f"protocol (load + split + grouping): without the cache {off:.2f} s, miss (compute + write) {miss:.2f} s, "
+          f"hit {hit:.2f} s")
+    return {"protocol_off_seconds": off, "protocol_miss_seconds": miss, "protocol_hit_seconds": hit}
+
+
+def time_predictions(model, pairs: pd.DataFrame, pairwise_sample: int | None = None) -> dict[str, float]:
+    """Seconds per pair: vectorised (all pairs) and Surprise pair by pair (all, or a seeded sample)."""
+    algo = model.algorithm
+    users, items = pairs["user"].to_numpy(), pairs["item"].to_numpy()
+    np.random.seed(0)
+    started = time.perf_counter()
+    vectorised = surprise_predict.predict(algo, users, items)
+    vector_s = time.perf_counter() - started
+    rows = np.arange(len(pairs))
+    if pairwise_sample is not None and pairwise_sample < len(pairs):
+        rows = np.sort(np.random.default_rng(0).choice(len(pairs), pairwise_sample, replace=False))
+    started = time.perf_counter()
+    reference = surprise_predict.predict_pairwise(algo, users[rows].tolist(), items[rows].tolist())
+    pairwise_s = time.perf_counter() - started
+    same = np.isfinite(vectorised).all() and np.allclose(vectorised[rows], reference, rtol=0, atol=1e-9)
+    return {"pairs": len(pairs), "vectorised_s": vector_s, "surprise_s_per_pair": pairwise_s / len(rows),
+            "surprise_s": pairwise_s / len(rows) * len(pairs), "speedup": pairwise_s / len(rows) * len(pairs) / vector_s,
+            "sampled": len(rows) < len(pairs), "equal": bool(same) or algo.__class__.__name__ == "NormalPredictor"}
+
+
+def job_mode(args) -> dict[str, float]:
+    families = [name for name in (args.models.split(",") if args.models else FAMILIES)
+                if (CONF / "model" / f"{name}.yaml").is_file()]
+    missing = sorted(set(args.models.split(",") if args.models else ()) - set(families))
+    print(f"machine: {machine()}")
+    if missing:
+        print(f"no conf/model/*.yaml for {missing}: skipped")
+    figures: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="groupbench-speed-") as scratch:
+        store = f"sqlite:///{scratch}/mlflow.db"
+        base = [f"tracking.uri={store}", "tracking.experiment=speed", f"cache.dir={scratch}/cache", *args.overrides]
+        figures.update(cache_figures(args.overrides, f"{scratch}/cache"))  # leaves the cache warm for the jobs
+
+        # once per process, not per job (a sweep worker pays them once): MLflow's store setup, and
+        # the torch._dynamo import torch.optim does on its first optimizer
+        started = time.perf_counter()
+        from benchmark.runner import build_tracker
+
+        build_tracker(compose_config(base))
+        importlib.import_module("torch._dynamo")
+        print(f"one-time per process (MLflow store setup, torch._dynamo import): {time.perf_counter() - started:.2f} s")
+
+        rows, results = [], {}
+        for name in families:
+            cfg = compose_config([f"model={name}", *base])
+            started = time.perf_counter()
+            result = run(cfg)
+            total = time.perf_counter() - started
+            stages = {stage: result.metrics.get(f"stage_{stage}_seconds", 0.0) for stage in STAGES}
+            inside = stages["fit"] + stages["predict"]
+            rows.append({"model": name, **stages, "other": total - sum(stages.values()), "job": total,
+                         "outside_share": (total - inside) / total})
+            results[name] = result
+            print(f"  {name}: {total:.1f} s (rmse {result.metrics['rmse']:.4f})", flush=True)
+        table = pd.DataFrame(rows).set_index("model")
+        print(f"\nseconds per job stage, one job per family, {cfg.dataset.name} seed {cfg.seed}, warm protocol cache "
+              f"(evaluate includes group-level evaluation; other = run setup, model construction):")
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            print(table.round(3).to_string())
+        print(f"target: outside fit + predict <= {OUTSIDE_TARGET:.0%} of each family's job time; over it: "
+              f"{', '.join(table.index[table.outside_share > OUTSIDE_TARGET]) or 'none'}")
+        figures.update({f"{name}_{key}": float(value) for name, row in table.iterrows() for key, value in row.items()})
+
+        if "dmtl" in results:
+            history = results["dmtl"].models[0].history
+            epochs = np.array([h["epoch_seconds"] for h in history])
+            figures.update({"dmtl_epochs": float(len(epochs)), "dmtl_seconds_per_epoch": float(np.median(epochs)),
+                            "dmtl_fit_seconds": results["dmtl"].metrics["fit_seconds"]})
+            print(f"\nDMTL: {len(epochs)} epochs, seconds per epoch median {np.median(epochs):.3f} "
+                  f"(min {epochs.min():.3f}, max {epochs.max():.3f}); fit to convergence "
+                  f"{figures['dmtl_fit_seconds']:.2f} s")
+            if "svdpp" in results:
+                ratio = figures["dmtl_fit_seconds"] / results["svdpp"].metrics["fit_seconds"]
+                figures["dmtl_over_svdpp_fit"] = ratio
+                print(f"DMTL to convergence / SVD++ fit = {figures['dmtl_fit_seconds']:.2f} / "
+                      f"{results['svdpp'].metrics['fit_seconds']:.2f} = {ratio:.2f} (target <= {DMTL_TARGET})")
+
+        if not args.skip_pairwise:
+            figures.update(prediction_figures(results, base))
+    return figures
+
+
+def prediction_figures(results: dict, base: list[str]) -> dict[str, float]:
+    """Vectorised against Surprise's per-pair predict, on each fitted Surprise model of the jobs above."""
+    cfg = compose_config(base)
+    cache = ProtocolCache(cfg)
+    dataset = cache.dataset(lambda: instantiate(cfg.dataset.loader, root=cfg.data.root, download=cfg.data.download,
+                                                verify=cfg.data.verify))
+    catalogue = pd.MultiIndex.from_product([dataset.user_features.index, dataset.item_features.index],
+                                           names=["user", "item"]).to_frame(index=False)
+    rows = []
+    for name, result in results.items():
+        model = result.models[0]
+        if not isinstance(model, SurpriseRecommender):
+            continue
+        for what, pairs, sample in (("test pairs", result.predictions, None),
+                                    ("full catalogue", catalogue, CATALOGUE_SAMPLE)):
+            rows.append({"model": name, "pairs of": what, **time_predictions(model, pairs, sample)})
+    if not rows:
+        return {}
+    table = pd.DataFrame(rows)
+    print(f"\npredictions: vectorised (baselines/surprise_predict.py) against Surprise's predict pair by pair "
+          f"(full catalogue: Surprise timed on {CATALOGUE_SAMPLE:,} sampled pairs and extrapolated; equal = "
+          f"same values to 1e-9 on the pairs both predicted):")
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table.round({"vectorised_s": 3, "surprise_s": 2, "surprise_s_per_pair": 7, "speedup": 1}).to_string(
+            index=False))
+    return {f"{row['model']}_{'test' if row['pairs of'] == 'test pairs' else 'catalogue'}_predict_speedup":
+            float(row["speedup"]) for row in rows}
+
+
+# ---------------------------------------------------------------------------- sweep mode
+
+def workers_of(parent) -> tuple[int, str]:
+    """Parallel workers of a sweep invocation: its ``launcher_workers`` param (the launcher's n_jobs
+    or array_parallelism), else hydra.launcher.n_jobs in its overrides, 1 for the basic launcher,
+    else this machine's cores (said so)."""
+    logged = parent.data.params.get("launcher_workers", "")
+    if logged.isdigit() and int(logged) > 0:
+        return int(logged), "the sweep's launcher_workers param"
+    overrides = parent.data.params.get("overrides", "")
+    launcher = parent.data.params.get("launcher", "?")
+    found = re.search(r"hydra\.launcher\.n_jobs=(\d+)", overrides)
+    if found:
+        return int(found.group(1)), "hydra.launcher.n_jobs"
+    if launcher.endswith("BasicLauncher"):
+        return 1, "basic launcher"
+    return len(os.sched_getaffinity(0)), f"assumed: this machine's cores ({launcher.rsplit('.', 1)[-1]})"
+
+
+def fit_predict_seconds(metrics: dict[str, float]) -> float:
+    """A job's fit + predict over all its folds (older runs: the per-fold means the runner logged)."""
+    if "stage_fit_seconds" in metrics:
+        return metrics["stage_fit_seconds"] + metrics.get("stage_predict_seconds", 0.0)
+    return metrics.get("fit_seconds", 0.0) + metrics.get("predict_seconds", 0.0)
+
+
+def sweep_mode(args) -> dict[str, float]:
+    from mlflow.tracking import MlflowClient
+
+    from benchmark.tracking import resolve_uri
+
+    client = MlflowClient(tracking_uri=resolve_uri(args.tracking_uri))
+    experiment = client.get_experiment_by_name(args.sweep)
+    if experiment is None:
+        raise SystemExit(f"no MLflow experiment {args.sweep!r} in {resolve_uri(args.tracking_uri)}; "
+                         f"run the sweep first or pass --tracking-uri")
+    parents = client.search_runs([experiment.experiment_id], "tags.`groupbench.role` = 'sweep'",
+                                 order_by=["attributes.start_time DESC"], max_results=1)
+    if not parents:
+        raise SystemExit(f"experiment {args.sweep!r} has no sweep parent run")
+    parent = parents[0]
+    jobs = [c for c in client.search_runs([experiment.experiment_id],
+                                          f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'", max_results=50000)
+            if c.info.end_time and c.info.status == "FINISHED"]
+    workers, source = (args.workers, "--workers") if args.workers else workers_of(parent)
+    wall = parent.data.metrics.get("wall_seconds", float("nan"))
+    rows = [{"model": job.data.tags.get("model", "?"), "job": (job.info.end_time - job.info.start_time) / 1000,
+             "fit_predict": fit_predict_seconds(job.data.metrics),
+             **{stage: job.data.metrics.get(f"stage_{stage}_seconds", np.nan) for stage in STAGES}} for job in jobs]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        raise SystemExit(f"sweep {args.sweep!r} (parent {parent.info.run_id[:8]}) has no FINISHED job run")
+    fit_predict = frame["fit_predict"].sum()
+    ratio = wall / (fit_predict / workers)
+    print(f"sweep {args.sweep!r}, parent run {parent.info.run_id[:8]} (latest invocation): {len(frame)} FINISHED jobs, "
+          f"{workers} worker(s) ({source})")
+    print(f"wall {wall:.1f} s; jobs {frame['job'].sum():.1f} s in all, of which fit + predict {fit_predict:.1f} s")
+    print(f"wall / (sum of fit + predict / workers) = {ratio:.2f} (target <= {SWEEP_TARGET})")
+    families = frame.groupby("model").agg(jobs=("job", "size"), job_s=("job", "sum"), fit_predict_s=("fit_predict", "sum"),
+                                          **{f"{stage}_s": (stage, "sum") for stage in STAGES})
+    families["outside_share"] = 1 - families["fit_predict_s"] / families["job_s"]
+    print("per model, summed over its jobs (stage columns: NaN for runs logged before stage timing):")
+    with pd.option_context("display.width", 220, "display.max_columns", 20):
+        print(families.round(2).to_string())
+    print(f"over {OUTSIDE_TARGET:.0%} outside fit + predict: "
+          f"{', '.join(families.index[families.outside_share > OUTSIDE_TARGET]) or 'none'}")
+    return {"wall_seconds": wall, "fit_predict_seconds": float(fit_predict), "workers": float(workers),
+            "wall_over_fit_predict_per_worker": float(ratio),
+            **{f"{name}_outside_share": float(v) for name, v in families["outside_share"].items()}}
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.device=cuda dataset=itmrec")
-    parser.add_argument("--skip-surprise", action="store_true", help="time DMTL only")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. dataset=itmrec seed=1 trainer.device=cuda")
+    parser.add_argument("--models", help=f"comma-separated model configs (default: {','.join(FAMILIES)}; "
+                                         f"those without a conf/model file are skipped)")
+    parser.add_argument("--skip-pairwise", action="store_true",
+                        help="do not time Surprise's per-pair predict against the vectorised one")
+    parser.add_argument("--sweep", metavar="EXPERIMENT", help="report a finished sweep's timing from MLflow instead")
+    parser.add_argument("--tracking-uri", default=None, help="sweep mode: default sqlite:///<cwd>/mlflow.db")
+    parser.add_argument("--workers", type=int, help="sweep mode: parallel workers (default: from the sweep's overrides)")
     args = parser.parse_args(argv)
-    cfg = compose_config(["model=dmtl", *args.overrides])
-
-    dataset = instantiate(cfg.dataset.loader, root=cfg.data.root, download=cfg.data.download, verify=cfg.data.verify)
-    split = instantiate(cfg.split)(dataset.ratings, seed=cfg.seed)[0]
-    groups = instantiate(cfg.grouping)(dataset, split.train, seed=cfg.seed)
-    context = FitContext(dataset=dataset, groups=groups, seed=cfg.seed)
-    print(f"machine: {machine()}")
-    print(f"data: {dataset.summary()}; training rows {len(split.train):,}; K={groups.k}")
-
-    # A one-time cost per process, not per fit (a sweep worker pays it once), paid up front and
-    # reported apart: the torch._dynamo import torch.optim does on its first optimizer (~1 s).
-    started = time.perf_counter()
-    model = instantiate(cfg.model, seed=cfg.seed)
-    importlib.import_module("torch._dynamo")
-    one_time = "the torch._dynamo import torch.optim triggers"
-    one_time_seconds = time.perf_counter() - started
-    if model.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
-    model.fit(split.train, context)
-    if model.device.type == "cuda":
-        torch.cuda.synchronize()
-    dmtl_fit = time.perf_counter() - started
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    epochs = np.array([h["epoch_seconds"] for h in model.history])
-    epoch = float(np.median(epochs))
-    flops = model.flops_per_epoch()
-    rows = len(model.fit_data) + len(model.val_data)
-
-    # matmul rate at DMTL's own thread count (fit set it) and device: a large square product
-    # (the machine's peak) and one of the model's own largest shapes (batch x shared -> K)
-    peak = matmul_gflops(1024, 1024, 1024, model.device)
-    batch = int(cfg.trainer.batch_size)
-    at_shape = matmul_gflops(batch, groups.k, int(cfg.model.sizes.shared_dim), model.device)
-    achieved = flops["total"] / epoch / 1e9
-    figures = {
-        "dmtl_epochs": float(len(epochs)), "dmtl_best_epoch": float(model.best_epoch),
-        "dmtl_seconds_per_epoch": epoch, "dmtl_samples_per_second": rows / epoch,
-        "dmtl_seconds_to_convergence": dmtl_fit, "one_time_seconds": one_time_seconds, "peak_rss_mb": peak_rss_mb,
-        "flops_per_epoch": flops["total"], "achieved_gflops": achieved,
-        "matmul_gflops_1024": peak, "matmul_gflops_model_shape": at_shape,
-        "epoch_over_flops_at_peak": epoch / (flops["total"] / (peak * 1e9)),
-    }
-    if model.device.type == "cuda":
-        figures["cuda_peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
-
-    print(f"DMTL ({model.device.type}, "
-          f"batch {batch}, lr {cfg.trainer.lr}, "
-          f"sizes {dict(cfg.model.sizes)}, torch threads {torch.get_num_threads()}):")
-    print(f"  epochs run {len(epochs)} (best {model.best_epoch}); seconds per epoch median {epoch:.3f} "
-          f"(min {epochs.min():.3f}, max {epochs.max():.3f}); samples/s {rows / epoch:,.0f}")
-    print(f"  time to convergence (whole fit incl. tensor building) {dmtl_fit:.2f} s "
-          f"(+ {one_time_seconds:.2f} s once per process: {one_time})")
-    print(f"  peak memory: process max RSS {peak_rss_mb:,.0f} MiB"
-          + (f", CUDA max allocated {figures['cuda_peak_memory_mb']:.1f} MiB" if "cuda_peak_memory_mb" in figures else ""))
-    print(f"  analytic FLOPs/epoch {flops['total'] / 1e9:.2f} G (forward {flops['flops_per_sample_forward']:,.0f} "
-          f"FLOP/row; 3x on {len(model.fit_data):,} training rows + 1x on {len(model.val_data):,} validation rows)")
-    print(f"  achieved {achieved:.2f} GFLOP/s; measured float32 matmul {peak:.1f} GFLOP/s (1024^3), "
-          f"{at_shape:.1f} GFLOP/s ({batch}x{cfg.model.sizes.shared_dim} @ {cfg.model.sizes.shared_dim}x{groups.k})")
-    print(f"  epoch time / (FLOPs at the 1024^3 matmul rate) = {figures['epoch_over_flops_at_peak']:.2f}x (target <= 1.5x)")
-    floor = matmul_floor_seconds(model.net, batch, model.device)
-    figures["matmul_floor_over_flops_at_peak"] = floor / (3 * flops["flops_per_sample_forward"] * batch / (peak * 1e9))
-    print(f"  floor: the step's matrix products alone (same shapes, back to back, hot caches) take "
-          f"{floor * 1e3:.2f} ms per {batch}-row batch = {figures['matmul_floor_over_flops_at_peak']:.2f}x "
-          f"their FLOPs at the 1024^3 rate")
-
-    if not args.skip_surprise:
-        for name in ("svd", "svdpp"):
-            baseline = instantiate(compose_config([f"model={name}"]).model, seed=cfg.seed)
-            started = time.perf_counter()
-            baseline.fit(split.train, context)
-            figures[f"{name}_fit_seconds"] = time.perf_counter() - started
-            figures[f"{name}_epoch_seconds"] = figures[f"{name}_fit_seconds"] / baseline.algorithm.n_epochs
-            print(f"Surprise {name}: fit {figures[f'{name}_fit_seconds']:.2f} s "
-                  f"({baseline.algorithm.n_epochs} epochs, {figures[f'{name}_epoch_seconds']:.3f} s each)")
-        figures["dmtl_over_svdpp_fit"] = dmtl_fit / figures["svdpp_fit_seconds"]
-        figures["dmtl_epoch_over_svd_epoch"] = epoch / figures["svd_epoch_seconds"]
-        print(f"ratio DMTL to convergence / SVD++ fit = {figures['dmtl_over_svdpp_fit']:.2f} (target <= 0.5); "
-              f"with the one-time cost {(dmtl_fit + one_time_seconds) / figures['svdpp_fit_seconds']:.2f}")
-        print(f"ratio DMTL epoch / SVD epoch = {figures['dmtl_epoch_over_svd_epoch']:.2f}")
-    return figures
+    return sweep_mode(args) if args.sweep else job_mode(args)
 
 
 if __name__ == "__main__":

@@ -274,6 +274,9 @@ class SweeperBase(Sweeper):
                 parent.log_params({"overrides": " ".join(arguments) or "(none)",
                                    "grids": json.dumps(self.grids, sort_keys=True, default=str),
                                    "launcher": self.config.hydra.launcher.get("_target_", "?"),
+                                   # parallel workers, for python -m benchmark.speed --sweep (1: basic launcher)
+                                   "launcher_workers": self.config.hydra.launcher.get(
+                                       "n_jobs", self.config.hydra.launcher.get("array_parallelism", 1)),
                                    "resume": self.config.get("resume", True)})
                 parent.log_metrics({"n_jobs": len(jobs), "n_skipped": len(skipped)})
                 common = [f"++sweep_run.name={_quote(self.name)}", f"++sweep_run.parent_run_id={_quote(parent.run_id)}",

@@ -26,6 +26,16 @@ def data_root() -> Path:
     return shared if shared.is_dir() else resolve_root(None)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def protocol_cache_dir(tmp_path_factory) -> Path:
+    """The protocol cache (benchmark/cache.py) of every run in the tests: one fresh folder per
+    session, never the user's ~/.cache (subprocesses inherit it through the environment)."""
+    folder = tmp_path_factory.mktemp("protocol-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GROUPBENCH_CACHE_DIR", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     """The real datasets; on a fresh machine they are downloaded (checksummed) into the cache."""

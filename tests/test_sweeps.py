@@ -205,6 +205,15 @@ def test_joblib_two_workers_on_one_sqlite_store(tmp_path: Path) -> None:
     assert len({c.data.tags["config_hash"] for c in children}) == 4  # nothing lost, nothing twice
     assert all(c.info.status == "FINISHED" and "rmse" in c.data.metrics for c in children)
     assert "JoblibLauncher" in parents[0].data.params["launcher"]
+    # the sweep timing of python -m benchmark.speed --sweep, against the runs' own figures
+    from benchmark import speed
+
+    assert parents[0].data.params["launcher_workers"] == "2"
+    figures = speed.main(["--sweep", "smoke", "--tracking-uri", uri])
+    fit_predict = sum(c.data.metrics["stage_fit_seconds"] + c.data.metrics["stage_predict_seconds"] for c in children)
+    assert figures["workers"] == 2 and figures["fit_predict_seconds"] == pytest.approx(fit_predict)
+    assert figures["wall_over_fit_predict_per_worker"] == pytest.approx(
+        parents[0].data.metrics["wall_seconds"] / (fit_predict / 2))
 
 
 def test_submitit_local_runs_a_smoke_sweep(tmp_path: Path) -> None:
