@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from benchmark.errors import GroupbenchError, require
 from benchmark.evaluation import EvalContext, checked_predictions, evaluate
 import benchmark.group_eval  # registers the group-level and cold-start evaluators; validates eval.group
+import benchmark.full_ranking  # registers the full-catalogue top-N evaluator (full_* metrics)
 from benchmark.tracking import Tracker, git_commit
 from models.base import Diagnosed, FitContext, Tagged
 

@@ -12,6 +12,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from benchmark import report
 from benchmark.tracking import Tracker
@@ -31,7 +32,7 @@ def per_user(shift: float, seed: int) -> pd.DataFrame:
     noise = np.random.default_rng(int(shift * 100) + 500 + 1000 * seed).normal(0, 0.01, len(USERS))
     return pd.DataFrame({"user": USERS, "n_test": 5, "precision": base + shift + noise,
                          "recall": base + shift / 2 + noise, "ndcg": base + shift + 2 * noise,
-                         "rmse": 1.2 - shift + noise, "mae": 0.9 - shift + noise})
+                         "user_rmse": 1.2 - shift + noise, "user_mae": 0.9 - shift + noise})
 
 
 def log_job(tracker: Tracker, model: str, lam, attention, shift: float, seed: int, dataset: str = "synthetic",
@@ -44,7 +45,7 @@ def log_job(tracker: Tracker, model: str, lam, attention, shift: float, seed: in
     tags = {"groupbench.role": "job", "sweep": tracker.experiment_name, "config_hash": config_hash,
             "model": model, "dataset": dataset, "seed": str(seed)}
     table = per_user(shift, seed)
-    metrics = {"rmse": float(table["rmse"].mean()) + 0.01 * seed, "mae": float(table["mae"].mean()),
+    metrics = {"rmse": float(table["user_rmse"].mean()) + 0.01 * seed, "mae": float(table["user_mae"].mean()),
                "precision_at_10": float(table["precision"].mean()), "recall_at_10": float(table["recall"].mean()),
                "ndcg_at_10": float(table["ndcg"].mean()), "fit_seconds": 1.5 + shift + seed / 10,
                "predict_seconds": 0.1, **(extra or {})}
@@ -172,17 +173,29 @@ def test_significance_direction_and_holm(sweep):
     sig = report.read_csv(out / "significance.csv")
     assert set(sig["reference"]) == {"DMTL (λ=1, softmax)"}
     assert set(sig["baseline"]) == {"SVD", "KNNBasic"}
-    # paired on 40 users x the seeds both have (SVD lost seed 2); DMTL is +0.2 on P@10, -0.2 on RMSE
-    n = sig.set_index(["baseline", "metric"])["n"]
-    assert (n.loc["KNNBasic"] == len(USERS) * len(SEEDS)).all()
-    assert (n.loc["SVD"] == len(USERS) * 2).all()
+    # one pair per user: each user's values averaged over the seeds both ran (SVD lost seed 2)
+    n = sig.set_index(["baseline", "metric"])
+    assert (n.loc["KNNBasic", "n"] == len(USERS)).all() and (n.loc["KNNBasic", "n_seeds"] == 3).all()
+    assert (n.loc["SVD", "n"] == len(USERS)).all() and (n.loc["SVD", "n_seeds"] == 2).all()
+    assert set(sig["metric"]) == {"precision", "recall", "ndcg", "user_rmse"}
     assert (sig["verdict"] == "better").all()
     assert (sig["wilcoxon_p_holm"] < 1e-6).all()
-    for _, group in sig.groupby(["dataset", "metric"]):
+    # Holm across every baseline x metric of the dataset: one family
+    for _, group in sig.groupby("dataset"):
+        assert len(group) == 2 * 4
         np.testing.assert_allclose(group["wilcoxon_p_holm"], report.holm(group["wilcoxon_p"].to_numpy()))
         np.testing.assert_allclose(group["t_p_holm"], report.holm(group["t_p"].to_numpy()))
+    # the difference and its Wilcoxon p recomputed from the logged per-user tables, averaged per user
+    dmtl = np.mean([per_user(0.20, seed)["precision"] for seed in (0, 1)], axis=0)
+    svd_values = np.mean([per_user(0.0, seed)["precision"] for seed in (0, 1)], axis=0)
     svd = sig[(sig["baseline"] == "SVD") & (sig["metric"] == "precision")].iloc[0]
-    assert svd["mean_diff"] == pytest.approx(0.2, abs=0.01)
+    assert svd["mean_diff"] == pytest.approx(float(np.mean(dmtl - svd_values)), abs=1e-12)
+    assert svd["wilcoxon_p"] == pytest.approx(stats.wilcoxon(dmtl - svd_values).pvalue, rel=1e-9)
+    assert svd["ci_low"] < svd["mean_diff"] < svd["ci_high"]
+    assert svd["ci_high"] - svd["ci_low"] < 0.02  # noise sd 0.01 on 40 users: a narrow interval
+    report_md = (out / "report.md").read_text()
+    assert "one pair per user" in report_md and "Holm across all baselines × metrics" in report_md
+    assert "▲" in report_md
 
 
 def test_failed_job_is_named_in_completeness(sweep):
@@ -205,7 +218,7 @@ def test_group_metrics_go_to_a_secondary_table(sweep):
     md = (out / "report.md").read_text()
     assert "## Group-level metrics: synthetic" in md and "## Cold-start metrics: synthetic" in md
     assert "0.4200 ± 0.0000 (3)" in md and "1.1000 ± 0.0000 (3)" in md
-    assert "| mean P@10 |" in md and "| RMSE |" in md.split("## Cold-start metrics")[1]
+    assert "| mean P@10 ↑ |" in md and "| RMSE (pooled) ↓ |" in md.split("## Cold-start metrics")[1]
     assert "group_n_groups" not in md  # a count, not a score
     secondary = report.read_csv(out / "secondary_metrics.csv")
     assert all(c.startswith("DMTL") for c in secondary["configuration"])
