@@ -61,6 +61,8 @@ DISPLAY_NAMES = {
     "co_clustering": "CoClustering", "baseline_only": "BaselineOnly", "normal_predictor": "NormalPredictor",
     "knn_basic": "KNNBasic", "knn_with_means": "KNNWithMeans", "knn_with_zscore": "KNNWithZScore",
     "knn_baseline": "KNNBaseline",
+    "oracle": "Oracle", "constant": "ConstantTop", "global_mean": "GlobalMean", "random": "Random",
+    "item_mean": "ItemMean", "popularity": "Popularity",
 }
 
 

@@ -71,9 +71,10 @@ class Random(Recommender):
         return self
 
     def predict(self, pairs: pd.DataFrame) -> np.ndarray:
-        # a hash of (user, item) keyed by the seed: the same pair gets the same draw in every call
-        hashed = pd.util.hash_pandas_object(pairs[["user", "item"]], index=False,
-                                            hash_key=f"groupbench{self.seed:06d}"[-16:]).to_numpy()
+        # a hash of (seed, user, item): the same pair gets the same draw in every call
+        keyed = pd.DataFrame({"seed": np.full(len(pairs), self.seed), "user": pairs["user"].to_numpy(),
+                              "item": pairs["item"].to_numpy()})
+        hashed = pd.util.hash_pandas_object(keyed, index=False).to_numpy()
         uniform = (hashed >> np.uint64(11)).astype(float) * 2.0 ** -53
         return self.low + (self.high - self.low) * uniform
 

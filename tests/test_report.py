@@ -280,7 +280,7 @@ def test_report_from_real_runner_runs(make_cfg, tracking_uri, tmp_path):
 
     tracker = Tracker(tracking_uri, "smoke")
     with tracker.run("sweep", tags={"groupbench.role": "sweep", "sweep": "smoke"}) as parent:
-        for model in ("baseline_only", "slope_one"):
+        for model in ("baseline_only", "slope_one", "oracle", "constant"):
             for seed in (0, 1):
                 cfg = make_cfg(f"model={model}", "dataset=synthetic", f"seed={seed}", "tracking.experiment=smoke")
                 run(cfg, tracker=tracker, parent_run_id=parent.run_id,
@@ -289,7 +289,7 @@ def test_report_from_real_runner_runs(make_cfg, tracking_uri, tmp_path):
     code = report.main(["--experiment", "smoke", "--tracking-uri", tracking_uri, "--out", str(out)])
     assert code == 0
     csv = report.read_csv(out / "main_table.csv")
-    assert set(csv["configuration"]) == {"BaselineOnly", "SlopeOne"}
+    assert set(csv["configuration"]) == {"BaselineOnly", "SlopeOne", "Oracle", "ConstantTop"}
     runs = tracker.client.search_runs([tracker.experiment_id], "tags.`groupbench.role` = 'job'")
     for row in csv.itertuples(index=False):
         for metric in ("rmse", "precision_at_10", "ndcg_at_10"):
@@ -300,6 +300,27 @@ def test_report_from_real_runner_runs(make_cfg, tracking_uri, tmp_path):
     md = (out / "report.md").read_text()
     assert "No DMTL runs in this experiment." in md
     assert report.read_csv(out / "completeness.csv").empty
+    # every cell has 2 seeds: n is said once, not in each cell
+    assert "over n = 2 seed(s) each" in md and "(2)" not in md.split("## Main results: synthetic")[1].split("##")[0]
+    # references: their own block, never in the main table's rows; the calibration note where one wins
+    main_rows = md.split("## Main results: synthetic")[1].split("## Reference predictors")[0]
+    assert "Oracle" not in main_rows and "Constant" not in main_rows
+    block = md.split("## Reference predictors: synthetic")[1].split("\n## ")[0]
+    assert "| Oracle (true rating) |" in block and "| Constant (top of scale) |" in block
+    oracle = csv[csv["model"] == "oracle"].iloc[0]
+    assert oracle["rmse_mean"] == 0.0 and f"| Oracle (true rating) | 0.0000 |" in block
+    constant_r = csv.loc[csv["model"] == "constant", "recall_at_10_mean"].iloc[0]
+    real_r = csv.loc[~csv["model"].isin(["oracle", "constant"]), "recall_at_10_mean"]
+    if (real_r < constant_r).any():
+        assert "Constant (top of scale) (R@10 ↑" in block and "measures calibration" in block
+    # full-catalogue table, group sizes and the header's provenance
+    assert "## Full-catalogue ranking: synthetic" in md
+    full = report.read_csv(out / "full_catalogue.csv")
+    ndcg = [r.data.metrics["full_ndcg_at_10"] for r in runs if r.data.params["model.name"] == "slope_one"]
+    assert full.loc[full["configuration"] == "SlopeOne", "full_ndcg_at_10_mean"].iloc[0] == pytest.approx(np.mean(ndcg))
+    assert "| Oracle (reference) |" in md
+    assert "## Group structure" in md and "singleton share" in md
+    assert "Package versions" in md and "torch " in md and "scikit-surprise" in md and "Python 3" in md
 
 
 def test_seed_count_of_a_sweep_invocation():
