@@ -774,7 +774,8 @@ def build_report(client, experiment: str, uri: str, out: Path, prov: Provenance,
                                  & secondary[[f"{m}_mean" for m in metrics]].notna().any(axis=1)]
                 if len(rows):
                     md += [f"## {title}: {dataset}", "",
-                           markdown(display_table(rows.reset_index(drop=True), columns, k, col.expected_seeds)), ""]
+                           markdown(display_table(rows.reset_index(drop=True), columns, k, col.expected_seeds,
+                                                  show_n=show_n)), ""]
 
     def display_full(runs: pd.DataFrame, columns: list[tuple[str, str]], bold: bool) -> pd.DataFrame:
         specs = [Column(metric, header.rsplit(" ", 1)[0], True) for metric, header in columns]

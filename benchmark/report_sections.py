@@ -103,6 +103,7 @@ def reference_block(runs: pd.DataFrame, dataset: str, k: int, markdown: Callable
         return lines + ["No reference predictor ran on this dataset (add `model=oracle,constant,global_mean,random,"
                         "item_mean,popularity` to the sweep).", ""]
     metrics = _present(in_dataset, [m.format(k=k) for m in REFERENCE_METRICS])
+    names = {m.format(k=k): h.format(k=k) for m, (h, _) in REFERENCE_METRICS.items()}
     headers = {m.format(k=k): f"{h.format(k=k)} {arrow(hb)}" for m, (h, hb) in REFERENCE_METRICS.items()}
     ref_means = _means(refs, metrics, "model")
     order = [m for m in REFERENCE_MODELS if m in ref_means.index]
@@ -121,7 +122,7 @@ def reference_block(runs: pd.DataFrame, dataset: str, k: int, markdown: Callable
     lines += ["Means over seeds. The oracle (true test rating) is each metric's ceiling under its protocol; the "
               "others learn nothing about the user. References are never bold and never a baseline of the tests.",
               "", markdown(pd.DataFrame(rows)), ""]
-    lines += calibration_notes(ref_means, real_means, metrics, headers, k)
+    lines += calibration_notes(ref_means, real_means, metrics, names, k)
     return lines
 
 
@@ -163,7 +164,7 @@ def full_catalogue_tables(runs: pd.DataFrame, dataset: str, k: int, display, mar
     lines = [f"## Full-catalogue ranking: {dataset}", "",
              f"Every test user ranks every catalogue item not in their training part; relevant = their test items "
              f"rated ≥ the threshold; binary gain; averaged over users with a relevant item. ↑ = higher is better. "
-             f"References (the oracle is the ceiling) are listed below the line and never bold.", ""]
+             f"Reference predictors come last, marked (reference), never bold; the oracle is the ceiling.", ""]
     real = in_dataset[~in_dataset["model"].isin(REFERENCE_MODELS)]
     refs = in_dataset[in_dataset["model"].isin(REFERENCE_MODELS)]
     columns = [(m, f"{FULL_METRICS[next(t for t in FULL_METRICS if t.format(k=k) == m)].format(k=k)} ↑")
