@@ -67,9 +67,11 @@ def sweep_overrides(client, parent_run_id: str | None) -> str:
     """The command-line overrides of the latest sweep invocation (its parent run's ``overrides`` param)."""
     if not parent_run_id:
         return "(no sweep parent run)"
-    params = client.get_run(parent_run_id).data.params
-    text = str(params.get("overrides", "")).strip()
-    return f"`{text}`" if text else "none"
+    data = client.get_run(parent_run_id).data
+    # a param today; a tag if sweep bookkeeping moves to tags
+    text = str(data.params.get("overrides") or data.tags.get("overrides") or data.tags.get("sweep.overrides")
+               or "").strip()
+    return f"`{text}`" if text and text != "(none)" else "none"
 
 
 def header_lines(client, parent_run_id: str | None) -> list[str]:

@@ -196,6 +196,8 @@ def test_significance_direction_and_holm(sweep):
     report_md = (out / "report.md").read_text()
     assert "one pair per user" in report_md and "Holm across all baselines × metrics" in report_md
     assert "▲" in report_md
+    # the header names the sweep's overrides (the constructed parent run logged trainer.max_epochs=1)
+    assert "Sweep overrides (latest sweep run): `trainer.max_epochs=1`." in report_md
 
 
 def test_failed_job_is_named_in_completeness(sweep):
