@@ -234,11 +234,15 @@ def significance_matrix(sig: pd.DataFrame, dataset: str, k: int) -> pd.DataFrame
     rows = sig[sig["dataset"] == dataset]
     marks = {"better": " ▲", "worse": " ▼"}
     cells = {}
+
+    def header(metric: str) -> str:
+        return f"{SIGNIFICANCE_METRICS.get(metric, metric).format(k=k)} {arrow(metric not in LOWER_IS_BETTER)}"
+
     for r in rows.itertuples(index=False):
-        name = SIGNIFICANCE_METRICS.get(r.metric, r.metric).format(k=k)
+        name = header(r.metric)
         cells.setdefault(r.baseline, {})[name] = (f"{r.mean_diff:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]"
                                                   f"{marks.get(r.verdict, '')}")
-    order = [SIGNIFICANCE_METRICS[m].format(k=k) for m in SIGNIFICANCE_METRICS
-             if SIGNIFICANCE_METRICS[m].format(k=k) in {c for v in cells.values() for c in v}]
+    present = {c for v in cells.values() for c in v}
+    order = [header(m) for m in SIGNIFICANCE_METRICS if header(m) in present]
     frame = pd.DataFrame([{"Baseline": b, **{c: v.get(c, "—") for c in order}} for b, v in cells.items()])
     return frame
