@@ -625,7 +625,7 @@ def significance(client, col: Collected, main: pd.DataFrame) -> tuple[pd.DataFra
                 if pair.empty:
                     continue
                 result = paired_test(pair[f"{metric}_a"], pair[f"{metric}_b"])
-                low, high = bootstrap_ci(pair[f"{metric}_a"] - pair[f"{metric}_b"], seed=len(rows))
+                low, high = bootstrap_ci(pair[f"{metric}_a"] - pair[f"{metric}_b"], seed=0)
                 rows.append({"dataset": dataset, "reference": best["configuration"], "baseline": baseline,
                              "metric": metric, "n_seeds": len(seeds), **result.as_dict(),
                              "ci_low": low, "ci_high": high})
@@ -786,7 +786,8 @@ def build_report(client, experiment: str, uri: str, out: Path, prov: Provenance,
 
     full_parts = []
     for dataset in sorted(main["dataset"].unique()):
-        lines, part = sections.full_catalogue_tables(col.runs, dataset, k, display_full, markdown)
+        order = list(main.loc[main["dataset"] == dataset, "configuration"])
+        lines, part = sections.full_catalogue_tables(col.runs, dataset, k, display_full, markdown, order)
         md += lines
         full_parts.append(part)
     if any(len(p) for p in full_parts):

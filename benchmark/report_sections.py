@@ -89,6 +89,13 @@ def _means(runs: pd.DataFrame, metrics: list[str], by: str = "label") -> pd.Data
     return runs.groupby(by, sort=False)[metrics].mean()
 
 
+def _number(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def _fmt(value: float, decimals: int = 4) -> str:
     return f"{value:.{decimals}f}" if np.isfinite(value) else "—"
 
@@ -129,32 +136,38 @@ def reference_block(runs: pd.DataFrame, dataset: str, k: int, markdown: Callable
 
 
 def calibration_notes(ref_means: pd.DataFrame, real_means: pd.DataFrame, metrics: list[str],
-                      headers: dict[str, str], k: int) -> list[str]:
+                      names: dict[str, str], k: int) -> list[str]:
+    """One line per metric on which a trivial predictor beats at least one real configuration."""
     notes = []
     for metric in metrics:
         higher = REFERENCE_METRICS[next(m for m in REFERENCE_METRICS if m.format(k=k) == metric)][1]
         values = real_means[metric].dropna() if metric in real_means else pd.Series(dtype=float)
         if values.empty:
             continue
+        winners = []
         for model in (m for m in TRIVIAL_MODELS if m in ref_means.index):
             ref = ref_means.loc[model, metric]
-            if not np.isfinite(ref):
-                continue
-            beaten = values[values < ref] if higher else values[values > ref]
-            if len(beaten):
-                what = ("measures calibration (which predictions reach the relevance threshold), not ranking"
-                        if higher else "does not separate a model from a predictor that learns nothing about users")
-                notes.append(f"- {REFERENCE_NAMES[model]} ({headers[metric]} {_fmt(ref)}) beats {len(beaten)} of "
-                             f"{len(values)} real configurations (e.g. {beaten.index[0]}, {_fmt(beaten.iloc[0])}): "
-                             f"here {headers[metric]} {what}.")
+            beaten = int((values < ref).sum() if higher else (values > ref).sum()) if np.isfinite(ref) else 0
+            if beaten:
+                winners.append(f"{REFERENCE_NAMES[model]} ({_fmt(ref)}) beats {beaten}")
+        if not winners:
+            continue
+        if metric.startswith("full_"):
+            what = "a ranking that knows nothing about the user does as well (popularity and item-mean bias)"
+        elif higher:
+            what = "it measures calibration (which predictions reach the relevance threshold), not ranking"
+        else:
+            what = "a predictor that learns nothing about users does as well"
+        notes.append(f"- **{names[metric]}**: {'; '.join(winners)} of {len(values)} real configurations — {what}.")
     if not notes:
         return ["No trivial predictor beats a real configuration on these metrics.", ""]
-    return ["Where a trivial predictor beats a real model:", "", *notes, ""]
+    return ["Where a trivial predictor beats real models (means over seeds):", "", *notes, ""]
 
 
 # ---------------------------------------------------------------------------------- full catalogue
 
-def full_catalogue_tables(runs: pd.DataFrame, dataset: str, k: int, display, markdown) -> tuple[list[str], pd.DataFrame]:
+def full_catalogue_tables(runs: pd.DataFrame, dataset: str, k: int, display, markdown,
+                          order: list[str] | None = None) -> tuple[list[str], pd.DataFrame]:
     """Markdown lines and the summary rows for the ``full_*`` metrics of one dataset.
 
     ``display(table, columns)`` formats a summary (report.display_table with its Column type bound).
@@ -167,8 +180,12 @@ def full_catalogue_tables(runs: pd.DataFrame, dataset: str, k: int, display, mar
              f"Every test user ranks every catalogue item not in their training part; relevant = their test items "
              f"rated ≥ the threshold; binary gain; averaged over users with a relevant item. ↑ = higher is better. "
              f"Reference predictors come last, marked (reference), never bold; the oracle is the ceiling.", ""]
+    if order:  # the main table's row order
+        rank = {label: i for i, label in enumerate(order)}
+        in_dataset = in_dataset.sort_values("label", key=lambda s: s.map(rank).fillna(len(rank)), kind="stable")
     real = in_dataset[~in_dataset["model"].isin(REFERENCE_MODELS)]
     refs = in_dataset[in_dataset["model"].isin(REFERENCE_MODELS)]
+    refs = refs.sort_values("model", key=lambda s: s.map(REFERENCE_MODELS.index), kind="stable")
     columns = [(m, f"{FULL_METRICS[next(t for t in FULL_METRICS if t.format(k=k) == m)].format(k=k)} ↑")
                for m in user_metrics]
     tables = []
@@ -199,10 +216,10 @@ def group_size_table(runs: pd.DataFrame, markdown) -> tuple[list[str], pd.DataFr
     if not metrics:
         return [], pd.DataFrame()
     frame = runs.assign(grouping=[str(c.get("grouping._target_", "?")).rsplit(".", 1)[-1] for c in runs["config"]],
-                        k=[c.get("grouping.k", "?") for c in runs["config"]])
+                        k=[_number(c.get("grouping.k")) for c in runs["config"]])
     table = frame.groupby(["dataset", "grouping", "k"], sort=True)[metrics].mean().reset_index()
     table["runs"] = frame.groupby(["dataset", "grouping", "k"], sort=True).size().to_numpy()
-    shown = table.rename(columns=SIZE_METRICS)
+    shown = table.rename(columns=SIZE_METRICS).assign(k=table["k"].map(lambda v: f"{v:g}"))
     for column in ("mean size", "median size", "max size", "groups", "real groups: mean size"):
         if column in shown:
             shown[column] = shown[column].map(lambda v: f"{v:.1f}")
