@@ -418,7 +418,7 @@ def read_csv(path: Path) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------- DMTL sections
 
 def dmtl_summary(col: Collected) -> pd.DataFrame:
-    runs = col.runs[col.runs["model"] == REFERENCE_MODEL]
+    runs = sections.modal_grouping(col.runs[col.runs["model"] == REFERENCE_MODEL])
     metrics = [m.format(k=col.k) for m in PLOT_METRICS]
     if runs.empty:
         return pd.DataFrame()

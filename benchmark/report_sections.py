@@ -211,6 +211,16 @@ def full_catalogue_tables(runs: pd.DataFrame, dataset: str, k: int, display, mar
 
 # ---------------------------------------------------------------------------------- group sizes
 
+def modal_grouping(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs with their dataset's most common ``grouping.k``: the K grid's variants (conf/sweep/group_k.yaml)
+    stay out of the λ sweep and attention ablation, which compare λ and attention at one K."""
+    if runs.empty or "config" not in runs:
+        return runs
+    k = pd.Series([c.get("grouping.k") for c in runs["config"]], index=runs.index)
+    modal = k.groupby(runs["dataset"]).transform(lambda v: v.mode().iloc[0] if v.notna().any() else None)
+    return runs[(k == modal) | k.isna()]
+
+
 def group_size_table(runs: pd.DataFrame, markdown) -> tuple[list[str], pd.DataFrame]:
     metrics = _present(runs, list(SIZE_METRICS))
     if not metrics:

@@ -314,7 +314,7 @@ def test_report_from_real_runner_runs(make_cfg, tracking_uri, tmp_path):
     constant_r = csv.loc[csv["model"] == "constant", "recall_at_10_mean"].iloc[0]
     real_r = csv.loc[~csv["model"].isin(["oracle", "constant"]), "recall_at_10_mean"]
     if (real_r < constant_r).any():
-        assert "Constant (top of scale) (R@10 ↑" in block and "measures calibration" in block
+        assert "- **R@10**: Constant (top of scale) (" in block and "measures calibration" in block
     # full-catalogue table, group sizes and the header's provenance
     assert "## Full-catalogue ranking: synthetic" in md
     full = report.read_csv(out / "full_catalogue.csv")
@@ -345,3 +345,13 @@ def test_default_experiment_is_paper_else_the_latest_sweep(sweep, tmp_path):
     assert "experiment `smoke`" in (out / "report.md").read_text()
     Tracker(tracker.uri, "paper")  # once a paper experiment exists it is the default
     assert report.default_experiment(tracker.client) == "paper"
+
+
+def test_k_grid_variants_stay_out_of_the_lambda_sweep():
+    from benchmark.report_sections import modal_grouping
+
+    runs = pd.DataFrame({"dataset": ["ml100k"] * 4 + ["itmrec"] * 2,
+                         "config": [{"grouping.k": "250"}, {"grouping.k": "250"}, {"grouping.k": "20"},
+                                    {"grouping.k": "50"}, {"grouping.k": "40"}, {"grouping.k": "40"}]})
+    kept = modal_grouping(runs)
+    assert kept.index.tolist() == [0, 1, 4, 5]
