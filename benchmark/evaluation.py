@@ -46,9 +46,23 @@ class EvalResult:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
-def checked_predictions(model: Recommender, pairs: pd.DataFrame, what: str = "test pairs") -> np.ndarray:
-    """``model.predict(pairs)`` as floats, refusing a wrong count or non-finite values in one line."""
-    prediction = np.asarray(model.predict(pairs[["user", "item"]]), dtype=float)
+def checked_predictions(model: Recommender, pairs: pd.DataFrame, what: str = "test pairs",
+                        truth: pd.DataFrame | None = None) -> np.ndarray:
+    """``model.predict(pairs)`` as floats, refusing a wrong count or non-finite values in one line.
+
+    A model that reads the truth (the oracle, ``Recommender.reads_truth``) also gets the ``rating``
+    column: the pairs' own when they carry one (test pairs), else looked up in ``truth`` (the
+    fold's test rows), NaN where the pair has no test rating.
+    """
+    columns = ["user", "item"]
+    if getattr(model, "reads_truth", False):
+        if "rating" not in pairs:
+            known = (truth[["user", "item", "rating"]] if truth is not None
+                     else pd.DataFrame(columns=["user", "item", "rating"]))
+            # a left merge keeps the pairs' order
+            pairs = pairs[columns].merge(known, on=columns, how="left", validate="many_to_one")
+        columns.append("rating")
+    prediction = np.asarray(model.predict(pairs[columns]), dtype=float)
     if prediction.shape != (len(pairs),) or not np.isfinite(prediction).all():
         raise TrainingError(f"model {getattr(model, 'name', model)} returned {np.size(prediction)} predictions "
                             f"with {int((~np.isfinite(prediction)).sum())} non-finite values for {len(pairs)} "
@@ -66,6 +80,9 @@ def user_level(ctx: EvalContext) -> EvalResult:
     """RMSE, MAE, and P@k / R@k / NDCG@k averaged over users (metrics.py)."""
     per_user = per_user_metrics(ctx.predictions, ctx.k, ctx.threshold)
     metrics = summarize(ctx.predictions, ctx.k, ctx.threshold, per_user=per_user)
+    # the mean of per-user errors, named apart from the pooled rmse / mae (each user weighs the same)
+    metrics["user_rmse"] = float(per_user["user_rmse"].mean())
+    metrics["user_mae"] = float(per_user["user_mae"].mean())
     metrics["prediction_std"] = float(ctx.predictions["prediction"].std(ddof=0))
     return EvalResult(metrics, {"per_user_metrics": per_user.reset_index()})
 
@@ -86,7 +103,11 @@ def profiling(ctx: EvalContext) -> EvalResult:
     users = ctx.predictions["user"].to_numpy()
     y_true = ctx.groups.of(users)
     y_pred = np.asarray(ctx.model.predict_groups(users))
-    return EvalResult(classification_metrics(y_true, y_pred))
+    # one row per test user: what the profiling head said, so the profiling can be audited
+    distinct = np.unique(users)
+    audit = pd.DataFrame({"user": distinct, "group": ctx.groups.of(distinct),
+                          "predicted_group": np.asarray(ctx.model.predict_groups(distinct))})
+    return EvalResult(classification_metrics(y_true, y_pred), {"predicted_groups": audit})
 
 
 def evaluate(ctx: EvalContext) -> EvalResult:

@@ -112,7 +112,8 @@ def group_truth(test: pd.DataFrame, members: pd.DataFrame, min_raters: int = 1) 
     return truth[truth["n_raters"] >= min_raters].reset_index(drop=True)
 
 
-def member_predictions(model: Recommender, members: pd.DataFrame, group_items: pd.DataFrame) -> pd.DataFrame:
+def member_predictions(model: Recommender, members: pd.DataFrame, group_items: pd.DataFrame,
+                       truth: pd.DataFrame | None = None) -> pd.DataFrame:
     """``group, item, user, prediction`` for every member of every group and each of its items.
 
     Each distinct (user, item) pair is predicted once, in one ``model.predict`` call, and
@@ -120,7 +121,7 @@ def member_predictions(model: Recommender, members: pd.DataFrame, group_items: p
     """
     pairs = group_items[["group", "item"]].drop_duplicates().merge(unique_members(members), on="group")
     distinct = pairs[["user", "item"]].drop_duplicates(ignore_index=True)
-    prediction = checked_predictions(model, distinct, what="group-member pairs")
+    prediction = checked_predictions(model, distinct, what="group-member pairs", truth=truth)
     return pairs.merge(distinct.assign(prediction=prediction), on=["user", "item"])
 
 
@@ -169,7 +170,7 @@ def evaluate_groups(ctx: EvalContext, truth: pd.DataFrame) -> EvalResult:
         log.warning("group evaluation: no group has a candidate item (eval.group.min_raters too high?)")
         return EvalResult({"group_n_groups": 0.0})
     members = ctx.groups.members
-    preds = member_predictions(ctx.model, members, truth)
+    preds = member_predictions(ctx.model, members, truth, truth=ctx.predictions)
     per_group = score_groups(truth, preds, aggregations_of(ctx.config), ctx.k, ctx.threshold)
     n_train = group_training_counts(ctx.train, members)
     per_group["n_train"] = n_train.reindex(per_group["group"].to_numpy(), fill_value=0).to_numpy()

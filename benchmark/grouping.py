@@ -44,6 +44,17 @@ class Groups:
         return pd.DataFrame({"group": self.labels.to_numpy(), "user": self.labels.index.to_numpy()})
 
 
+def size_stats(members: pd.DataFrame, prefix: str = "size_") -> dict[str, float]:
+    """Group sizes (distinct members per group): mean, median, max, and the share of singleton groups.
+
+    Logged with every run (``grouping_size_mean`` ...) so a reader sees whether "groups" are groups:
+    K = 250 KMeans groups on ML-100K are mostly singletons and pairs.
+    """
+    sizes = members.drop_duplicates(["group", "user"]).groupby("group").size()
+    return {f"{prefix}mean": float(sizes.mean()), f"{prefix}median": float(sizes.median()),
+            f"{prefix}max": float(sizes.max()), f"{prefix}singleton_share": float((sizes == 1).mean())}
+
+
 def user_profiles(dataset: Dataset, train: pd.DataFrame) -> pd.DataFrame:
     """Side features joined with each user's mean item-feature vector over training ratings."""
     items = dataset.item_features
@@ -69,7 +80,8 @@ def kmeans(dataset: Dataset, train: pd.DataFrame, k: int, seed: int = 0, n_init:
     labels = pd.Series(model.predict(transform(profiles.to_numpy())), index=profiles.index, name="group")
     return Groups(labels=labels, k=k, method="kmeans",
                   stats={"inertia": float(model.inertia_), "n_fit_users": float(len(trained_users)),
-                         "n_nonempty_groups": float(labels.nunique())})
+                         "n_nonempty_groups": float(labels.nunique()),
+                         **size_stats(pd.DataFrame({"group": labels.to_numpy(), "user": labels.index}))})
 
 
 def real(dataset: Dataset, train: pd.DataFrame, k: int, seed: int = 0, n_init: int = 10,
@@ -89,5 +101,6 @@ def real(dataset: Dataset, train: pd.DataFrame, k: int, seed: int = 0, n_init: i
     trained = np.unique(train["user"].to_numpy())
     stats = {**groups.stats, "n_real_groups": float(membership["group"].nunique()),
              "n_users_in_several_groups": float((per_user > 1).sum()),
-             "n_members_without_training": float((~per_user.index.isin(trained)).sum())}
+             "n_members_without_training": float((~per_user.index.isin(trained)).sum()),
+             **size_stats(membership, prefix="real_size_")}
     return Groups(labels=groups.labels, k=k, method="real", stats=stats, membership=membership)

@@ -71,13 +71,15 @@ def ndcg_at_k(ranked: pd.DataFrame, k: int, threshold: float) -> pd.Series:
 
 def per_user_metrics(predictions: pd.DataFrame, k: int = 10, threshold: float = 3.5,
                      key: str = "user") -> pd.DataFrame:
-    """One row per ``key`` (user, or group for group-level evaluation): n_test, ranking metrics, rmse, mae."""
+    """One row per ``key`` (user, or group for group-level evaluation): n_test, ranking metrics, and the
+    key's own error ``<key>_rmse``, ``<key>_mae`` (RMSE over that user's rows; not the pooled ``rmse``)."""
     frame = predictions.rename(columns={key: "user"}) if key != "user" else predictions
     ranked = rank_by_prediction(frame[["user", "item", "rating", "prediction"]])
     table = pd.DataFrame({name: fn(ranked, k, threshold) for name, fn in RANKING_METRICS.items()})
     error = ranked["prediction"] - ranked["rating"]
-    table["rmse"] = np.sqrt((error ** 2).groupby(ranked["user"]).mean())
-    table["mae"] = error.abs().groupby(ranked["user"]).mean()
+    # per-key errors are named for their unit (user_rmse, group_rmse): the pooled ``rmse`` is another number
+    table[f"{key}_rmse"] = np.sqrt((error ** 2).groupby(ranked["user"]).mean())
+    table[f"{key}_mae"] = error.abs().groupby(ranked["user"]).mean()
     table.insert(0, "n_test", ranked.groupby("user").size())
     table.index.name = key
     return table

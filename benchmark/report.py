@@ -37,7 +37,8 @@ import pandas as pd
 
 from benchmark.errors import GroupbenchError, TrackingError
 from benchmark.selection import SELECTION_RULE, VALIDATION_METRIC, best_by_validation, fill_val_rmse, tuned_trials
-from benchmark.stats import ALPHA, holm, paired_test, verdict
+from benchmark import report_sections as sections
+from benchmark.stats import ALPHA, bootstrap_ci, holm, paired_test, per_unit_means, verdict
 from benchmark.tracking import _retry_locked, git_commit, resolve_uri
 
 log = logging.getLogger("benchmark.report")
@@ -47,7 +48,7 @@ REFERENCE_MODEL = "dmtl"
 CONFIG_PREFIXES = ("model.", "split.", "grouping.", "eval.")
 ATTENTION_ORDER = ("softmax", "none", "uniform")
 SECONDARY_PREFIXES = {"group_": "Group-level metrics", "cold_": "Cold-start metrics"}
-PER_USER_METRICS = {"precision": "P@{k}", "recall": "R@{k}", "ndcg": "NDCG@{k}", "rmse": "RMSE"}
+PER_USER_METRICS = sections.SIGNIFICANCE_METRICS
 
 # The paper's numbers (arXiv 2504.06274), obtained under a protocol the authors did not publish.
 PAPER_REPORTED = {
@@ -62,6 +63,8 @@ DISPLAY_NAMES = {
     "knn_basic": "KNNBasic", "knn_with_means": "KNNWithMeans", "knn_with_zscore": "KNNWithZScore",
     "knn_baseline": "KNNBaseline", "neural_mf": "NeuralMF", "lenskit_item_knn": "LensKit ItemKNN",
     "lenskit_user_knn": "LensKit UserKNN", "lenskit_biased_mf": "LensKit BiasedMF (ALS)", "lenskit_bias": "LensKit Bias",
+    "oracle": "Oracle", "constant": "ConstantTop", "global_mean": "GlobalMean", "random": "Random",
+    "item_mean": "ItemMean", "popularity": "Popularity",
 }
 
 
@@ -74,7 +77,7 @@ class Column:
 
 
 MAIN_COLUMNS = (
-    Column("rmse", "RMSE", False), Column("mae", "MAE", False),
+    Column("rmse", "RMSE (pooled)", False), Column("mae", "MAE (pooled)", False),
     Column("precision_at_{k}", "P@{k}", True), Column("recall_at_{k}", "R@{k}", True),
     Column("ndcg_at_{k}", "NDCG@{k}", True),
     Column("profile_accuracy", "Profiling acc.", True), Column("profile_f1_macro", "Profiling macro-F1", True),
@@ -324,7 +327,8 @@ def reported_rows(datasets: Iterable[str], k: int) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------- formatting
 
-def fmt_cell(mean: float, std: float, n: float, decimals: int, expected: int | None = None) -> str:
+def fmt_cell(mean: float, std: float, n: float, decimals: int, expected: int | None = None,
+             show_n: bool = True) -> str:
     if not np.isfinite(mean):
         return "—"
     text = f"{mean:.{decimals}f}"
@@ -332,13 +336,22 @@ def fmt_cell(mean: float, std: float, n: float, decimals: int, expected: int | N
         if np.isfinite(std):
             text += f" ± {std:.{decimals}f}"
         mark = "‡" if expected and n < expected else ""
-        text += f" ({int(n)}{mark})"
+        if show_n or mark:
+            text += f" ({int(n)}{mark})"
     return text
+
+
+def same_n(table: pd.DataFrame, columns: Iterable[Column], k: int, expected: int | None) -> bool:
+    """True when every cell has the expected number of seeds: then n is said once, not in each cell."""
+    counts = [table[f"{c.metric.format(k=k)}_n"] for c in columns if f"{c.metric.format(k=k)}_n" in table]
+    values = pd.concat(counts).dropna() if counts else pd.Series(dtype=float)
+    values = values[values > 0]
+    return bool(len(values)) and bool((values == (expected or values.iloc[0])).all())
 
 
 def display_table(table: pd.DataFrame, columns: Iterable[Column], k: int, expected: int | None,
                   bold: str = "**{}**", reported: pd.DataFrame | None = None,
-                  escape: Callable[[str], str] = str) -> pd.DataFrame:
+                  escape: Callable[[str], str] = str, show_n: bool = True) -> pd.DataFrame:
     """The formatted table of one dataset: 'mean ± std (n)' cells, the best mean per column bolded.
 
     ``escape`` turns each cell's text into the target format before ``bold`` wraps it (LaTeX).
@@ -350,13 +363,13 @@ def display_table(table: pd.DataFrame, columns: Iterable[Column], k: int, expect
             continue
         means = table[f"{metric}_mean"]
         best = means.max() if column.higher_is_better else means.min()
-        cells = [escape(fmt_cell(m, s, n, column.decimals, expected)) for m, s, n in
+        cells = [escape(fmt_cell(m, s, n, column.decimals, expected, show_n)) for m, s, n in
                  zip(means, table[f"{metric}_std"], table[f"{metric}_n"])]
-        out[column.header.format(k=k)] = [bold.format(c) if m == best else c for c, m in zip(cells, means)]
+        out[direction_header(column, k)] = [bold.format(c) if m == best else c for c, m in zip(cells, means)]
     if reported is not None and len(reported):
         row = {"Configuration": PAPER_LABEL + " †"}
         for column in columns:
-            header, metric = column.header.format(k=k), column.metric.format(k=k)
+            header, metric = direction_header(column, k), column.metric.format(k=k)
             if header in out:
                 value = reported.iloc[0].get(f"{metric}_mean", np.nan)
                 row[header] = escape(f"{value:.4f} †" if np.isfinite(value) else "—")
@@ -364,6 +377,11 @@ def display_table(table: pd.DataFrame, columns: Iterable[Column], k: int, expect
     out["Configuration"] = out["Configuration"].map(escape)
     out.columns = [escape(c) for c in out.columns]
     return out
+
+
+def direction_header(column: Column, k: int) -> str:
+    """The column's header with the better direction: ``RMSE (pooled) ↓``, ``P@10 ↑``."""
+    return f"{column.header.format(k=k)} {sections.arrow(column.higher_is_better)}"
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -382,13 +400,16 @@ _TEX = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{", 
 def tex(text: str) -> str:
     text = "".join(_TEX.get(ch, ch) for ch in str(text))
     return (text.replace("λ", r"$\lambda$").replace("±", r"$\pm$").replace("—", "--")
-            .replace("†", r"$^\dagger$").replace("‡", r"$^\ddagger$"))
+            .replace("†", r"$^\dagger$").replace("‡", r"$^\ddagger$")
+            .replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$"))
 
 
 def latex(frame: pd.DataFrame, caption: str, label: str) -> str:
-    """A booktabs table of already-escaped cells (``display_table(..., escape=tex)``)."""
-    return frame.to_latex(index=False, escape=False, column_format="l" + "r" * (len(frame.columns) - 1),
-                          caption=caption, label=label, position="t")
+    """A booktabs table of already-escaped cells (``display_table(..., escape=tex)``), scaled to the column
+    width (``\\resizebox``; needs ``graphicx``) so that it fits a paper column."""
+    body = frame.to_latex(index=False, escape=False, column_format="l" + "r" * (len(frame.columns) - 1))
+    return "\n".join([r"\begin{table}[t]", r"\centering", f"\\caption{{{caption}}}", f"\\label{{{label}}}",
+                      r"\resizebox{\columnwidth}{!}{%", body.rstrip("\n"), "}", r"\end{table}"])
 
 
 def write_csv(frame: pd.DataFrame, path: Path, prov: Provenance) -> None:
@@ -405,7 +426,7 @@ def read_csv(path: Path) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------- DMTL sections
 
 def dmtl_summary(col: Collected) -> pd.DataFrame:
-    runs = col.runs[col.runs["model"] == REFERENCE_MODEL]
+    runs = sections.modal_grouping(col.runs[col.runs["model"] == REFERENCE_MODEL])
     metrics = [m.format(k=col.k) for m in PLOT_METRICS]
     if runs.empty:
         return pd.DataFrame()
@@ -430,6 +451,10 @@ def _header(metric: str, k: int) -> str:
         if column.metric.format(k=k) == metric:
             return column.header.format(k=k)
     return metric
+
+
+def y_label(metric: str, k: int) -> str:
+    return f"{_header(metric, k)} ({'higher' if higher_is_better(metric) else 'lower'} is better)"
 
 
 def _stat_text(table: pd.DataFrame, metrics: list[str], k: int) -> pd.DataFrame:
@@ -477,13 +502,14 @@ def plot_lambda(summary: pd.DataFrame, metrics: list[str], k: int, prov: Provena
                     yerr=part[f"{metric}_std"].fillna(0), marker="o", capsize=3, label=attention,
                     color=_attention_colour(attention))
             ax.set_xticks(range(len(lambdas)), [f"{lam:g}" for lam in lambdas])
-            ax.set_xlabel("λ (profiling loss weight)")
+            ax.set_xlabel("λ (categorical axis, equally spaced)")
+            ax.set_ylabel(y_label(metric, k), fontsize=8)
             ax.set_title(f"{dataset}: {_header(metric, k)}", fontsize=10)
             ax.grid(alpha=0.3)
     # one legend for the figure: a dataset may lack some attention variants
     fig.legend(list(handles.values()), [f"attention={a}" for a in handles], fontsize=9, loc="upper left",
                ncol=len(handles), frameon=False, bbox_to_anchor=(0.005, 0.995))
-    fig.suptitle("DMTL: metric vs λ (mean ± std over seeds)", x=0.75)
+    fig.suptitle("DMTL: metric vs λ (mean ± std over seeds; λ axis categorical)", x=0.7)
     fig.tight_layout(rect=(0, 0.04, 1, 0.96))
     _footer(fig, prov)
     fig.savefig(path, dpi=120, metadata={"Description": " ".join(prov.lines())})
@@ -520,6 +546,8 @@ def plot_ablation(table: pd.DataFrame, metrics: list[str], k: int, prov: Provena
                 ax.bar(x, part[f"{metric}_mean"], width=width * 0.95, yerr=part[f"{metric}_std"].fillna(0),
                        capsize=3, color=f"C{j}", label=f"λ={lam:g}")
             ax.set_xticks(range(len(attentions)), attentions)
+            ax.set_xlabel("attention variant")
+            ax.set_ylabel(y_label(metric, k), fontsize=8)
             ax.set_title(f"{dataset}: {_header(metric, k)}", fontsize=10)
             ax.grid(axis="y", alpha=0.3)
             low = np.nanmin(rows[f"{metric}_mean"] - rows[f"{metric}_std"].fillna(0))
@@ -546,7 +574,8 @@ def best_configuration(main: pd.DataFrame, dataset: str, k: int) -> pd.Series | 
 
 
 def per_user_table(client, runs: pd.DataFrame, missing: list[str]) -> pd.DataFrame:
-    """The per_user_metrics.csv of every run, with its seed (and fold when k-fold)."""
+    """The per_user_metrics.csv of every run (joined with its per_user_full_metrics.csv, columns
+    ``full_<metric>``, when logged), with its seed (and fold when k-fold)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file is noise
     parts = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -557,7 +586,18 @@ def per_user_table(client, runs: pd.DataFrame, missing: list[str]) -> pd.DataFra
             except Exception:  # absent artifact: listed in the report, never silently dropped
                 missing.append(run.run_id)
                 continue
-            parts.append(pd.read_csv(path).assign(seed=run.seed))
+            # runs logged before the per-user errors were named for their unit
+            table = pd.read_csv(path).rename(columns={"rmse": "user_rmse", "mae": "user_mae"})
+            try:
+                full = pd.read_csv(_retry_locked(client.download_artifacts, run.run_id, "per_user_full_metrics.csv",
+                                                 str(Path(tmp) / run.run_id)))
+                keys = [c for c in ("user", "fold") if c in table and c in full]
+                full = full.drop(columns=["n_relevant", "n_candidates"], errors="ignore")
+                table = table.merge(full.rename(columns={c: f"full_{c}" for c in full if c not in keys}),
+                                    on=keys, how="left")
+            except Exception:  # runs without full-catalogue metrics: the test-items-only columns only
+                pass
+            parts.append(table.assign(seed=run.seed))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
@@ -573,27 +613,35 @@ def significance(client, col: Collected, main: pd.DataFrame) -> tuple[pd.DataFra
         if reference.empty:
             continue
         baselines = [lbl for lbl, model in in_dataset.drop_duplicates("label")[["label", "model"]].values
-                     if model != REFERENCE_MODEL]
+                     if model != REFERENCE_MODEL and model not in sections.REFERENCE_MODELS]
         for baseline in sorted(baselines):
             other = per_user_table(client, in_dataset[in_dataset["label"] == baseline], missing)
             if other.empty:
                 continue
-            keys = [c for c in ("user", "seed", "fold") if c in reference and c in other]
-            joined = reference.merge(other, on=keys, suffixes=("_a", "_b"))
+            # the unit is the user: each user's values averaged over the seeds both ran (and folds) first
+            seeds = sorted(set(reference["seed"]) & set(other["seed"]))
+            joined = per_unit_means(reference[reference["seed"].isin(seeds)], PER_USER_METRICS).join(
+                per_unit_means(other[other["seed"].isin(seeds)], PER_USER_METRICS),
+                how="inner", lsuffix="_a", rsuffix="_b")
             for metric in PER_USER_METRICS:
-                if f"{metric}_a" not in joined:
+                if f"{metric}_a" not in joined or f"{metric}_b" not in joined:
                     continue
-                result = paired_test(joined[f"{metric}_a"], joined[f"{metric}_b"])
+                pair = joined[[f"{metric}_a", f"{metric}_b"]].dropna()
+                if pair.empty:
+                    continue
+                result = paired_test(pair[f"{metric}_a"], pair[f"{metric}_b"])
+                low, high = bootstrap_ci(pair[f"{metric}_a"] - pair[f"{metric}_b"], seed=0)
                 rows.append({"dataset": dataset, "reference": best["configuration"], "baseline": baseline,
-                             "metric": metric, "n_seeds": joined["seed"].nunique(), **result.as_dict()})
+                             "metric": metric, "n_seeds": len(seeds), **result.as_dict(),
+                             "ci_low": low, "ci_high": high})
     table = pd.DataFrame(rows)
     if table.empty:
         return table, chosen, missing
-    # Holm across the baselines of one dataset, metric and test: the family is "DMTL vs each baseline"
+    # Holm across every baseline x metric of a dataset (one family per dataset and test)
     for test in ("wilcoxon", "t"):
-        table[f"{test}_p_holm"] = table.groupby(["dataset", "metric"])[f"{test}_p"].transform(
+        table[f"{test}_p_holm"] = table.groupby("dataset")[f"{test}_p"].transform(
             lambda p: pd.Series(holm(p.to_numpy()), index=p.index))
-    table["verdict"] = [verdict(d, p, metric != "rmse", ALPHA) for d, p, metric in
+    table["verdict"] = [verdict(d, p, metric not in sections.LOWER_IS_BETTER, ALPHA) for d, p, metric in
                         zip(table["mean_diff"], table["wilcoxon_p_holm"], table["metric"])]
     return table, chosen, missing
 
@@ -616,7 +664,7 @@ def secondary_table(col: Collected) -> pd.DataFrame:
                and not any(m.startswith(f"{p}n_") for p in SECONDARY_PREFIXES)]
     if not metrics:
         return pd.DataFrame()
-    runs = col.runs[col.runs[metrics].notna().any(axis=1)]
+    runs = col.runs[col.runs[metrics].notna().any(axis=1) & ~col.runs["model"].isin(sections.REFERENCE_MODELS)]
     return summarize(runs, metrics, ["dataset", "label"]).rename(columns={"label": "configuration"})
 
 
@@ -631,31 +679,39 @@ def build_report(client, experiment: str, uri: str, out: Path, prov: Provenance,
     main = main_table(col)
     reported = reported_rows(main["dataset"].unique(), k)
 
-    md = [f"# Benchmark report: experiment `{experiment}`", "", *prov.lines(), "",
-          f"Cells are mean ± sample std (ddof=1) over seeds, with the number of seeds n in brackets; "
-          f"‡ marks n below the expected {col.expected_seeds} seed(s) ({col.expected_source}). The best mean per "
-          f"column is in bold (lowest for RMSE, MAE and seconds, highest otherwise). Runs: the latest FINISHED "
-          f"run per config_hash among the experiment's job runs.", ""]
-    tex_parts = [f"% {line}" for line in prov.lines()]
+    real_main = main[~main["model"].isin(sections.REFERENCE_MODELS)]
+    show_n = not same_n(real_main, MAIN_COLUMNS, k, col.expected_seeds)
+    header = sections.header_lines(client, col.parent_run_id)
+    md = [f"# Benchmark report: experiment `{experiment}`", "", *prov.lines(), "", *header, "",
+          (f"Cells are mean ± sample std (ddof=1) over seeds, with the number of seeds n in brackets; "
+           if show_n else f"Cells are mean ± sample std (ddof=1) over n = {col.expected_seeds} seed(s) each; ")
+          + f"‡ marks n below the expected {col.expected_seeds} seed(s) ({col.expected_source}). The best mean per "
+          f"column is in bold; ↑ = higher is better, ↓ = lower is better. RMSE and MAE are pooled over all test "
+          f"pairs (`rmse`); the per-user RMSE (`user_rmse`) is named as such. Runs: the latest FINISHED "
+          f"run per config_hash among the experiment's job runs. Reference predictors (oracle, constant, random, "
+          f"item mean, popularity) are in their own block per dataset, never in bold.", ""]
+    tex_parts = [f"% {line}" for line in prov.lines() + header]
 
     for dataset in sorted(main["dataset"].unique()):
-        table = main[main["dataset"] == dataset].reset_index(drop=True)
+        table = real_main[real_main["dataset"] == dataset].reset_index(drop=True)
         ref = reported[reported["dataset"] == dataset] if len(reported) else None
         title = (f"## Main results: {dataset}" if trials is None else
                  f"## Tuned results (tuned, {trials if trials > 0 else 'unequal'} trials each): {dataset}")
         md += [title, "", markdown(display_table(table, MAIN_COLUMNS, k, col.expected_seeds,
-                                                                         reported=ref)), ""]
+                                                                         reported=ref, show_n=show_n)), ""]
         if ref is not None and len(ref):
             md += [f"† {PAPER_LABEL}: the numbers printed in arXiv 2504.06274, reported under an unpublished "
                    f"protocol (the authors' split, relevance threshold and candidate set are unknown). They were "
                    f"not produced by this harness and are not comparable cell by cell; they are excluded from "
                    f"the bold best.", ""]
         tex_parts += ["", latex(display_table(table, MAIN_COLUMNS, k, col.expected_seeds, bold=r"\textbf{{{}}}",
-                                              reported=ref, escape=tex),
-                                caption=f"{dataset}: mean $\\pm$ std over seeds (n). "
+                                              reported=ref, escape=tex, show_n=show_n),
+                                caption=f"{dataset}: mean $\\pm$ std over "
+                                        + ("seeds (n). " if show_n else f"n = {col.expected_seeds} seeds. ")
                                         + ("$^\\dagger$ reported in the paper under an unpublished protocol."
                                            if ref is not None and len(ref) else ""),
                                 label=f"tab:{dataset}")]
+        md += sections.reference_block(col.runs, dataset, k, markdown)
     csv_main = pd.concat([main, reported], ignore_index=True) if len(reported) else main
     write_csv(csv_main, out / "main_table.csv", prov)
     (out / "main_table.tex").write_text("\n".join(tex_parts) + "\n", encoding="utf-8")
@@ -700,25 +756,17 @@ def build_report(client, experiment: str, uri: str, out: Path, prov: Provenance,
     md += ["## Significance: best DMTL configuration vs every baseline", "",
            f"Best configuration per dataset = {SELECTION_RULE}: "
            + (", ".join(f"{d}: {c}" for d, c in chosen.items()) or "none") + ".",
-           f"Per-user metrics are paired on (user, seed[, fold]) — the same users and splits. Two-sided "
-           f"Wilcoxon signed-rank and paired t-tests; p-values Holm-corrected across the baselines of each "
-           f"dataset and metric. The verdict (for DMTL) uses the Holm-corrected Wilcoxon p at α={ALPHA}; RMSE "
-           f"is better when lower. Effect sizes: mean difference (DMTL − baseline), Cohen's d_z, and the "
-           f"matched-pairs rank-biserial correlation.", ""]
+           *sections.significance_text(k), ""]
     if sig.empty:
         md += ["No pair of DMTL and baseline runs with per-user metrics: no tests.", ""]
     else:
         write_csv(sig, out / "significance.csv", prov)
         written.append(out / "significance.csv")
-        shown = pd.DataFrame({
-            "dataset": sig["dataset"], "baseline": sig["baseline"],
-            "metric": [PER_USER_METRICS[m].format(k=k) for m in sig["metric"]], "seeds": sig["n_seeds"],
-            "pairs": sig["n"],
-            "DMTL − baseline": sig["mean_diff"].map("{:+.4f}".format), "d_z": sig["cohen_dz"].map("{:+.3f}".format),
-            "rank-biserial": sig["rank_biserial"].map("{:+.3f}".format),
-            "Wilcoxon p (Holm)": sig["wilcoxon_p_holm"].map("{:.3g}".format),
-            "t-test p (Holm)": sig["t_p_holm"].map("{:.3g}".format), "DMTL is": sig["verdict"]})
-        md += [markdown(shown), ""]
+        for dataset in sorted(sig["dataset"].unique()):
+            pairs = sig.loc[sig["dataset"] == dataset, "n"]
+            md += [f"**{dataset}**: DMTL − baseline, 95% CI; {int(pairs.min())}"
+                   + (f"–{int(pairs.max())}" if pairs.max() != pairs.min() else "") + " users (pairs).", "",
+                   markdown(sections.significance_matrix(sig, dataset, k)), ""]
     if missing:
         md += ["Runs without a per_user_metrics.csv artifact (left out of the tests): " + ", ".join(missing), ""]
 
@@ -741,7 +789,30 @@ def build_report(client, experiment: str, uri: str, out: Path, prov: Provenance,
                                  & secondary[[f"{m}_mean" for m in metrics]].notna().any(axis=1)]
                 if len(rows):
                     md += [f"## {title}: {dataset}", "",
-                           markdown(display_table(rows.reset_index(drop=True), columns, k, col.expected_seeds)), ""]
+                           markdown(display_table(rows.reset_index(drop=True), columns, k, col.expected_seeds,
+                                                  show_n=show_n)), ""]
+
+    def display_full(runs: pd.DataFrame, columns: list[tuple[str, str]], bold: bool) -> pd.DataFrame:
+        specs = [Column(metric, header.rsplit(" ", 1)[0], True) for metric, header in columns]
+        table = summarize(runs, [m for m, _ in columns], ["label"]).rename(columns={"label": "configuration"})
+        if not bold:
+            table["configuration"] = table["configuration"] + " (reference)"
+        return display_table(table, specs, k, col.expected_seeds, bold="**{}**" if bold else "{}", show_n=show_n)
+
+    full_parts = []
+    for dataset in sorted(main["dataset"].unique()):
+        order = list(main.loc[main["dataset"] == dataset, "configuration"])
+        lines, part = sections.full_catalogue_tables(col.runs, dataset, k, display_full, markdown, order)
+        md += lines
+        full_parts.append(part)
+    if any(len(p) for p in full_parts):
+        write_csv(pd.concat(full_parts, ignore_index=True), out / "full_catalogue.csv", prov)
+        written.append(out / "full_catalogue.csv")
+    lines, sizes = sections.group_size_table(col.runs, markdown)
+    if lines:
+        md += lines
+        write_csv(sizes, out / "group_sizes.csv", prov)
+        written.append(out / "group_sizes.csv")
 
     md += ["## Completeness", "",
            f"Expected seeds per cell: {col.expected_seeds} ({col.expected_source})."]

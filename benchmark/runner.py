@@ -24,6 +24,7 @@ from benchmark.errors import GroupbenchError, require
 from benchmark.evaluation import EvalContext, checked_predictions, evaluate
 import benchmark.group_eval  # registers the group-level and cold-start evaluators; validates eval.group
 from benchmark.cache import ProtocolCache
+import benchmark.full_ranking  # registers the full-catalogue top-N evaluator (full_* metrics)
 from benchmark.tracking import Tracker, git_commit
 from models.base import Diagnosed, FitContext
 from models.trainer import check_removed_keys

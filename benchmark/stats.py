@@ -1,9 +1,12 @@
 """Paired significance tests for the report: two models scored on the same users and splits.
 
-``paired_test`` runs the Wilcoxon signed-rank test and the paired t-test (scipy) on the
+The unit is the user: ``per_unit_means`` averages each user's per-seed (and per-fold) values
+first, so a comparison has one pair per user (seeds re-split the same users: their rows are not
+independent). ``paired_test`` runs the Wilcoxon signed-rank test and the paired t-test (scipy) on the
 per-user differences ``a - b`` and gives effect sizes (mean difference, Cohen's d_z and the
 matched-pairs rank-biserial correlation). ``holm`` adjusts a family of p-values (Holm 1979,
 step-down); statsmodels is not a dependency, and the procedure is a few lines.
+``bootstrap_ci`` is the paired bootstrap CI of the mean difference over users (scipy).
 """
 
 from __future__ import annotations
@@ -11,14 +14,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 ALPHA = 0.05
+BOOTSTRAP_RESAMPLES = 2000   # enough for a 95% percentile-type interval; keeps the report fast
 
 
 @dataclass(frozen=True)
 class PairedResult:
-    n: int                  # pairs (users x seeds [x folds]) present for both models
+    n: int                  # pairs present for both models (users, once averaged over seeds and folds)
     mean_a: float
     mean_b: float
     mean_diff: float        # mean of a - b
@@ -89,3 +94,27 @@ def verdict(mean_diff: float, p_adjusted: float, higher_is_better: bool = True, 
         return "no significant difference"
     a_higher = mean_diff > 0
     return "better" if a_higher == higher_is_better else "worse"
+
+
+def per_unit_means(table: pd.DataFrame, metrics, unit: str = "user") -> pd.DataFrame:
+    """One row per unit: the mean of each metric over the unit's rows (seeds, folds), NaNs skipped."""
+    present = [m for m in metrics if m in table]
+    return table.groupby(unit, sort=True)[present].mean()
+
+
+def bootstrap_ci(diff, seed: int = 0, n_resamples: int = BOOTSTRAP_RESAMPLES,
+                 confidence: float = 0.95) -> tuple[float, float]:
+    """Paired bootstrap CI (BCa, scipy.stats.bootstrap, seeded) of the mean of per-unit differences.
+
+    Resampling the differences resamples users with both models' values together (a paired
+    bootstrap). A constant difference has the degenerate interval (d, d).
+    """
+    diff = np.asarray(diff, dtype=float)
+    diff = diff[np.isfinite(diff)]
+    if diff.size == 0:
+        return float("nan"), float("nan")
+    if diff.size == 1 or np.all(diff == diff[0]):
+        return float(diff[0]), float(diff[0])
+    result = stats.bootstrap((diff,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
+                             method="BCa", random_state=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)

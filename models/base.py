@@ -41,6 +41,10 @@ class Recommender(ABC):
     """fit on a training frame (``user, item, rating``); predict ratings for (user, item) pairs."""
 
     name: str = "recommender"
+    # Only reference predictors (models/reference.py: the oracle) set this. The harness then hands
+    # ``predict`` the true test rating of each pair as a ``rating`` column (NaN for pairs that have
+    # none, e.g. unrated catalogue items); no other model ever sees a test rating.
+    reads_truth: bool = False
 
     @abstractmethod
     def fit(self, train: pd.DataFrame, context: FitContext) -> "Recommender":
@@ -62,6 +66,19 @@ class GroupProfiler(Protocol):
     """A model that also classifies users into groups (DMTL's profiling head)."""
 
     def predict_groups(self, users) -> np.ndarray:
+        ...
+
+
+@runtime_checkable
+class ScoresAll(Protocol):
+    """A model that scores a whole user x item grid at once, faster than ``predict`` on the pairs.
+
+    Full-catalogue evaluation (benchmark/full_ranking.py) uses it when offered, else ``predict`` on
+    the pairs in chunks. It must equal ``predict`` on the same pairs (one definition per model).
+    """
+
+    def score_all(self, users, items) -> np.ndarray:
+        """Predicted ratings, shape ``(len(users), len(items))``; row u, column i = (users[u], items[i])."""
         ...
 
 

@@ -32,7 +32,7 @@ def test_faq_rule_hand_computed():
     assert table.loc[3, "precision"] == 0.0 and table.loc[3, "recall"] == 0.0
     assert table.loc[1, "n_test"] == 3
     # user 1 rmse: errors 0.5, 2.0, -1.1
-    assert table.loc[1, "rmse"] == pytest.approx(np.sqrt((0.25 + 4.0 + 1.21) / 3))
+    assert table.loc[1, "user_rmse"] == pytest.approx(np.sqrt((0.25 + 4.0 + 1.21) / 3))
     summary = summarize(preds, k=2, threshold=3.5)
     assert summary["precision_at_2"] == pytest.approx(0.5 / 3)
 

@@ -12,6 +12,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from benchmark import report
 from benchmark.tracking import Tracker
@@ -31,7 +32,7 @@ def per_user(shift: float, seed: int) -> pd.DataFrame:
     noise = np.random.default_rng(int(shift * 100) + 500 + 1000 * seed).normal(0, 0.01, len(USERS))
     return pd.DataFrame({"user": USERS, "n_test": 5, "precision": base + shift + noise,
                          "recall": base + shift / 2 + noise, "ndcg": base + shift + 2 * noise,
-                         "rmse": 1.2 - shift + noise, "mae": 0.9 - shift + noise})
+                         "user_rmse": 1.2 - shift + noise, "user_mae": 0.9 - shift + noise})
 
 
 def log_job(tracker: Tracker, model: str, lam, attention, shift: float, seed: int, dataset: str = "synthetic",
@@ -44,7 +45,7 @@ def log_job(tracker: Tracker, model: str, lam, attention, shift: float, seed: in
     tags = {"groupbench.role": "job", "sweep": tracker.experiment_name, "config_hash": config_hash,
             "model": model, "dataset": dataset, "seed": str(seed)}
     table = per_user(shift, seed)
-    metrics = {"rmse": float(table["rmse"].mean()) + 0.01 * seed, "mae": float(table["mae"].mean()),
+    metrics = {"rmse": float(table["user_rmse"].mean()) + 0.01 * seed, "mae": float(table["user_mae"].mean()),
                "precision_at_10": float(table["precision"].mean()), "recall_at_10": float(table["recall"].mean()),
                "ndcg_at_10": float(table["ndcg"].mean()), "fit_seconds": 1.5 + shift + seed / 10,
                "predict_seconds": 0.1, **(extra or {})}
@@ -174,17 +175,31 @@ def test_significance_direction_and_holm(sweep):
     sig = report.read_csv(out / "significance.csv")
     assert set(sig["reference"]) == {"DMTL (λ=1, softmax)"}
     assert set(sig["baseline"]) == {"SVD", "KNNBasic"}
-    # paired on 40 users x the seeds both have (SVD lost seed 2); DMTL is +0.2 on P@10, -0.2 on RMSE
-    n = sig.set_index(["baseline", "metric"])["n"]
-    assert (n.loc["KNNBasic"] == len(USERS) * len(SEEDS)).all()
-    assert (n.loc["SVD"] == len(USERS) * 2).all()
+    # one pair per user: each user's values averaged over the seeds both ran (SVD lost seed 2)
+    n = sig.set_index(["baseline", "metric"])
+    assert (n.loc["KNNBasic", "n"] == len(USERS)).all() and (n.loc["KNNBasic", "n_seeds"] == 3).all()
+    assert (n.loc["SVD", "n"] == len(USERS)).all() and (n.loc["SVD", "n_seeds"] == 2).all()
+    assert set(sig["metric"]) == {"precision", "recall", "ndcg", "user_rmse"}
     assert (sig["verdict"] == "better").all()
     assert (sig["wilcoxon_p_holm"] < 1e-6).all()
-    for _, group in sig.groupby(["dataset", "metric"]):
+    # Holm across every baseline x metric of the dataset: one family
+    for _, group in sig.groupby("dataset"):
+        assert len(group) == 2 * 4
         np.testing.assert_allclose(group["wilcoxon_p_holm"], report.holm(group["wilcoxon_p"].to_numpy()))
         np.testing.assert_allclose(group["t_p_holm"], report.holm(group["t_p"].to_numpy()))
+    # the difference and its Wilcoxon p recomputed from the logged per-user tables, averaged per user
+    dmtl = np.mean([per_user(0.20, seed)["precision"] for seed in (0, 1)], axis=0)
+    svd_values = np.mean([per_user(0.0, seed)["precision"] for seed in (0, 1)], axis=0)
     svd = sig[(sig["baseline"] == "SVD") & (sig["metric"] == "precision")].iloc[0]
-    assert svd["mean_diff"] == pytest.approx(0.2, abs=0.01)
+    assert svd["mean_diff"] == pytest.approx(float(np.mean(dmtl - svd_values)), abs=1e-12)
+    assert svd["wilcoxon_p"] == pytest.approx(stats.wilcoxon(dmtl - svd_values).pvalue, rel=1e-9)
+    assert svd["ci_low"] < svd["mean_diff"] < svd["ci_high"]
+    assert svd["ci_high"] - svd["ci_low"] < 0.02  # noise sd 0.01 on 40 users: a narrow interval
+    report_md = (out / "report.md").read_text()
+    assert "one pair per user" in report_md and "Holm across all baselines × metrics" in report_md
+    assert "▲" in report_md
+    # the header names the sweep's overrides (the constructed parent run logged trainer.max_epochs=1)
+    assert "Sweep overrides (latest sweep run): `trainer.max_epochs=1`." in report_md
 
 
 def test_failed_job_is_named_in_completeness(sweep):
@@ -207,7 +222,7 @@ def test_group_metrics_go_to_a_secondary_table(sweep):
     md = (out / "report.md").read_text()
     assert "## Group-level metrics: synthetic" in md and "## Cold-start metrics: synthetic" in md
     assert "0.4200 ± 0.0000 (3)" in md and "1.1000 ± 0.0000 (3)" in md
-    assert "| mean P@10 |" in md and "| RMSE |" in md.split("## Cold-start metrics")[1]
+    assert "| mean P@10 ↑ |" in md and "| RMSE (pooled) ↓ |" in md.split("## Cold-start metrics")[1]
     assert "group_n_groups" not in md  # a count, not a score
     secondary = report.read_csv(out / "secondary_metrics.csv")
     assert all(c.startswith("DMTL") for c in secondary["configuration"])
@@ -269,7 +284,7 @@ def test_report_from_real_runner_runs(make_cfg, tracking_uri, tmp_path):
 
     tracker = Tracker(tracking_uri, "smoke")
     with tracker.run("sweep", tags={"groupbench.role": "sweep", "sweep": "smoke"}) as parent:
-        for model in ("baseline_only", "slope_one"):
+        for model in ("baseline_only", "slope_one", "oracle", "constant"):
             for seed in (0, 1):
                 cfg = make_cfg(f"model={model}", "dataset=synthetic", f"seed={seed}", "tracking.experiment=smoke")
                 run(cfg, tracker=tracker, parent_run_id=parent.run_id,
@@ -278,7 +293,7 @@ def test_report_from_real_runner_runs(make_cfg, tracking_uri, tmp_path):
     code = report.main(["--experiment", "smoke", "--tracking-uri", tracking_uri, "--out", str(out)])
     assert code == 0
     csv = report.read_csv(out / "main_table.csv")
-    assert set(csv["configuration"]) == {"BaselineOnly", "SlopeOne"}
+    assert set(csv["configuration"]) == {"BaselineOnly", "SlopeOne", "Oracle", "ConstantTop"}
     runs = tracker.client.search_runs([tracker.experiment_id], "tags.`groupbench.role` = 'job'")
     for row in csv.itertuples(index=False):
         for metric in ("rmse", "precision_at_10", "ndcg_at_10"):
@@ -289,6 +304,27 @@ def test_report_from_real_runner_runs(make_cfg, tracking_uri, tmp_path):
     md = (out / "report.md").read_text()
     assert "No DMTL runs in this experiment." in md
     assert report.read_csv(out / "completeness.csv").empty
+    # every cell has 2 seeds: n is said once, not in each cell
+    assert "over n = 2 seed(s) each" in md and "(2)" not in md.split("## Main results: synthetic")[1].split("##")[0]
+    # references: their own block, never in the main table's rows; the calibration note where one wins
+    main_rows = md.split("## Main results: synthetic")[1].split("## Reference predictors")[0]
+    assert "Oracle" not in main_rows and "Constant" not in main_rows
+    block = md.split("## Reference predictors: synthetic")[1].split("\n## ")[0]
+    assert "| Oracle (true rating) |" in block and "| Constant (top of scale) |" in block
+    oracle = csv[csv["model"] == "oracle"].iloc[0]
+    assert oracle["rmse_mean"] == 0.0 and f"| Oracle (true rating) | 0.0000 |" in block
+    constant_r = csv.loc[csv["model"] == "constant", "recall_at_10_mean"].iloc[0]
+    real_r = csv.loc[~csv["model"].isin(["oracle", "constant"]), "recall_at_10_mean"]
+    if (real_r < constant_r).any():
+        assert "- **R@10**: Constant (top of scale) (" in block and "measures calibration" in block
+    # full-catalogue table, group sizes and the header's provenance
+    assert "## Full-catalogue ranking: synthetic" in md
+    full = report.read_csv(out / "full_catalogue.csv")
+    ndcg = [r.data.metrics["full_ndcg_at_10"] for r in runs if r.data.params["model.name"] == "slope_one"]
+    assert full.loc[full["configuration"] == "SlopeOne", "full_ndcg_at_10_mean"].iloc[0] == pytest.approx(np.mean(ndcg))
+    assert "| Oracle (reference) |" in md
+    assert "## Group structure" in md and "singleton share" in md
+    assert "Package versions" in md and "torch " in md and "scikit-surprise" in md and "Python 3" in md
 
 
 def test_seed_count_of_a_sweep_invocation():
@@ -311,3 +347,13 @@ def test_default_experiment_is_paper_else_the_latest_sweep(sweep, tmp_path):
     assert "experiment `smoke`" in (out / "report.md").read_text()
     Tracker(tracker.uri, "paper")  # once a paper experiment exists it is the default
     assert report.default_experiment(tracker.client) == "paper"
+
+
+def test_k_grid_variants_stay_out_of_the_lambda_sweep():
+    from benchmark.report_sections import modal_grouping
+
+    runs = pd.DataFrame({"dataset": ["ml100k"] * 4 + ["itmrec"] * 2,
+                         "config": [{"grouping.k": "250"}, {"grouping.k": "250"}, {"grouping.k": "20"},
+                                    {"grouping.k": "50"}, {"grouping.k": "40"}, {"grouping.k": "40"}]})
+    kept = modal_grouping(runs)
+    assert kept.index.tolist() == [0, 1, 4, 5]

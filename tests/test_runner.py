@@ -16,7 +16,8 @@ from benchmark.tracking import Tracker
 from tests.conftest import data_root
 
 REPO = Path(__file__).resolve().parent.parent
-BASELINES = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml") if p.stem != "dmtl")
+REFERENCES = ("oracle", "constant", "global_mean", "random", "item_mean", "popularity")  # models/reference.py
+BASELINES = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml") if p.stem != "dmtl" and p.stem not in REFERENCES)
 
 
 def artifact_frame(client: MlflowClient, run_id: str, name: str, tmp_path: Path) -> pd.DataFrame:
@@ -52,6 +53,23 @@ def test_every_baseline_runs(make_cfg, model):
     result = run(make_cfg("dataset=synthetic", f"model={model}"))
     assert 0 < result.metrics["rmse"] < 2.5
     assert result.predictions.prediction.between(1, 5).all()
+
+
+@pytest.mark.parametrize("model", REFERENCES)
+def test_every_reference_predictor_runs_with_both_metric_families(make_cfg, tracking_uri, model):
+    result = run(make_cfg("dataset=synthetic", f"model={model}"))
+    run_info = MlflowClient(tracking_uri).get_run(result.run_id)
+    assert run_info.info.status == "FINISHED"
+    for metric in ("rmse", "user_rmse", "ndcg_at_10", "full_ndcg_at_10", "full_mrr", "full_coverage_at_10",
+                   "full_group_mean_ndcg_at_10", "grouping_size_singleton_share"):
+        assert metric in run_info.data.metrics, metric
+    predictions = result.predictions
+    if model == "oracle":
+        assert (predictions.prediction == predictions.rating).all() and result.metrics["full_ndcg_at_10"] == 1.0
+    elif model == "constant":
+        assert (predictions.prediction == 5.0).all()
+    else:
+        assert predictions.prediction.between(1, 5).all() and 0 < result.metrics["rmse"] < 2.5
 
 
 def test_baselines_beat_normal_predictor(make_cfg):

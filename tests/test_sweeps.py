@@ -106,14 +106,17 @@ def test_plan_sizes_narrowing_and_dedupe(tmp_path: Path) -> None:
     """Grid sizes from the sweep files; command-line overrides narrow; paper runs each config once."""
     narrowed = planned(tmp_path, "+sweep=lambda", "dataset=ml100k", "seed=0")
     assert sorted(narrowed.values()) == ["dmtl/ml100k/seed0"] * 7
-    paper = planned(tmp_path, "+sweep=paper")  # composes the lambda, attention and baselines files
+    paper = planned(tmp_path, "+sweep=paper")  # the lambda, attention, baselines, references, group_k files
     # λ grid 70 + attention grid 60 less its 20 softmax jobs at λ ∈ {0, 0.1} (already in the λ grid)
-    # + baselines 170 (12 Surprise + 4 LensKit + neural_mf), each fitted once per dataset and seed (not once per λ)
-    assert len(paper) == 70 + 40 + 170
+    # + baselines 170 (12 Surprise + 4 LensKit + neural_mf), each fitted once per dataset and seed (not once per
+    # λ) + 6 references x 2 datasets x 5 seeds + K ∈ {20, 50} for DMTL and SVD on ml100k (K = 250 is ml100k's
+    # default, already planned)
+    assert len(paper) == 70 + 40 + 170 + 60 + 20
     assert set(narrowed) <= set(paper)
     models = Counter(name.split("/")[0] for name in paper.values())
-    assert models.pop("dmtl") == 110
-    assert len(models) == 17 and "neural_mf" in models and set(models.values()) == {2 * 5}
+    assert models.pop("dmtl") == 110 + 10
+    assert models.pop("svd") == 2 * 5 + 10
+    assert len(models) == 16 + 6 and "neural_mf" in models and set(models.values()) == {2 * 5}
     assert not (tmp_path / "mlflow.db").exists(), "a dry run logged something"
 
 

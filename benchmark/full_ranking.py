@@ -1,0 +1,206 @@
+"""Full-catalogue top-N evaluation (docs/protocol.md, "Metrics"), beside the test-items-only metrics.
+
+Per test user, every catalogue item (``dataset.item_features``) that is not in the user's
+training part is ranked by predicted rating (ties: lower item id first). Relevant = the user's
+test items rated >= ``eval.threshold``. Per user, with binary relevance and k = ``eval.k``:
+
+- ``precision`` = hits in the top k / k; ``recall`` = hits / |relevant|;
+- ``ndcg`` = DCG / ideal DCG, gain 1 per hit, discount 1 / log2(rank + 1);
+- ``hit_rate`` = 1 if any hit in the top k; ``map`` = sum over hits of P@rank / min(k, |relevant|);
+- ``mrr`` = 1 / rank of the first relevant item in the whole ranking (no cut-off).
+
+Metrics are averaged over the test users with at least one relevant item (``full_n_users``);
+``full_coverage_at_k`` is the share of the catalogue in at least one test user's top k. Run
+metrics are ``full_<metric>_at_<k>`` (``full_mrr`` has no k).
+
+Groups: each group scores every catalogue item by aggregating ALL its members' predictions
+(the registry of benchmark/group_eval.py), ranks every item that not every member rated in
+training, and is scored against its own relevant items (KMeans: the items whose members' mean
+test rating >= threshold, rated by >= ``eval.group.min_raters`` members; real groups: the
+group's own ratings >= threshold): ``full_group_<aggregation>_<metric>_at_<k>``.
+
+Scores come from the model's ``score_all`` when it has one (models.base.ScoresAll), else from
+``predict`` on the (user, item) pairs, a chunk of users at a time. Ranking is numpy over a
+chunk's score matrix: no per-user Python loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+
+from benchmark.errors import TrainingError
+from benchmark.evaluation import EvalContext, EvalResult, checked_predictions, evaluator
+from benchmark.group_eval import AGGREGATIONS, _get, aggregations_of, group_truth, min_raters_of, unique_members
+from models.base import Recommender, ScoresAll
+
+log = logging.getLogger(__name__)
+
+CHUNK_PAIRS = 1 << 20          # pairs scored per predict call (about 8 MB of float64 per matrix)
+MAX_GROUP_MATRIX = 50_000_000  # users x items above which the group-level full ranking is skipped
+FULL_METRICS = ("precision", "recall", "ndcg", "hit_rate", "map", "mrr")
+
+
+def metric_name(metric: str, k: int, prefix: str = "full_") -> str:
+    return f"{prefix}{metric}" if metric == "mrr" else f"{prefix}{metric}_at_{k}"
+
+
+# ---------------------------------------------------------------------------- scoring
+
+def score_matrix(model: Recommender, users: np.ndarray, items: np.ndarray,
+                 truth: pd.DataFrame | None = None) -> np.ndarray:
+    """Predicted ratings of every (user, item), shape ``(len(users), len(items))``."""
+    if isinstance(model, ScoresAll):
+        scores = np.asarray(model.score_all(users, items), dtype=float)
+        if scores.shape != (len(users), len(items)) or not np.isfinite(scores).all():
+            raise TrainingError(f"model {getattr(model, 'name', model)}.score_all returned shape {scores.shape} with "
+                                f"{int((~np.isfinite(scores)).sum())} non-finite values for {len(users)} users x "
+                                f"{len(items)} items; check the model's training losses")
+        return scores
+    scores = np.empty((len(users), len(items)))
+    rows = max(1, CHUNK_PAIRS // max(1, len(items)))
+    for start in range(0, len(users), rows):
+        chunk = users[start:start + rows]
+        pairs = pd.DataFrame({"user": np.repeat(chunk, len(items)), "item": np.tile(items, len(chunk))})
+        scores[start:start + len(chunk)] = checked_predictions(
+            model, pairs, what="catalogue pairs", truth=truth).reshape(len(chunk), len(items))
+    return scores
+
+
+def indicator(frame: pd.DataFrame, row_key: str, rows: pd.Index, items: pd.Index) -> np.ndarray:
+    """Boolean ``(len(rows), len(items))`` matrix, True at the (row, item) pairs of ``frame``."""
+    matrix = np.zeros((len(rows), len(items)), dtype=bool)
+    r = rows.get_indexer(frame[row_key].to_numpy())
+    c = items.get_indexer(frame["item"].to_numpy())
+    keep = (r >= 0) & (c >= 0)
+    matrix[r[keep], c[keep]] = True
+    return matrix
+
+
+# ---------------------------------------------------------------------------- ranking
+
+def rank_metrics(scores: np.ndarray, excluded: np.ndarray, relevant: np.ndarray, k: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Per-row metrics (rows: users or groups) and each row's top-k item positions (-1 = none).
+
+    ``excluded`` items are not candidates (training items); ``relevant`` is never excluded.
+    """
+    masked = np.where(excluded, -np.inf, scores)
+    # stable sort of the negated scores: ties keep the catalogue order (lower item id first)
+    order = np.argsort(-masked, axis=1, kind="stable")
+    relevant_sorted = np.take_along_axis(relevant & ~excluded, order, axis=1)
+    top = relevant_sorted[:, :k]
+    n_candidates = (~excluded).sum(axis=1)
+    top_items = np.where(np.arange(min(k, order.shape[1])) < n_candidates[:, None], order[:, :k], -1)
+    n_relevant = relevant_sorted.sum(axis=1)
+    hits = top.sum(axis=1)
+    discount = 1.0 / np.log2(np.arange(top.shape[1]) + 2.0)
+    ideal = np.concatenate([[0.0], np.cumsum(discount)])[np.minimum(n_relevant, top.shape[1])]
+    precision_at = np.cumsum(top, axis=1) / np.arange(1, top.shape[1] + 1)
+    first = np.where(n_relevant > 0, relevant_sorted.argmax(axis=1), -1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        table = pd.DataFrame({
+            "n_relevant": n_relevant, "n_candidates": n_candidates,
+            "precision": hits / k,
+            "recall": np.where(n_relevant > 0, hits / n_relevant, np.nan),
+            "ndcg": np.where(n_relevant > 0, (top * discount).sum(axis=1) / ideal, np.nan),
+            "hit_rate": np.where(n_relevant > 0, (hits > 0).astype(float), np.nan),
+            "map": np.where(n_relevant > 0, (precision_at * top).sum(axis=1) / np.minimum(n_relevant, k), np.nan),
+            "mrr": np.where(first >= 0, 1.0 / (first + 1.0), np.nan),
+        })
+    table.loc[table["n_relevant"] == 0, "precision"] = np.nan
+    return table, top_items
+
+
+def summarize_full(table: pd.DataFrame, top_items: np.ndarray, n_items: int, k: int,
+                   prefix: str = "full_") -> dict[str, float]:
+    scored = table[table["n_relevant"] > 0]
+    metrics = {metric_name(m, k, prefix): float(scored[m].mean()) if len(scored) else 0.0 for m in FULL_METRICS}
+    shown = np.unique(top_items[top_items >= 0])
+    metrics[f"{prefix}coverage_at_{k}"] = float(len(shown) / n_items) if n_items else 0.0
+    metrics[f"{prefix}n_scored"] = float(len(scored))
+    return metrics
+
+
+# ---------------------------------------------------------------------------- groups
+
+def group_scores(scores: np.ndarray, users: pd.Index, members: pd.DataFrame, name: str) -> tuple[pd.Index, np.ndarray]:
+    """``(groups, matrix)``: each group's aggregated score of every catalogue item (AGGREGATIONS[name])."""
+    members = unique_members(members)
+    members = members[users.get_indexer(members["user"].to_numpy()) >= 0]
+    rows = users.get_indexer(members["user"].to_numpy())
+    n_items = scores.shape[1]
+    long = pd.Series(scores[rows].ravel(), name="prediction")
+    by = [np.repeat(members["group"].to_numpy(), n_items), np.tile(np.arange(n_items), len(members))]
+    aggregated = AGGREGATIONS[name](long.groupby(by, sort=True))
+    groups = pd.Index(aggregated.index.get_level_values(0).unique())
+    return groups, aggregated.to_numpy().reshape(len(groups), n_items)
+
+
+def group_relevant(ctx: EvalContext) -> pd.DataFrame:
+    """``group, item, rating`` of each group's truth (as the test-items-only group evaluation)."""
+    if ctx.groups.method == "real":
+        ratings = ctx.dataset.group_ratings
+        if ratings is None:
+            return pd.DataFrame(columns=["group", "item", "rating"])
+        return ratings.loc[ratings["group"].isin(ctx.groups.members["group"]), ["group", "item", "rating"]]
+    return group_truth(ctx.predictions, ctx.groups.members, min_raters_of(ctx.config))
+
+
+def evaluate_groups_full(ctx: EvalContext, scores: np.ndarray, users: pd.Index, items: pd.Index,
+                         trained: np.ndarray) -> EvalResult:
+    members = unique_members(ctx.groups.members)
+    truth = group_relevant(ctx)
+    metrics, tables = {}, []
+    for name in aggregations_of(ctx.config):
+        groups, matrix = group_scores(scores, users, members, name)
+        # an item is a candidate unless every member rated it in training
+        rows = users.get_indexer(members["user"].to_numpy())
+        member_trained = pd.DataFrame(trained[rows]).groupby(members["group"].to_numpy()).all()
+        excluded = member_trained.reindex(groups).to_numpy(dtype=bool)
+        relevant = indicator(truth[truth["rating"] >= ctx.threshold], "group", groups, items)
+        table, top_items = rank_metrics(matrix, excluded, relevant, ctx.k)
+        metrics.update(summarize_full(table, top_items, len(items), ctx.k, prefix=f"full_group_{name}_"))
+        tables.append(table.assign(group=groups.to_numpy(), aggregation=name))
+    per_group = pd.concat(tables, ignore_index=True)
+    front = ["aggregation", "group"]
+    return EvalResult(metrics, {"per_group_full_metrics": per_group[front + [c for c in per_group if c not in front]]})
+
+
+# ---------------------------------------------------------------------------- the evaluator
+
+def catalogue(ctx: EvalContext) -> pd.Index:
+    items = ctx.dataset.item_features.index
+    return pd.Index(np.sort(items.to_numpy())) if len(items) else pd.Index(np.sort(ctx.dataset.ratings["item"].unique()))
+
+
+@evaluator("full_catalogue")
+def full_catalogue(ctx: EvalContext) -> EvalResult:
+    """``full_*`` metrics: every test user ranks the whole catalogue minus their training items."""
+    if not bool(_get(ctx.config, "full_catalogue", True)):
+        return EvalResult()
+    started = time.perf_counter()
+    items = catalogue(ctx)
+    test_users = np.unique(ctx.predictions["user"].to_numpy())
+    with_groups = ctx.groups.members is not None and len(test_users) * len(items) <= MAX_GROUP_MATRIX
+    members = unique_members(ctx.groups.members)["user"].to_numpy() if with_groups else test_users
+    users = pd.Index(np.union1d(test_users, members))
+    scores = score_matrix(ctx.model, users.to_numpy(), items.to_numpy(), truth=ctx.predictions)
+    trained = indicator(ctx.train, "user", users, items)
+    relevant = indicator(ctx.predictions[ctx.predictions["rating"] >= ctx.threshold], "user", users, items)
+    test_rows = users.get_indexer(test_users)
+    table, top_items = rank_metrics(scores[test_rows], trained[test_rows], relevant[test_rows], ctx.k)
+    metrics = summarize_full(table, top_items, len(items), ctx.k)
+    result = EvalResult(metrics, {"per_user_full_metrics": table.assign(user=test_users)[
+        ["user", *[c for c in table.columns]]]})
+    if with_groups:
+        part = evaluate_groups_full(ctx, scores, users, items, trained)
+        result.metrics.update(part.metrics)
+        result.tables.update(part.tables)
+    else:
+        log.warning("full-catalogue group ranking skipped: %d users x %d items is above %d scores",
+                    len(users), len(items), MAX_GROUP_MATRIX)
+    result.metrics["full_seconds"] = time.perf_counter() - started
+    return result
