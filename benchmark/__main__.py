@@ -9,7 +9,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from benchmark.errors import GroupbenchError
+from benchmark.errors import GroupbenchError, one_line
 
 log = logging.getLogger("benchmark")
 
@@ -28,7 +28,7 @@ def main(cfg: DictConfig) -> float | dict | None:
     try:
         result = run(cfg)
     except GroupbenchError as exc:
-        log.error("error: %s", exc)
+        log.error("error: %s", one_line(exc))
         sys.exit(2)
     except Exception as exc:  # the run is already marked FAILED with this message
         log.exception("error: %s: %s (the MLflow run is marked FAILED)", type(exc).__name__, exc)
@@ -37,4 +37,7 @@ def main(cfg: DictConfig) -> float | dict | None:
 
 
 if __name__ == "__main__":
+    from benchmark import preflight
+
+    preflight.check(sys.argv[1:])  # a config that does not compose: one line, exit 2, a FAILED run
     main()

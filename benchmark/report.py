@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.errors import GroupbenchError, TrackingError
+from benchmark.results import latest_results, safe_name
 from benchmark.stats import ALPHA, holm, paired_test, verdict
 from benchmark.tracking import _retry_locked, git_commit, resolve_uri
 
@@ -212,16 +213,17 @@ def collect(client, experiment: str, uri: str) -> Collected:
             "lambda_profile": _float(params.get("model.lambda_profile")),
             "attention": params.get("model.attention") or None,
             "error": tags.get("error", ""), "eval_k": params.get("eval.k"),
+            "dataset_sha256": tags.get("dataset_sha256", ""),
             **run.data.metrics,
         })
     frame = pd.DataFrame(rows)
     meta = ["run_id", "status", "start_time", "config_hash", "model", "dataset", "seed", "signature", "config",
-            "lambda_profile", "attention", "error", "eval_k"]
+            "lambda_profile", "attention", "error", "eval_k", "dataset_sha256"]
     metrics = sorted(c for c in frame.columns if c not in meta)
     frame["label"] = _labels(frame)
 
     finished = frame[frame["status"] == "FINISHED"].sort_values("start_time")
-    kept = finished.drop_duplicates("config_hash", keep="last")
+    kept = latest_results(finished)  # per (config hash, data hash); one data version per dataset
     # the newest non-FINISHED run of each config_hash that never finished: its cell misses that seed
     unfinished = (frame[~frame["config_hash"].isin(kept["config_hash"])].sort_values("start_time")
                   .drop_duplicates("config_hash", keep="last"))
@@ -794,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
         prov = Provenance(command=shlex.join(["python", "-m", "benchmark.report", *argv]),
                           date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), uri=uri,
                           experiment=args.experiment, commit=git_commit())
-        out = Path(args.out or Path("reports") / args.experiment)
+        out = Path(args.out or Path("reports") / safe_name(args.experiment))  # a name is never a path
         written = build_report(client, args.experiment, uri, out, prov,
                                log_to_parent=not args.no_log)
     except GroupbenchError as exc:

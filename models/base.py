@@ -83,3 +83,14 @@ class Tagged(Protocol):
 
     def run_tags(self) -> dict[str, str]:
         ...
+
+
+@runtime_checkable
+class ValidationScored(Protocol):
+    """A model that early-stops on a validation part carved from its training data, and reports
+    its rating error there, so the runner can refuse a diverged fit (benchmark/divergence.py)."""
+
+    def validation_scores(self) -> tuple[float, float]:
+        """(rating MSE of the kept weights on the validation part, MSE there of the fitting part's
+        mean rating: the trivial predictor)."""
+        ...
