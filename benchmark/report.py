@@ -37,6 +37,7 @@ import pandas as pd
 
 from benchmark.errors import GroupbenchError, TrackingError
 from benchmark.results import latest_results, safe_name
+from benchmark.store import prepare_store
 from benchmark.stats import ALPHA, holm, paired_test, verdict
 from benchmark.tracking import _retry_locked, git_commit, resolve_uri
 
@@ -791,6 +792,7 @@ def main(argv: list[str] | None = None) -> int:
         uri = resolve_uri(args.tracking_uri)
         if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
             raise TrackingError(f"tracking store {uri} does not exist; run the sweep first or pass --tracking-uri")
+        prepare_store(uri)  # a store a killed first use left half-made is repaired, not a traceback
         client = MlflowClient(tracking_uri=uri)
         args.experiment = args.experiment or default_experiment(client)
         prov = Provenance(command=shlex.join(["python", "-m", "benchmark.report", *argv]),

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from benchmark import claims, divergence, orphans
 from benchmark.config_schema import check_threshold, validate_config
-from benchmark.errors import GroupbenchError, require
+from benchmark.errors import GroupbenchError
 from benchmark.evaluation import EvalContext, checked_predictions, evaluate
 import benchmark.group_eval  # registers the group-level and cold-start evaluators; validates eval.group
 from benchmark.tracking import Tracker, git_commit

@@ -108,7 +108,7 @@ def bad_inputs(tmp: Path) -> list[tuple[str, list[str], dict, str | None]]:
         ("empty u.data, verify off", [*ml, f"data.root={roots['empty']}"], {}, "u.data is empty"),
         ("u.data row with 5 fields", [*ml, f"data.root={roots['fields']}"], {}, "malformed row"),
         ("u.data rating 'five'", [*ml, f"data.root={roots['text']}"], {}, "line 8: field 'rating' is 'five'"),
-        ("u.data rating 9", [*ml, f"data.root={roots['range']}"], {}, "line 5: field 'rating' is 9.0"),
+        ("u.data rating 9", [*ml, f"data.root={roots['range']}"], {}, "line 5: field 'rating' is 9,"),
         ("u.data unknown user", [*ml, f"data.root={roots['user']}"], {}, "line 5: field 'user' is 5000"),
         ("u.data truncated, verify on", ["model=svd", "dataset=ml100k", f"data.root={truncated}"], {},
          "sha256 mismatch"),
@@ -411,3 +411,33 @@ def test_divergence_is_refused_against_the_training_mean():
         check_not_diverged("m", 1.5, 1.2)
     with pytest.raises(TrainingError, match="diverged"):
         check_not_diverged("m", float("nan"), 1.2)
+
+
+# ------------------------------------------------------------------------- results and data
+
+def test_resume_does_not_reuse_a_result_on_other_data(tmp_path: Path):
+    """Issue 14's case: a sweep FINISHED on edited data (data.verify=false); the same command on the
+    pinned data must run again, not skip, and both results stay apart by dataset_sha256."""
+    real = (data_root() / "ml-100k" / "u.data").read_text().splitlines(keepends=True)
+    user, item, rating, stamp = real[0].split("\t")
+    edited = _ml100k_with(tmp_path / "edited", "".join([f"{user}\t{item}\t{6 - int(rating)}\t{stamp}", *real[1:]]))
+    sweep = ["-m", "model=normal_predictor", "dataset=ml100k", "tracking.experiment=smoke"]
+    code, stderr = finish(start(tmp_path, *sweep, "data.verify=false", f"data.root={edited}"))
+    assert code == 0, stderr[-3000:]
+    code, stderr = finish(start(tmp_path, *sweep, f"data.root={data_root()}"))
+    assert code == 0, stderr[-3000:]
+    assert "0 already FINISHED" in stderr
+    finished = [(h, d) for s, h, d in job_statuses(tmp_path / "mlflow.db") if s == "FINISHED"]
+    assert len(finished) == 2 and finished[0][0] == finished[1][0] and finished[0][1] != finished[1][1]
+
+
+def test_report_keeps_one_result_per_config_and_data_on_the_latest_data():
+    import pandas as pd
+
+    from benchmark.results import latest_results
+
+    runs = pd.DataFrame({"config_hash": ["a", "a", "b", "a", "c"], "dataset": ["ml", "ml", "ml", "ml", "it"],
+                         "dataset_sha256": ["bad", "good", "good", "good", "x"], "start_time": [1, 2, 3, 4, 5],
+                         "run_id": ["r1", "r2", "r3", "r4", "r5"]})
+    kept = latest_results(runs)
+    assert sorted(kept["run_id"]) == ["r3", "r4", "r5"]  # r1 on other data, r2 superseded by r4
