@@ -269,8 +269,7 @@ def test_sigkill_mid_job_then_rerun_marks_orphan_killed(tmp_path: Path):
     from mlflow.tracking import MlflowClient
 
     db = tmp_path / "mlflow.db"
-    single = ["model=dmtl", "dataset=synthetic", "trainer.max_epochs=3", "trainer.progress=false",
-              "tracking.experiment=smoke"]
+    single = ["model=svd", "dataset=synthetic", "model.params.n_epochs=100", "tracking.experiment=smoke"]
     process = start(tmp_path, *single)
     wait_for(lambda: any(s == "RUNNING" for s, _, _ in job_statuses(db)), process, "the job to start")
     process.kill()
@@ -420,7 +419,8 @@ def test_resume_does_not_reuse_a_result_on_other_data(tmp_path: Path):
     pinned data must run again, not skip, and both results stay apart by dataset_sha256."""
     real = (data_root() / "ml-100k" / "u.data").read_text().splitlines(keepends=True)
     user, item, rating, stamp = real[0].split("\t")
-    edited = _ml100k_with(tmp_path / "edited", "".join([f"{user}\t{item}\t{6 - int(rating)}\t{stamp}", *real[1:]]))
+    other = 1 if int(rating) != 1 else 2
+    edited = _ml100k_with(tmp_path / "edited", "".join([f"{user}\t{item}\t{other}\t{stamp}", *real[1:]]))
     sweep = ["-m", "model=normal_predictor", "dataset=ml100k", "tracking.experiment=smoke"]
     code, stderr = finish(start(tmp_path, *sweep, "data.verify=false", f"data.root={edited}"))
     assert code == 0, stderr[-3000:]
