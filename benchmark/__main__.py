@@ -9,7 +9,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from benchmark.errors import GroupbenchError
+from benchmark.errors import GroupbenchError, one_line
 
 log = logging.getLogger("benchmark")
 
@@ -39,7 +39,7 @@ def main(cfg: DictConfig) -> float | dict | None:
     try:
         result = run_tuned(cfg) if tuning(cfg) else run(cfg)
     except GroupbenchError as exc:
-        log.error("error: %s", exc)
+        log.error("error: %s", one_line(exc))
         sys.exit(2)
     except Exception as exc:  # the run is already marked FAILED with this message
         log.exception("error: %s: %s (the MLflow run is marked FAILED)", type(exc).__name__, exc)
@@ -49,4 +49,7 @@ def main(cfg: DictConfig) -> float | dict | None:
 
 if __name__ == "__main__":
     sys.argv[1:] = admit_removed_keys(sys.argv[1:])
+    from benchmark import preflight
+
+    preflight.check(sys.argv[1:])  # a config that does not compose: one line, exit 2, a FAILED run
     main()

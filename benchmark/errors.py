@@ -29,3 +29,9 @@ def require(condition: bool, message: str) -> None:
     """Raise ConfigError(message) unless condition holds: the config validators' one-liner."""
     if not condition:
         raise ConfigError(message)
+
+
+def one_line(message: object) -> str:
+    """A message as one line (whitespace runs, newlines included, become one space): pandas and
+    sqlite errors may span lines, and the error line and the ``error`` tag must hold all of it."""
+    return " ".join(str(message).split())

@@ -38,6 +38,8 @@ import pandas as pd
 from benchmark.errors import GroupbenchError, TrackingError
 from benchmark.selection import SELECTION_RULE, VALIDATION_METRIC, best_by_validation, fill_val_rmse, tuned_trials
 from benchmark import report_sections as sections
+from benchmark.results import latest_results, safe_name
+from benchmark.store import prepare_store
 from benchmark.stats import ALPHA, bootstrap_ci, holm, paired_test, per_unit_means, verdict
 from benchmark.tracking import _retry_locked, git_commit, resolve_uri
 
@@ -219,11 +221,12 @@ def collect(client, experiment: str, uri: str) -> Collected:
             "lambda_profile": _float(params.get("model.lambda_profile")),
             "attention": params.get("model.attention") or None,
             "error": tags.get("error", ""), "eval_k": params.get("eval.k"),
+            "dataset_sha256": tags.get("dataset_sha256", ""),
             **run.data.metrics,
         })
     frame = pd.DataFrame(rows)
     meta = ["run_id", "status", "start_time", "config_hash", "model", "dataset", "seed", "signature", "config",
-            "lambda_profile", "attention", "error", "eval_k", "tuned_trials", "tuned_chosen"]
+            "lambda_profile", "attention", "error", "eval_k", "tuned_trials", "tuned_chosen", "dataset_sha256"]
     metrics = sorted(c for c in frame.columns if c not in meta)
     frame["label"] = _labels(frame)
     tuned = frame["tuned_trials"].notna()  # tuned final runs: one cell per model, whatever each seed chose
@@ -232,7 +235,7 @@ def collect(client, experiment: str, uri: str) -> Collected:
     frame.loc[tuned, ["lambda_profile", "attention"]] = [np.nan, None]
 
     finished = frame[frame["status"] == "FINISHED"].sort_values("start_time")
-    kept = finished.drop_duplicates("config_hash", keep="last")
+    kept = latest_results(finished)  # per (config hash, data hash); one data version per dataset
     # the newest non-FINISHED run of each config_hash that never finished: its cell misses that seed
     unfinished = (frame[~frame["config_hash"].isin(kept["config_hash"])].sort_values("start_time")
                   .drop_duplicates("config_hash", keep="last"))
@@ -875,12 +878,13 @@ def main(argv: list[str] | None = None) -> int:
         uri = resolve_uri(args.tracking_uri)
         if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
             raise TrackingError(f"tracking store {uri} does not exist; run the sweep first or pass --tracking-uri")
+        prepare_store(uri)  # a store a killed first use left half-made is repaired, not a traceback
         client = MlflowClient(tracking_uri=uri)
         args.experiment = args.experiment or default_experiment(client)
         prov = Provenance(command=shlex.join(["python", "-m", "benchmark.report", *argv]),
                           date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), uri=uri,
                           experiment=args.experiment, commit=git_commit())
-        out = Path(args.out or Path("reports") / args.experiment)
+        out = Path(args.out or Path("reports") / safe_name(args.experiment))  # a name is never a path
         written = build_report(client, args.experiment, uri, out, prov,
                                log_to_parent=not args.no_log)
     except GroupbenchError as exc:

@@ -20,7 +20,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.errors import GroupbenchError, require
+from benchmark import claims, divergence, orphans
+from benchmark.config_schema import check_threshold, validate_config
+from benchmark.errors import GroupbenchError
 from benchmark.evaluation import EvalContext, checked_predictions, evaluate
 import benchmark.group_eval  # registers the group-level and cold-start evaluators; validates eval.group
 from benchmark.cache import ProtocolCache
@@ -104,19 +106,23 @@ def run_name(cfg: DictConfig) -> str:
 
 def validate(cfg: DictConfig) -> None:
     """Checks that do not belong to one component (components validate their own kwargs)."""
-    require(int(cfg.eval.k) >= 1, f"eval.k={cfg.eval.k} must be >= 1")
+    validate_config(cfg)  # types and ranges of every known key (benchmark/config_schema.py)
     benchmark.group_eval.validate_config(cfg.eval)
-    require(isinstance(cfg.seed, int) and cfg.seed >= 0, f"seed={cfg.seed} must be a non-negative integer")
     check_removed_keys(cfg.get("trainer"))  # every model: a removed key must not pass silently
 
 
 def build_tracker(cfg: DictConfig) -> Tracker:
-    return Tracker(cfg.tracking.uri, cfg.tracking.experiment, base_dir=os.environ.get("GROUPBENCH_CWD"))
+    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, base_dir=os.environ.get("GROUPBENCH_CWD"))
+    orphans.reap(tracker)  # runs left RUNNING by a killed process -> KILLED, with a note
+    return tracker
 
 
 def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | None = None,
-        tags: dict[str, str] | None = None) -> JobResult:
-    """Run one job and log it as one MLflow run (FAILED, with the error, if anything raises)."""
+        tags: dict[str, str] | None = None, claim: bool | None = None) -> JobResult:
+    """Run one job and log it as one MLflow run (FAILED, with the error, if anything raises).
+
+    ``claim`` (sweep jobs): once the data hash is known, claim (config hash, data hash) or stop as a
+    duplicate (:class:`benchmark.claims.AlreadyClaimed`); True also yields to FINISHED runs (resume)."""
     tracker = tracker or build_tracker(cfg)
     base_tags = {"groupbench.role": "job", "config_hash": config_hash(cfg), "git_commit": git_commit(),
                  "model": cfg.model.name,
@@ -138,11 +144,12 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
             dataset = protocol.dataset(lambda: instantiate(cfg.dataset.loader, root=cfg.data.root,
                                                            download=cfg.data.download, verify=cfg.data.verify))
         log.info("%s", dataset.summary())
+        if claim is not None:
+            claims.claim(tracker, logger, base_tags["config_hash"], dataset.sha256, include_finished=claim)
         logger.set_tags({"dataset_sha256": dataset.sha256,
                          **{f"dataset_sha256.{name}": digest for name, digest in dataset.files_sha256.items()},
                          **{f"dataset_note.{key}": note for key, note in dataset.notes.items()}})
-        require(float(cfg.eval.threshold) <= dataset.rating_scale[1],
-                f"eval.threshold={cfg.eval.threshold} is above the rating scale's top {dataset.rating_scale[1]}")
+        check_threshold(cfg.eval.threshold, dataset.rating_scale)
 
         with stage("split"):
             splits = protocol.splits(lambda: instantiate(cfg.split)(dataset.ratings, seed=cfg.seed))
@@ -187,6 +194,7 @@ def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int, stage: Stage
         started = time.perf_counter()
         model.fit(split.train, context)
         fit_seconds = time.perf_counter() - started
+    divergence.check_model(model)  # worse than the training mean on validation: a failure
 
     with stage("predict"):
         started = time.perf_counter()

@@ -163,25 +163,6 @@ def plan(grids: Mapping[str, Mapping[str, Any]], arguments: Sequence[str], parse
 # tracking
 
 
-def finished_hashes(tracker) -> set[str]:
-    """config_hash tags of the experiment's FINISHED job runs (one paged query, not one per job)."""
-    from benchmark.tracking import _retry_locked
-
-    found, token = set(), None
-    while True:
-        page = _retry_locked(tracker.client.search_runs, [tracker.experiment_id],
-                             filter_string="attributes.status = 'FINISHED' and tags.config_hash != ''",
-                             max_results=1000, page_token=token)
-        found |= {run.data.tags["config_hash"] for run in page
-                  if run.data.tags.get("groupbench.role", "job") == "job"}
-        # a tuned job's final run carries the tuned config's hash; the sweep's job is its grid_hash
-        found |= {run.data.tags["groupbench.grid_hash"] for run in page if "groupbench.grid_hash" in run.data.tags
-                  and run.data.tags.get("groupbench.role", "job") == "job"}
-        token = page.token
-        if not token:
-            return found
-
-
 def _quote(value: str) -> str:
     """A Hydra override value as a quoted string (run ids may look like numbers)."""
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
@@ -224,7 +205,13 @@ class SweeperBase(Sweeper):
         except SweepFailed:
             sys.exit(1)
         except GroupbenchError as exc:
-            log.error("error: %s", exc)
+            from benchmark.errors import TrackingError, one_line
+            from benchmark.preflight import record_failure
+
+            if not isinstance(exc, TrackingError):  # a FAILED run holds the line, where the store opens
+                record_failure(self.config.tracking.uri, self.config.tracking.experiment, one_line(exc), arguments,
+                               name=f"sweep:{self.name}")
+            log.error("error: %s", one_line(exc))
             sys.exit(2)
         return outcomes
 
@@ -242,26 +229,32 @@ class SweeperBase(Sweeper):
     def _sweep(self, arguments: list[str]) -> list[Outcome]:
         from pathlib import Path
 
-        from benchmark.runner import build_tracker
+        from benchmark import claims
+        from benchmark.runner import build_tracker, validate
         from benchmark.tracking import git_commit
 
         started = time.perf_counter()
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         composer = Composer(self._compose, parser, self.hydra_context.config_loader.repository)
         jobs = plan(self.grids or {"command line": {}}, arguments, parser, composer)
+        configs = [composer(job.overrides) for job in jobs]  # cached: no second full compose
+        for cfg in configs:  # a bad value (eval.k=abc, seed=true) fails here, before anything runs
+            validate(cfg)
         if self.dry_run:  # the plan on stdout, one job a line; nothing is run or logged
             print(f"sweep {self.name}: {len(jobs)} jobs")
             for job in jobs:
                 print(f"{job.config_hash} {job.name} {' '.join(job.overrides)}")
             return []
         tracker = build_tracker(self.config)  # creates the store and experiment before any worker starts
-        done = finished_hashes(tracker) if self.config.get("resume", True) else set()
-        todo = [job for job in jobs if job.config_hash not in done]
-        skipped = [job for job in jobs if job.config_hash in done]
+        # a result is (config hash, data hash): one on other data (corrupt, edited) is not resumed
+        done = claims.finished_keys(tracker) if self.config.get("resume", True) else set()
+        keys = [(job.config_hash, claims.dataset_sha256(cfg)) if done else None for job, cfg in zip(jobs, configs)]
+        todo = [job for job, key in zip(jobs, keys) if key not in done]
+        skipped = [job for job, key in zip(jobs, keys) if key in done]
         log.info("sweep %s: %d jobs (%d already FINISHED, skipped), experiment %r at %s", self.name, len(jobs),
                  len(skipped), tracker.experiment_name, tracker.uri)
         for job in skipped:
-            log.info("skipped %s (config_hash %s has a FINISHED run)", job.name, job.config_hash)
+            log.info("skipped %s (config_hash %s has a FINISHED run on the same data)", job.name, job.config_hash)
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -353,6 +346,7 @@ def _tracker(uri: str, experiment: str):
 
 def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:
     """Run one sweep job as a child run; never raises (the sweep goes on), returns an Outcome dict."""
+    from benchmark.claims import AlreadyClaimed
     from benchmark.runner import run, run_name
     from benchmark.tune import run_tuned, tuning
 
@@ -362,14 +356,22 @@ def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:
     tags = {"sweep": str(info.name), **{f"varies.{k}": v for k, v in json.loads(info.varies or "{}").items()}}
     outcome = Outcome("FAILED", name)
     try:
-        result = (run_tuned if tuning(cfg) else run)(cfg, tracker=_tracker(cfg.tracking.uri, cfg.tracking.experiment),
-                     parent_run_id=str(info.parent_run_id), tags=tags)
+        tracker = _tracker(cfg.tracking.uri, cfg.tracking.experiment)
+        if tuning(cfg):  # a tuned job resumes through its study's finished trials and its grid hash
+            result = run_tuned(cfg, tracker=tracker, parent_run_id=str(info.parent_run_id), tags=tags)
+        else:
+            result = run(cfg, tracker=tracker, parent_run_id=str(info.parent_run_id), tags=tags,
+                         claim=bool(cfg.get("resume", True)))
         outcome = Outcome("FINISHED", name, run_id=result.run_id, metric=result.metrics.get(KEY_METRIC),
                           fit_seconds=result.metrics.get("fit_seconds", 0.0),
                           predict_seconds=result.metrics.get("predict_seconds", 0.0))
+    except AlreadyClaimed as exc:  # another sweep runs (or ran) this configuration on this data
+        outcome = Outcome("SKIPPED", name, error=str(exc))
     except Exception as exc:  # the child run is already FAILED with this message (runner/tracking)
+        from benchmark.errors import one_line
+
         message = str(exc) if isinstance(exc, GroupbenchError) else f"{type(exc).__name__}: {exc}"
-        outcome.error = message.splitlines()[0] if message else type(exc).__name__
+        outcome.error = one_line(message) or type(exc).__name__
         if not isinstance(exc, GroupbenchError):
             log.debug("job %s failed", name, exc_info=True)
     outcome.seconds = time.perf_counter() - started
@@ -378,6 +380,8 @@ def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:
             f"{metric} {outcome.seconds:.1f}s")
     if outcome.status == "FAILED":
         log.error("%s: %s", line, outcome.error)
+    elif outcome.status == "SKIPPED":
+        log.info("%s (%s)", line, outcome.error)
     else:
         log.info("%s", line)
     return asdict(outcome)

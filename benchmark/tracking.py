@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from benchmark.errors import GroupbenchError, TrackingError
+from benchmark.errors import GroupbenchError, TrackingError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,9 @@ class Tracker:
 
         self.uri = resolve_uri(uri, base_dir)
         check_reachable(self.uri)
+        from benchmark.store import prepare_store
+
+        prepare_store(self.uri)  # writable, complete, initialised by one process (benchmark/store.py)
         self.client = MlflowClient(tracking_uri=self.uri)
         self.experiment_name = experiment
         self.experiment_id = self._experiment_id(experiment)
@@ -121,7 +124,10 @@ class Tracker:
     def run(self, name: str, tags: dict[str, str] | None = None, parent_run_id: str | None = None,
             ) -> Iterator["RunLogger"]:
         """Create a run; mark it FINISHED, or FAILED (with an ``error`` tag) if the body raises."""
-        all_tags = dict(tags or {})
+        from benchmark.claims import AlreadyClaimed
+        from benchmark.orphans import owner_tags
+
+        all_tags = {**owner_tags(), **(tags or {})}  # the owner process: orphans are found by it
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = _retry_locked(self.client.create_run, self.experiment_id, run_name=name,
@@ -130,11 +136,11 @@ class Tracker:
         try:
             yield logger
         except BaseException as exc:
-            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            status = "KILLED" if isinstance(exc, (KeyboardInterrupt, AlreadyClaimed)) else "FAILED"
             message = str(exc) if isinstance(exc, GroupbenchError) else f"{type(exc).__name__}: {exc}"
-            try:
-                logger.set_tags({"error": message.splitlines()[0] if message else type(exc).__name__,
-                                 "error_type": type(exc).__name__})
+            try:  # the whole message, on one line: the tag holds exactly the line the user sees
+                logger.set_tags({("note" if isinstance(exc, AlreadyClaimed) else "error"):
+                                 one_line(message) or type(exc).__name__, "error_type": type(exc).__name__})
             finally:
                 _retry_locked(self.client.set_terminated, run.info.run_id, status)
             raise

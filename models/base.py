@@ -92,3 +92,14 @@ class Diagnosed(Protocol):
     def artifacts(self) -> dict[str, Any]:
         """file name -> DataFrame (saved as CSV) or dict (saved as JSON)."""
         ...
+
+
+@runtime_checkable
+class ValidationScored(Protocol):
+    """A model that early-stops on a validation part carved from its training data, and reports
+    its rating error there, so the runner can refuse a diverged fit (benchmark/divergence.py)."""
+
+    def validation_scores(self) -> tuple[float, float]:
+        """(rating MSE of the kept weights on the validation part, MSE there of the fitting part's
+        mean rating: the trivial predictor)."""
+        ...

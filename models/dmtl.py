@@ -303,6 +303,13 @@ class DMTL(Recommender):
             total.index_add_(0, owner[start:start + 65536], torch.softmax(logits, dim=1))
         return total.argmax(dim=1).cpu().numpy()[back]
 
+    def validation_scores(self) -> tuple[float, float]:
+        """(rating MSE of the kept (best-epoch) weights on the validation rows, the fitting rows'
+        mean rating's MSE there): the runner refuses a fit worse than that trivial predictor."""
+        kept = next(h for h in self.history if h["epoch"] == self.best_epoch)
+        truth = self.val_data.rating.double()
+        return float(kept["val_rating_loss"]), float(((truth - self.fit_data.rating.double().mean()) ** 2).mean())
+
     # ---- diagnostics -------------------------------------------------------------------------
     def _summarize(self) -> None:
         """Final figures on the fitting rows: the paper's failure signatures (trivial attention,

@@ -96,7 +96,14 @@ class NeuralMF(Recommender):
         result = self.trainer.fit(self.net, self.loss, self._encode(fit_rows), self._encode(val_rows), context,
                                   monitor="rating_loss")
         self.history, self.best_epoch = result.history, result.best_epoch
+        # the trivial predictor's validation MSE (the fitting rows' mean): the runner's divergence check
+        self._mean_val_mse = float(((val_rows["rating"].to_numpy() - fit_rows["rating"].mean()) ** 2).mean())
         return self
+
+    def validation_scores(self) -> tuple[float, float]:
+        """(validation rating MSE of the kept weights, the fitting mean's MSE there): models.base.ValidationScored."""
+        kept = next(h for h in self.history if h["epoch"] == self.best_epoch)
+        return float(kept["val_rating_loss"]), self._mean_val_mse
 
     @torch.no_grad()
     def predict(self, pairs: pd.DataFrame) -> np.ndarray:

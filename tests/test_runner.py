@@ -130,8 +130,8 @@ def test_cli_runs_and_finishes(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("eval.k=0", "eval.k=0 must be >= 1"),
-    ("split.test_size=0", "split.test_size=0 must be in (0, 1)"),
+    ("eval.k=0", "eval.k=0 must be an integer >= 1"),
+    ("split.test_size=0", "split.test_size=0 must be a finite number > 0 and < 1"),
     ("grouping.k=100000", "grouping.k=100000 must be between 1"),
     ("data.root=/nonexistent/place", "dataset itmrec not found"),
 ])

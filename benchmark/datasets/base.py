@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from benchmark.errors import DataError
+from benchmark.errors import DataError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,10 @@ def verify_file(path: Path, expected_sha256: str, *, verify: bool = True) -> str
 def ensure_files(folder: Path, names, dataset: str, download_missing: bool, fetch: Callable[[], None]) -> Path:
     """Return ``folder`` once every file in ``names`` is there, calling ``fetch`` (download and
     extract) if files are missing and downloading is allowed; else a one-line error."""
+    for path in (folder.parent, folder):  # e.g. GROUPBENCH_DATA naming a file: no folder can be made there
+        if path.exists() and not path.is_dir():
+            raise DataError(f"data root {path} is a file, not a folder; set data.root (or GROUPBENCH_DATA) to the "
+                            f"folder holding {folder.name}/ (or to an empty folder to download into)")
     missing = [name for name in names if not (folder / name).is_file()]
     if missing and not download_missing:
         raise DataError(f"dataset {dataset} not found: {folder}/{missing[0]} is missing; set data.root or "
@@ -140,26 +144,52 @@ def download(url: str, target: Path, *, md5: str | None = None, sha256: str | No
     return target
 
 
-def safe_extract(archive: Path, target: Path, members: dict[str, str] | None = None) -> None:
-    """Extract a zip, refusing any entry that would land outside ``target`` (zip-slip).
+def safe_extract(archive: Path, target: Path, members: dict[str, str] | None = None,
+                 sha256: dict[str, str] | None = None) -> None:
+    """Extract a zip after checking every entry, so a refused archive writes nothing.
 
     ``members`` maps archive names to output names (relative to target); None extracts all.
+    ``sha256`` maps output names to their pinned sha256 (the archive's own hash may be unknown).
+    Refused: an entry landing outside ``target`` (zip-slip), a file under a path that is a file
+    (in the archive or on disk), a pinned file whose content differs, a broken entry.
     """
     target = target.resolve()
-    with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
-            if info.is_dir():
-                continue
-            if members is not None and info.filename not in members:
-                continue
-            name = members[info.filename] if members is not None else info.filename
-            out = (target / name).resolve()
-            if not out.is_relative_to(target):
-                raise DataError(f"archive {archive}: entry {info.filename!r} would extract outside "
-                                f"{target}; the archive is unsafe, delete it and download it again")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(out, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+    unsafe = f"the archive is unsafe or corrupt, delete {archive} and download it again"
+    chosen: list[tuple[zipfile.ZipInfo, Path]] = []
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                if info.is_dir() or (members is not None and info.filename not in members):
+                    continue
+                name = members[info.filename] if members is not None else info.filename
+                out = (target / name).resolve()
+                if not out.is_relative_to(target):
+                    raise DataError(f"archive {archive}: entry {info.filename!r} would extract outside {target}; {unsafe}")
+                chosen.append((info, out))
+            files = {out for _, out in chosen}
+            for info, out in chosen:
+                for parent in out.parents:
+                    if parent == target or not parent.is_relative_to(target):
+                        break
+                    if parent in files or (parent.exists() and not parent.is_dir()):
+                        raise DataError(f"archive {archive}: entry {info.filename!r} lies under {parent}, which is a "
+                                        f"file; {unsafe}")
+            contents = {}
+            for info, out in chosen:  # read and check everything before writing anything
+                data = zf.read(info)
+                rel = out.relative_to(target).as_posix()
+                expected = (sha256 or {}).get(rel)
+                if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+                    raise DataError(f"archive {archive}: {rel} has sha256 {hashlib.sha256(data).hexdigest()}, "
+                                    f"expected {expected}; {unsafe}")
+                contents[out] = data
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
+        raise DataError(f"archive {archive}: cannot read it ({one_line(exc)}); {unsafe}") from None
+    for out, data in contents.items():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(out.name + ".part")
+        partial.write_bytes(data)
+        partial.replace(out)
 
 
 def parse_table(path: Path, *, sep: str, names: list[str], numeric: list[str],
@@ -174,11 +204,14 @@ def parse_table(path: Path, *, sep: str, names: list[str], numeric: list[str],
         frame = pd.read_csv(path, sep=sep, header=0 if header else None, dtype=str, encoding=encoding,
                             keep_default_na=False, engine="c", quoting=3 if sep != "," else 0,
                             on_bad_lines="error")
-    except pd.errors.ParserError as exc:
-        raise DataError(f"data file {path}: malformed row ({exc}); restore the original file "
+    except pd.errors.EmptyDataError:
+        raise DataError(f"data file {path} is empty; restore the original file "
+                        f"(delete it and rerun with data.download=true)") from None
+    except pd.errors.ParserError as exc:  # pandas' message may span lines: the error is one
+        raise DataError(f"data file {path}: malformed row ({one_line(exc)}); restore the original file "
                         f"(delete it and rerun with data.download=true)") from None
     except UnicodeDecodeError as exc:
-        raise DataError(f"data file {path}: not {encoding} text ({exc}); restore the original file") from None
+        raise DataError(f"data file {path}: not {encoding} text ({one_line(exc)}); restore the original file") from None
     first_line = 2 if header else 1
     if header:
         columns = [c.strip() for c in frame.columns] if strip_names else list(frame.columns)

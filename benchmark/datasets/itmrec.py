@@ -42,7 +42,7 @@ def fetch(root: Path, download_missing: bool) -> Path:
 
     def from_upstream() -> None:
         archive = download(URL, root / "ITM-Rec.zip", sha256=ZIP_SHA256)
-        safe_extract(archive, folder, members=_archive_members(archive))
+        safe_extract(archive, folder, members=_archive_members(archive), sha256=SHA256)
 
     return ensure_files(folder, SHA256, "itmrec", download_missing, from_upstream)
 

@@ -1,7 +1,10 @@
 """MovieLens-100K (GroupLens): u.data, u.user, u.item.
 
-Upstream: https://files.grouplens.org/datasets/movielens/ml-100k.zip (md5 below). The data
-may not be redistributed, so it is downloaded into the cache, never committed.
+Upstream: https://files.grouplens.org/datasets/movielens/ml-100k.zip. GroupLens publishes its
+md5 (checked); its sha256 is not published and could not be computed from a trusted copy here
+(no network), so every file taken from it is pinned by sha256 instead (SHA256 below, the values
+of shared/data/SOURCES.md), checked before anything is written. The data may not be
+redistributed, so it is downloaded into the cache, never committed.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ def fetch(root: Path, download_missing: bool) -> Path:
     """Return the ml-100k folder, downloading the GroupLens archive if allowed and needed."""
     def from_upstream() -> None:
         archive = download(URL, root / "ml-100k.zip", md5=ZIP_MD5)
-        safe_extract(archive, root, members={f"{FOLDER}/{name}": f"{FOLDER}/{name}" for name in SHA256})
+        safe_extract(archive, root, members={f"{FOLDER}/{name}": f"{FOLDER}/{name}" for name in SHA256},
+                     sha256={f"{FOLDER}/{name}": digest for name, digest in SHA256.items()})
 
     return ensure_files(root / FOLDER, SHA256, "ml100k", download_missing, from_upstream)
 

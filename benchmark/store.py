@@ -1,0 +1,174 @@
+"""The sqlite tracking store's first use, made safe against kills, races and read-only folders.
+
+MLflow creates a sqlite store's tables (an alembic migration of a few seconds) in place, the
+first time a client touches it: a process killed meanwhile left a half-made file that every later
+command refused ("out-of-date database schema", "table ... already exists"), and two sweeps
+started together on a fresh store both ran the migration. Here the first use
+
+* checks the folder and the file are writable (a one-line error at once, not a hang);
+* takes an exclusive lock on ``<store>.lock`` beside the file, so one process initialises;
+* builds the tables in a temporary file beside the store and renames it into place: a kill at
+  any moment leaves either no store or a complete one (never a partial one);
+* repairs a store left half-made by an older version (no alembic head, no runs): it is re-made.
+
+The same lock serialises job claims (:mod:`benchmark.claims`). Servers (``http://``) manage
+their own database and are left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import logging
+import os
+import re
+import sqlite3
+import time
+from pathlib import Path
+from typing import Iterator
+
+from benchmark.errors import TrackingError, one_line
+
+log = logging.getLogger(__name__)
+
+LOCK_WAIT_SECONDS = 120.0   # another process initialising a store takes seconds; a stuck one is reported
+_ready: set[str] = set()   # stores checked by this process
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+@contextlib.contextmanager
+def store_lock(uri: str, wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
+    """An exclusive lock on ``<store>.lock`` (a no-op for a tracking server); released on any exit,
+    a kill included (the kernel drops ``flock`` locks with the process)."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    with open(_lock_path(path), "a") as handle:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TrackingError(f"tracking store {path}: {_lock_path(path)} has been locked for {wait:.0f} s "
+                                        f"by another process; wait for it or stop it") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def check_writable(path: Path) -> None:
+    """Fail at once, in one line, when the store's folder or file cannot be written."""
+    fix = f"make {path.parent} writable, or set tracking.uri=sqlite:////a/writable/folder/mlflow.db"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrackingError(f"tracking store {path}: cannot create its folder ({exc.strerror or exc}); {fix}") from None
+    probe = path.parent / f".{path.name}.write-probe-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+        if path.exists():
+            with open(path, "r+b"):
+                pass
+        if path.exists() and not os.access(path, os.W_OK):
+            raise PermissionError("read-only file")
+    except OSError as exc:
+        raise TrackingError(f"tracking store {path} is not writable ({exc.strerror or exc}); {fix}") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _alembic_head() -> str:
+    """MLflow's newest schema revision: the revision no migration names as its ``down_revision``.
+    Read off the migration files' text (alembic's ScriptDirectory imports them all: seconds)."""
+    import mlflow.store
+
+    folder = Path(mlflow.store.__file__).parent / "db_migrations" / "versions"
+    revisions, parents = set(), set()
+    for script in folder.glob("*.py"):
+        text = script.read_text(encoding="utf-8")
+        revisions.update(re.findall(r"^revision\s*=\s*['\"](\w+)['\"]", text, re.M))
+        parents.update(re.findall(r"^down_revision\s*=\s*['\"](\w+)['\"]", text, re.M))
+    heads = revisions - parents
+    if len(heads) != 1:  # an unexpected layout: ask alembic
+        from alembic.script import ScriptDirectory
+        from mlflow.store.db.utils import _get_alembic_config
+
+        return ScriptDirectory.from_config(_get_alembic_config("sqlite://")).get_current_head()
+    return heads.pop()
+
+
+def store_state(path: Path) -> str:
+    """``missing``, ``ready`` (tables at MLflow's head revision), ``partial`` (no head and no runs:
+    a setup that was cut short) or ``outdated`` (runs, but an older schema)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return "missing"
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+            tables = {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
+            version = (db.execute("select version_num from alembic_version").fetchall()
+                       if "alembic_version" in tables else [])
+            has_runs = "runs" in tables and db.execute("select 1 from runs limit 1").fetchone() is not None
+    except sqlite3.DatabaseError as exc:
+        raise TrackingError(f"tracking store {path} is not a readable sqlite database ({exc}); move it away "
+                            f"or set tracking.uri to another file") from None
+    if version and version[0][0] == _alembic_head():
+        return "ready"
+    return "outdated" if has_runs else "partial"
+
+
+def _create(path: Path) -> None:
+    """Build MLflow's tables in a temporary file beside ``path``, then rename it into place."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    temporary = path.with_name(f".{path.name}.init-{os.getpid()}")
+    temporary.unlink(missing_ok=True)
+    store = SqlAlchemyStore(f"sqlite:///{temporary}", (path.parent / "mlartifacts").as_uri())
+    store.engine.dispose()
+    os.replace(temporary, path)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporary stores of processes killed while initialising (the lock is held: none is in use)."""
+    for stale in path.parent.glob(f".{path.name}.init-*"):
+        stale.unlink(missing_ok=True)
+
+
+def prepare_store(uri: str) -> None:
+    """Make a sqlite store ready for MlflowClient: writable, complete, made by one process only."""
+    path = sqlite_path(uri)
+    if path is None or uri in _ready:
+        return
+    check_writable(path)
+    if store_state(path) != "ready":
+        with store_lock(uri):
+            _remove_stale_temporaries(path)
+            state = store_state(path)  # another process may have made it while we waited
+            if state == "outdated":
+                raise TrackingError(f"tracking store {path} has runs but an older MLflow schema; upgrade it with "
+                                    f"`mlflow db upgrade sqlite:///{path}` (back it up first)")
+            if state != "ready":
+                if state == "partial":
+                    log.warning("tracking store %s was left half-initialised (a killed first use): re-creating it",
+                                path)
+                    for suffix in ("", "-journal", "-wal", "-shm"):
+                        path.with_name(path.name + suffix).unlink(missing_ok=True)
+                log.info("creating the tracking store %s", path)
+                try:
+                    _create(path)
+                except Exception as exc:
+                    raise TrackingError(f"tracking store {path}: cannot create it ({one_line(exc)}); check the "
+                                        f"folder is writable and has space") from None
+    _ready.add(uri)
