@@ -35,6 +35,7 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from benchmark.artifacts import download_table
 from benchmark.errors import GroupbenchError, TrackingError
 from benchmark.stats import ALPHA, holm, paired_test, verdict
 from benchmark.tracking import _retry_locked, git_commit, resolve_uri
@@ -541,18 +542,18 @@ def best_configuration(main: pd.DataFrame, dataset: str, k: int) -> pd.Series | 
 
 
 def per_user_table(client, runs: pd.DataFrame, missing: list[str]) -> pd.DataFrame:
-    """The per_user_metrics.csv of every run, with its seed (and fold when k-fold)."""
+    """The per_user_metrics table (.parquet or .csv) of every run, with its seed (and fold when k-fold)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file is noise
     parts = []
     with tempfile.TemporaryDirectory() as tmp:
         for run in runs.itertuples(index=False):
             try:
-                path = _retry_locked(client.download_artifacts, run.run_id, "per_user_metrics.csv",
-                                     str(Path(tmp) / run.run_id))
+                # Parquet or CSV, whichever the run logged (artifacts.format)
+                table = _retry_locked(download_table, client, run.run_id, "per_user_metrics", Path(tmp) / run.run_id)
             except Exception:  # absent artifact: listed in the report, never silently dropped
                 missing.append(run.run_id)
                 continue
-            parts.append(pd.read_csv(path).assign(seed=run.seed))
+            parts.append(table.assign(seed=run.seed))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 

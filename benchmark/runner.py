@@ -19,6 +19,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from benchmark.artifacts import check_format, table_name
 from benchmark.errors import GroupbenchError, require
 from benchmark.evaluation import EvalContext, checked_predictions, evaluate
 import benchmark.group_eval  # registers the group-level and cold-start evaluators; validates eval.group
@@ -84,6 +85,11 @@ def validate(cfg: DictConfig) -> None:
     require(int(cfg.eval.k) >= 1, f"eval.k={cfg.eval.k} must be >= 1")
     benchmark.group_eval.validate_config(cfg.eval)
     require(isinstance(cfg.seed, int) and cfg.seed >= 0, f"seed={cfg.seed} must be a non-negative integer")
+    check_format(artifact_format(cfg))
+
+
+def artifact_format(cfg: DictConfig) -> str:
+    return OmegaConf.select(cfg, "artifacts.format", default="parquet")
 
 
 def build_tracker(cfg: DictConfig) -> Tracker:
@@ -128,8 +134,9 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
         metrics = aggregate(fold_metrics)
         predictions = pd.concat(frames, ignore_index=True)
         logger.log_metrics(metrics)
-        artifacts: dict[str, Any] = {"predictions.csv": predictions}
-        artifacts.update({f"{name}.csv": pd.concat(parts, ignore_index=True) for name, parts in tables.items()})
+        fmt = artifact_format(cfg)
+        artifacts: dict[str, Any] = {table_name("predictions", fmt): predictions}
+        artifacts.update({table_name(name, fmt): pd.concat(parts, ignore_index=True) for name, parts in tables.items()})
         logger.log_artifacts(artifacts)
         log.info("%s: %s", run_name(cfg), ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()
                                                     if not k.endswith("_std")))
