@@ -418,7 +418,9 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 print(f"  {model}: {time.perf_counter() - started:.1f} s, peak RSS {result['job_peak_rss_mb']:,.0f} MB "
                       f"(estimated {estimate / 2 ** 20:,.0f} MB), "
-                      + ", ".join(f"{k} {v:.2f}" for k, v in result["seconds"].items()), flush=True)
+                      + ", ".join(f"{k} {v:.2f}" for k, v in result["seconds"].items())
+                      + (f", {result['seconds_per_epoch']:.2f} s/epoch" if result.get("seconds_per_epoch") else ""),
+                      flush=True)
             results.append(result)
             # after every job, so a run stopped half-way keeps what it measured (--from-json reads it)
             args.out.mkdir(parents=True, exist_ok=True)
