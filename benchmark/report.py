@@ -35,6 +35,7 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from benchmark.artifacts import download_table
 from benchmark.errors import GroupbenchError, TrackingError
 from benchmark.selection import SELECTION_RULE, VALIDATION_METRIC, best_by_validation, fill_val_rmse, tuned_trials
 from benchmark import report_sections as sections
@@ -577,23 +578,23 @@ def best_configuration(main: pd.DataFrame, dataset: str, k: int) -> pd.Series | 
 
 
 def per_user_table(client, runs: pd.DataFrame, missing: list[str]) -> pd.DataFrame:
-    """The per_user_metrics.csv of every run (joined with its per_user_full_metrics.csv, columns
-    ``full_<metric>``, when logged), with its seed (and fold when k-fold)."""
+    """The per_user_metrics table (.parquet or .csv) of every run (joined with its per_user_full_metrics
+    table, columns ``full_<metric>``, when logged), with its seed (and fold when k-fold)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file is noise
     parts = []
     with tempfile.TemporaryDirectory() as tmp:
         for run in runs.itertuples(index=False):
             try:
-                path = _retry_locked(client.download_artifacts, run.run_id, "per_user_metrics.csv",
-                                     str(Path(tmp) / run.run_id))
+                # Parquet or CSV, whichever the run logged (artifacts.format)
+                table = _retry_locked(download_table, client, run.run_id, "per_user_metrics", Path(tmp) / run.run_id)
             except Exception:  # absent artifact: listed in the report, never silently dropped
                 missing.append(run.run_id)
                 continue
             # runs logged before the per-user errors were named for their unit
-            table = pd.read_csv(path).rename(columns={"rmse": "user_rmse", "mae": "user_mae"})
+            table = table.rename(columns={"rmse": "user_rmse", "mae": "user_mae"})
             try:
-                full = pd.read_csv(_retry_locked(client.download_artifacts, run.run_id, "per_user_full_metrics.csv",
-                                                 str(Path(tmp) / run.run_id)))
+                full = _retry_locked(download_table, client, run.run_id, "per_user_full_metrics",
+                                     Path(tmp) / run.run_id)
                 keys = [c for c in ("user", "fold") if c in table and c in full]
                 full = full.drop(columns=["n_relevant", "n_candidates"], errors="ignore")
                 table = table.merge(full.rename(columns={c: f"full_{c}" for c in full if c not in keys}),

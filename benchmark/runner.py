@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from benchmark import claims, divergence, orphans
 from benchmark.config_schema import check_threshold, validate_config
 from benchmark.errors import GroupbenchError
+from benchmark.artifacts import check_format, table_name
 from benchmark.evaluation import EvalContext, checked_predictions, evaluate
 import benchmark.group_eval  # registers the group-level and cold-start evaluators; validates eval.group
 from benchmark.cache import ProtocolCache
@@ -109,6 +110,11 @@ def validate(cfg: DictConfig) -> None:
     validate_config(cfg)  # types and ranges of every known key (benchmark/config_schema.py)
     benchmark.group_eval.validate_config(cfg.eval)
     check_removed_keys(cfg.get("trainer"))  # every model: a removed key must not pass silently
+    check_format(artifact_format(cfg))
+
+
+def artifact_format(cfg: DictConfig) -> str:
+    return OmegaConf.select(cfg, "artifacts.format", default="parquet")
 
 
 def build_tracker(cfg: DictConfig) -> Tracker:
@@ -166,8 +172,10 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
         predictions = pd.concat(frames, ignore_index=True)
         with stage("log"):
             logger.log_metrics(metrics)
-            artifacts: dict[str, Any] = {"predictions.csv": predictions}
-            artifacts.update({f"{name}.csv": pd.concat(parts, ignore_index=True) for name, parts in tables.items()})
+            fmt = artifact_format(cfg)
+            artifacts: dict[str, Any] = {table_name("predictions", fmt): predictions}
+            artifacts.update({table_name(name, fmt): pd.concat(parts, ignore_index=True)
+                              for name, parts in tables.items()})
             logger.log_artifacts(artifacts)
         log.info("%s: %s", run_name(cfg), ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()
                                                     if not k.endswith("_std")))

@@ -178,13 +178,16 @@ class RunLogger:
             _retry_locked(self.client.log_batch, self.run_id, metrics=items[start:start + MAX_BATCH])
 
     def log_artifacts(self, files: dict[str, Any]) -> None:
-        """name -> DataFrame (CSV), dict/list (JSON), str (text) or Path (copied), all in one upload."""
+        """name -> DataFrame (Parquet or CSV by the name's suffix), dict/list (JSON), str (text) or Path
+        (copied), all in one upload."""
+        from benchmark.artifacts import write_table
+
         with tempfile.TemporaryDirectory() as tmp:
             for name, content in files.items():
                 path = Path(tmp) / name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if isinstance(content, pd.DataFrame):
-                    content.to_csv(path, index=False)
+                    write_table(content, path)
                 elif isinstance(content, (dict, list)):
                     path.write_text(json.dumps(content, indent=2, default=str))
                 elif isinstance(content, Path):

@@ -14,6 +14,7 @@ from benchmark.runner import instantiate, run  # instantiate re-raises our one-l
 from mlflow.tracking import MlflowClient
 
 import models.dmtl as dmtl
+from benchmark.artifacts import read_table
 from benchmark.errors import ConfigError, TrainingError
 from benchmark.split import holdout_mask
 
@@ -161,11 +162,11 @@ def test_run_records_epochs_diagnostics_and_artifacts(synthetic_runs, tmp_path):
     for key in ("profile_precision_macro", "profile_recall_macro", "profile_f1_macro", "precision_at_10"):
         assert key in result.metrics
     folder = client.download_artifacts(result.run_id, "", str(tmp_path))
-    attention = pd.read_csv(f"{folder}/attention_by_feature.csv")
+    attention = read_table(f"{folder}/attention_by_feature.parquet")
     assert sorted(attention["feature"]) == [f"genre_{j}" for j in range(8)]
-    history = pd.read_csv(f"{folder}/training_history.csv")
+    history = read_table(f"{folder}/training_history.parquet")
     assert len(history) == epochs
-    assert len(pd.read_csv(f"{folder}/predictions.csv")) == len(result.predictions)
+    assert len(read_table(f"{folder}/predictions.parquet")) == len(result.predictions)
 
 
 def test_same_seed_gives_identical_metrics(synthetic_runs):

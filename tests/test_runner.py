@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from benchmark.artifacts import download_table, read_table
+from benchmark.errors import ConfigError
 from benchmark.runner import config_hash, run
 from benchmark.tracking import Tracker
 from tests.conftest import data_root
@@ -21,7 +23,7 @@ BASELINES = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml") if p
 
 
 def artifact_frame(client: MlflowClient, run_id: str, name: str, tmp_path: Path) -> pd.DataFrame:
-    return pd.read_csv(client.download_artifacts(run_id, name, str(tmp_path)))
+    return read_table(client.download_artifacts(run_id, name, str(tmp_path)))
 
 
 def test_single_run_logs_everything(make_cfg, tracking_uri, tmp_path):
@@ -38,13 +40,13 @@ def test_single_run_logs_everything(make_cfg, tracking_uri, tmp_path):
     tags = logged.data.tags
     assert tags["config_hash"] == config_hash(cfg) and len(tags["dataset_sha256"]) == 64
     assert tags["git_commit"]
-    predictions = artifact_frame(client, result.run_id, "predictions.csv", tmp_path)
+    predictions = artifact_frame(client, result.run_id, "predictions.parquet", tmp_path)
     assert list(predictions.columns) == ["user", "item", "rating", "prediction"]
     assert len(predictions) == len(result.predictions) > 900  # ~20% of 4,798 pairs
     # the logged rmse is the rmse of the logged predictions
     err = predictions.prediction - predictions.rating
     assert logged.data.metrics["rmse"] == pytest.approx(((err ** 2).mean()) ** 0.5)
-    per_user = artifact_frame(client, result.run_id, "per_user_metrics.csv", tmp_path)
+    per_user = artifact_frame(client, result.run_id, "per_user_metrics.parquet", tmp_path)
     assert per_user.precision.mean() == pytest.approx(logged.data.metrics["precision_at_10"])
 
 
@@ -93,7 +95,7 @@ def test_kfold_svd_matches_surprise_published_rmse(make_cfg, tracking_uri, tmp_p
     assert abs(result.metrics["rmse"] - 0.934) < 0.01
     assert result.metrics["rmse_std"] > 0
     client = MlflowClient(tracking_uri)
-    predictions = artifact_frame(client, result.run_id, "predictions.csv", tmp_path)
+    predictions = artifact_frame(client, result.run_id, "predictions.parquet", tmp_path)
     assert sorted(predictions.fold.unique()) == [0, 1, 2, 3, 4] and len(predictions) == 100_000
     # the logged headline is the mean of the per-fold values, each computed from its fold's rows
     logged = client.get_run(result.run_id).data.metrics

@@ -279,7 +279,7 @@ def test_mlflow_server_receives_a_smoke_sweep(tmp_path: Path, mlflow_server: str
     from mlflow.tracking import MlflowClient
 
     artifacts = {a.path for a in MlflowClient(tracking_uri=mlflow_server).list_artifacts(children[0].info.run_id)}
-    assert {"config.yaml", "predictions.csv"} <= artifacts
+    assert {"config.yaml", "predictions.parquet"} <= artifacts
     rerun = harness(tmp_path, "+sweep=smoke", "model=svd,baseline_only", uri=mlflow_server)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     parents, jobs = runs(mlflow_server, "smoke")
