@@ -22,6 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from benchmark.errors import GroupbenchError, require
 from benchmark.evaluation import EvalContext, checked_predictions, evaluate
 import benchmark.group_eval  # registers the group-level and cold-start evaluators; validates eval.group
+from benchmark import provenance, saved_models
+from benchmark.provenance import flatten  # noqa: F401 - importable from here, as before
 from benchmark.tracking import Tracker, git_commit
 from models.base import Diagnosed, FitContext, Tagged
 
@@ -64,17 +66,6 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def run_name(cfg: DictConfig) -> str:
     return f"{cfg.model.name}/{cfg.dataset.name}/seed{cfg.seed}"
 
@@ -97,14 +88,18 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
     base_tags = {"groupbench.role": "job", "config_hash": config_hash(cfg), "git_commit": git_commit(),
                  "model": cfg.model.name,
                  "dataset": cfg.dataset.name, "seed": str(cfg.seed), **(tags or {})}
-    # sweep jobs tag what varies; the run name shows it (e.g. dmtl/ml100k/seed0 lambda_profile=0.5)
-    variant = " ".join(f"{key.split('.')[-1]}={value}" for key, value in base_tags.items()
-                       if key.startswith("varies.") and key.split(".", 1)[1] not in ("model", "dataset", "seed"))
-    name = f"{run_name(cfg)} {variant}".strip()
-    with tracker.run(name, tags=base_tags, parent_run_id=parent_run_id) as logger:
-        logger.log_params(flatten(to_container(cfg)))
+    # sweep jobs tag what varies; the run name shows it first (e.g. λ=0.5 · dmtl · ml100k · s0)
+    varies = {key.split(".", 1)[1]: value for key, value in base_tags.items() if key.startswith("varies.")}
+    base_tags.update({**provenance.config_tags(cfg, RESULT_KEYS), **provenance.package_versions(),
+                      "mlflow.note.content": provenance.describe_run(cfg, varies, base_tags.get("sweep"))})
+    if parent_run_id is None:
+        provenance.set_experiment_description(tracker.client, tracker.experiment_id,
+                                              provenance.describe_experiment(tracker.experiment_name))
+    with tracker.run(provenance.display_name(cfg, varies), tags=base_tags, parent_run_id=parent_run_id) as logger:
+        logger.log_params(provenance.run_params(cfg, RESULT_KEYS))
         logger.log_artifacts({"config.yaml": OmegaConf.to_yaml(cfg, resolve=True)})
         validate(cfg)
+        saved_models.policy(cfg.get("artifacts"))
         instantiate(cfg.model, seed=cfg.seed)  # validates the model's config before any data work
 
         dataset = instantiate(cfg.dataset.loader, root=cfg.data.root, download=cfg.data.download,
@@ -115,6 +110,7 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
                          **{f"dataset_note.{key}": note for key, note in dataset.notes.items()}})
         require(float(cfg.eval.threshold) <= dataset.rating_scale[1],
                 f"eval.threshold={cfg.eval.threshold} is above the rating scale's top {dataset.rating_scale[1]}")
+        provenance.log_dataset_input(logger, dataset)
 
         splits = instantiate(cfg.split)(dataset.ratings, seed=cfg.seed)
         fold_metrics, frames, tables = [], [], {}
@@ -131,8 +127,7 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
         artifacts: dict[str, Any] = {"predictions.csv": predictions}
         artifacts.update({f"{name}.csv": pd.concat(parts, ignore_index=True) for name, parts in tables.items()})
         logger.log_artifacts(artifacts)
-        log.info("%s: %s", run_name(cfg), ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()
-                                                    if not k.endswith("_std")))
+        log.debug("%s: %s", run_name(cfg), ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         return JobResult(logger.run_id, metrics, predictions)
 
 
@@ -148,6 +143,11 @@ def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int):
     started = time.perf_counter()
     model.fit(split.train, context)
     fit_seconds = time.perf_counter() - started
+    if split.fold == 0:  # k-fold runs keep the first fold's model
+        blob, note = saved_models.serialize(model, cfg.get("artifacts"))
+        logger.set_tags({"model_artifact": note})
+        if blob is not None:
+            logger.log_artifacts({saved_models.ARTIFACT: blob})
 
     started = time.perf_counter()
     prediction = checked_predictions(model, split.test)

@@ -172,7 +172,7 @@ class RunLogger:
             _retry_locked(self.client.log_batch, self.run_id, metrics=items[start:start + MAX_BATCH])
 
     def log_artifacts(self, files: dict[str, Any]) -> None:
-        """name -> DataFrame (CSV), dict/list (JSON), str (text) or Path (copied), all in one upload."""
+        """name -> DataFrame (CSV), dict/list (JSON), str (text), bytes or Path (copied), all in one upload."""
         with tempfile.TemporaryDirectory() as tmp:
             for name, content in files.items():
                 path = Path(tmp) / name
@@ -181,6 +181,8 @@ class RunLogger:
                     content.to_csv(path, index=False)
                 elif isinstance(content, (dict, list)):
                     path.write_text(json.dumps(content, indent=2, default=str))
+                elif isinstance(content, bytes):
+                    path.write_bytes(content)
                 elif isinstance(content, Path):
                     path.write_bytes(content.read_bytes())
                 else:
