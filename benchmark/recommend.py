@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{header}\nrun {run.run_id} ({run.name}), model {run.config.model.name}, dataset {dataset.name}")
+    if table.empty:
+        print("no candidate left: every catalogue item has been rated")
+        return 0
     with pd.option_context("display.width", 200, "display.max_colwidth", 70):
         shown = with_titles(table, dataset)
         width = int(shown["title"].str.len().max()) if len(shown) else 0
