@@ -81,6 +81,14 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def source_tags(commit: str) -> dict[str, str]:
+    """MLflow's own source tags, so the runs table's Source column names the command and commit."""
+    tags = {"mlflow.source.name": "python -m benchmark", "mlflow.source.type": "LOCAL"}
+    if commit and commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")
+    return tags
+
+
 def short_name(key: str) -> str:
     return SHORT_NAMES.get(key, key.rsplit(".", 1)[-1])
 

@@ -91,6 +91,7 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
     # sweep jobs tag what varies; the run name shows it first (e.g. λ=0.5 · dmtl · ml100k · s0)
     varies = {key.split(".", 1)[1]: value for key, value in base_tags.items() if key.startswith("varies.")}
     base_tags.update({**provenance.config_tags(cfg, RESULT_KEYS), **provenance.package_versions(),
+                      **provenance.source_tags(base_tags["git_commit"]),
                       "mlflow.note.content": provenance.describe_run(cfg, varies, base_tags.get("sweep"))})
     if parent_run_id is None:
         provenance.set_experiment_description(tracker.client, tracker.experiment_id,
