@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import time
@@ -25,6 +26,7 @@ from typing import Any, Mapping
 
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.pandas_dataset import PandasDataset
+from mlflow.entities import Dataset as DatasetEntity
 from mlflow.entities import DatasetInput, InputTag
 from omegaconf import DictConfig, OmegaConf
 
@@ -178,12 +180,17 @@ def log_dataset_input(logger, dataset, context: str = "ratings") -> None:
     MLflow's 36-character digest column), source = the files read, the ratings' schema and size."""
     from benchmark.tracking import _retry_locked
 
-    data = PandasDataset(dataset.ratings, source=FilesSource(sorted(dataset.files_sha256)), name=dataset.name,
-                         digest=dataset.sha256[:36], targets="rating")
+    ratings = dataset.ratings
     with warnings.catch_warnings():  # MLflow's hint about integer columns concerns model signatures
         warnings.simplefilter("ignore", UserWarning)
-        entity = DatasetInput(dataset=data._to_mlflow_entity(),
-                              tags=[InputTag(key="mlflow.data.context", value=context)])
+        # the schema from a few rows: inferring it from all of ML-100K's costs 0.13 s per job
+        schema = PandasDataset(ratings.head(100), source=FilesSource([]), targets="rating")._to_mlflow_entity().schema
+    source = FilesSource(sorted(dataset.files_sha256))
+    entity = DatasetInput(
+        dataset=DatasetEntity(name=dataset.name, digest=dataset.sha256[:36], source_type=source._get_source_type(),
+                              source=json.dumps(source.to_dict()), schema=schema,
+                              profile=json.dumps({"num_rows": len(ratings), "num_elements": int(ratings.size)})),
+        tags=[InputTag(key="mlflow.data.context", value=context)])
     try:
         _retry_locked(logger.client.log_inputs, logger.run_id, datasets=[entity])
     except Exception:  # parallel jobs may insert the experiment's dataset row at once: the second finds it
