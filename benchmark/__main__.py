@@ -30,21 +30,32 @@ def admit_removed_keys(argv: list[str]) -> list[str]:
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | dict | None:
-    from benchmark.runner import run
+    from benchmark.runner import build_tracker, run
     from benchmark.sweep import in_sweep, run_sweep_job
     from benchmark.tune import run_tuned, tuning
 
     if in_sweep(cfg):  # a job launched by the sweeper: a failure is reported to it, never exits
         return run_sweep_job(cfg)
     try:
-        result = run_tuned(cfg) if tuning(cfg) else run(cfg)
+        tracker = build_tracker(cfg)
+        result = run_tuned(cfg, tracker=tracker) if tuning(cfg) else run(cfg, tracker=tracker)
     except GroupbenchError as exc:
         log.error("error: %s", one_line(exc))
         sys.exit(2)
     except Exception as exc:  # the run is already marked FAILED with this message
         log.exception("error: %s: %s (the MLflow run is marked FAILED)", type(exc).__name__, exc)
         sys.exit(1)
+    print_summary(cfg, tracker, result)
     return result.metrics.get("rmse")
+
+
+def print_summary(cfg: DictConfig, tracker, result) -> None:
+    """Headline metrics and the next commands (UI, report, recommend) at the end of a single run."""
+    from benchmark import provenance, saved_models, summary
+
+    saved = any(f.path == saved_models.ARTIFACT for f in tracker.client.list_artifacts(result.run_id))
+    summary.print_run(provenance.display_name(cfg), result.run_id, result.metrics, tracker.uri,
+                      tracker.experiment_name, saved, user=result.predictions["user"].min())
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from benchmark.evaluation import EvalContext, checked_predictions, evaluate
 import benchmark.group_eval  # registers the group-level and cold-start evaluators; validates eval.group
 from benchmark.cache import ProtocolCache
 import benchmark.full_ranking  # registers the full-catalogue top-N evaluator (full_* metrics)
+from benchmark import provenance, saved_models
+from benchmark.provenance import flatten  # noqa: F401 - importable from here, as before
 from benchmark.tracking import Tracker, git_commit
 from models.base import Diagnosed, FitContext
 from models.trainer import check_removed_keys
@@ -90,17 +92,6 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def run_name(cfg: DictConfig) -> str:
     return f"{cfg.model.name}/{cfg.dataset.name}/seed{cfg.seed}"
 
@@ -133,16 +124,21 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
     base_tags = {"groupbench.role": "job", "config_hash": config_hash(cfg), "git_commit": git_commit(),
                  "model": cfg.model.name,
                  "dataset": cfg.dataset.name, "seed": str(cfg.seed), **(tags or {})}
-    # sweep jobs tag what varies; the run name shows it (e.g. dmtl/ml100k/seed0 lambda_profile=0.5)
-    variant = " ".join(f"{key.split('.')[-1]}={value}" for key, value in base_tags.items()
-                       if key.startswith("varies.") and key.split(".", 1)[1] not in ("model", "dataset", "seed"))
-    name = f"{run_name(cfg)} {variant}".strip()
-    with tracker.run(name, tags=base_tags, parent_run_id=parent_run_id) as logger:
+    # sweep jobs tag what varies; the run name shows it first (e.g. λ=0.5 · dmtl · ml100k · s0)
+    varies = {key.split(".", 1)[1]: value for key, value in base_tags.items() if key.startswith("varies.")}
+    base_tags.update({**provenance.config_tags(cfg, RESULT_KEYS), **provenance.package_versions(),
+                      **provenance.source_tags(base_tags["git_commit"]),
+                      "mlflow.note.content": provenance.describe_run(cfg, varies, base_tags.get("sweep"))})
+    if parent_run_id is None:
+        provenance.set_experiment_description(tracker.client, tracker.experiment_id,
+                                              provenance.describe_experiment(tracker.experiment_name))
+    with tracker.run(provenance.display_name(cfg, varies), tags=base_tags, parent_run_id=parent_run_id) as logger:
         stage, models = Stages(), []
         with stage("log"):
-            logger.log_params(flatten(to_container(cfg)))
+            logger.log_params(provenance.run_params(cfg, RESULT_KEYS))
             logger.log_artifacts({"config.yaml": OmegaConf.to_yaml(cfg, resolve=True)})
         validate(cfg)
+        saved_models.policy(cfg.get("artifacts"))
         instantiate(cfg.model, seed=cfg.seed)  # validates the model's config before any data work
         protocol = ProtocolCache(cfg)
 
@@ -156,6 +152,8 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
                          **{f"dataset_sha256.{name}": digest for name, digest in dataset.files_sha256.items()},
                          **{f"dataset_note.{key}": note for key, note in dataset.notes.items()}})
         check_threshold(cfg.eval.threshold, dataset.rating_scale)
+        with stage("log"):
+            provenance.log_dataset_input(logger, dataset)
 
         with stage("split"):
             splits = protocol.splits(lambda: instantiate(cfg.split)(dataset.ratings, seed=cfg.seed))
@@ -177,8 +175,7 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
             artifacts.update({table_name(name, fmt): pd.concat(parts, ignore_index=True)
                               for name, parts in tables.items()})
             logger.log_artifacts(artifacts)
-        log.info("%s: %s", run_name(cfg), ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()
-                                                    if not k.endswith("_std")))
+        log.debug("%s: %s", run_name(cfg), ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         metrics.update(stage.metrics())  # the last log stage's own writes excluded
         logger.log_metrics(stage.metrics())
         logger.set_tags({"protocol_cache": protocol.summary()})
@@ -203,6 +200,12 @@ def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int, stage: Stage
         model.fit(split.train, context)
         fit_seconds = time.perf_counter() - started
     divergence.check_model(model)  # worse than the training mean on validation: a failure
+    if split.fold == 0:  # k-fold runs keep the first fold's model
+        with stage("log"):
+            blob, note = saved_models.serialize(model, cfg.get("artifacts"))
+            logger.set_tags({"model_artifact": note})
+            if blob is not None:
+                logger.log_artifacts({saved_models.ARTIFACT: blob})
 
     with stage("predict"):
         started = time.perf_counter()

@@ -10,15 +10,16 @@ The sweeper (``hydra/sweeper=groupbench``, the default) does, in order:
    the λ grid) runs once; a bad override fails here, before anything runs;
 3. skips jobs whose config hash already has a FINISHED job run in the experiment (``resume=true``);
 4. opens the parent run ``sweep:<name>`` (tags ``groupbench.role=sweep``, ``sweep=<name>``) before
-   any job starts, and hands its id, the sweep's name and the job's swept values to each job as
-   ``++sweep_run.*`` overrides with an absolute ``tracking.uri``: config travels with the job to
-   joblib and submitit workers, where environment variables might not;
+   any job starts, and hands its id, the sweep's name, the absolute tracking URI and the job's
+   swept values to each job as one ``hydra.job.env_set.GROUPBENCH_SWEEP_RUN`` override: it travels
+   with the job's config to joblib and submitit workers, Hydra sets it as an environment variable
+   around the job only, launchers do not print ``hydra.*`` overrides, and it is never a param;
 5. launches the rest with the configured launcher (basic, joblib, submitit); a failing job is
    FAILED in MLflow and reported, never fatal;
 6. logs n_jobs / n_finished / n_failed / n_skipped / wall_seconds on the parent, prints a summary
    and exits 1 when any job failed (the parent is then FAILED, else FINISHED).
 
-The job side is :func:`run_sweep_job`, called by ``benchmark.__main__`` when ``sweep_run`` is set.
+The job side is :func:`run_sweep_job`, called by ``benchmark.__main__`` when ``GROUPBENCH_SWEEP_RUN`` is set.
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 
+from benchmark import provenance, summary
 from benchmark.errors import ConfigError, GroupbenchError
 
 log = logging.getLogger("benchmark.sweep")
 
 KEY_METRIC = "rmse"  # the metric of the per-job progress line
+SWEEP_ENV = "GROUPBENCH_SWEEP_RUN"  # the sweep's bookkeeping for one job (JSON), set by Hydra around the job
 
 
 class SweepFailed(GroupbenchError):
@@ -260,7 +263,12 @@ class SweeperBase(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
-        tags = {"groupbench.role": "sweep", "sweep": self.name, "git_commit": git_commit()}
+        tags = {"groupbench.role": "sweep", "sweep": self.name, "git_commit": git_commit(),
+                **provenance.package_versions(),
+                "mlflow.note.content": f"Sweep `{self.name}`: {len(jobs)} jobs ({len(skipped)} already FINISHED); "
+                                       f"overrides: `{' '.join(arguments) or '(none)'}`."}
+        provenance.set_experiment_description(tracker.client, tracker.experiment_id, provenance.describe_experiment(
+            tracker.experiment_name, self.name, self.grids))
         outcomes: list[Outcome] = [Outcome("SKIPPED", job.name) for job in skipped]
         try:
             with tracker.run(f"sweep:{self.name}", tags=tags) as parent:
@@ -272,14 +280,13 @@ class SweeperBase(Sweeper):
                                        "n_jobs", self.config.hydra.launcher.get("array_parallelism", 1)),
                                    "resume": self.config.get("resume", True)})
                 parent.log_metrics({"n_jobs": len(jobs), "n_skipped": len(skipped)})
-                common = [f"++sweep_run.name={_quote(self.name)}", f"++sweep_run.parent_run_id={_quote(parent.run_id)}",
-                          f"++sweep_run.total={len(todo)}", f"tracking.uri={_quote(tracker.uri)}"]
+                common = {"name": self.name, "parent_run_id": parent.run_id, "total": len(todo),
+                          "tracking_uri": tracker.uri}
                 size = self.max_batch_size or max(len(todo), 1)
                 for start in range(0, len(todo), size):
                     batch = todo[start:start + size]
-                    overrides = [job.overrides + common + [f"++sweep_run.index={start + n + 1}",
-                                                           f"++sweep_run.varies={_quote(json.dumps(job.varies))}"]
-                                 for n, job in enumerate(batch)]
+                    overrides = [job.overrides + [f"hydra.job.env_set.{SWEEP_ENV}=" + _quote(json.dumps(
+                        {**common, "index": start + n + 1, "varies": job.varies}))] for n, job in enumerate(batch)]
                     outcomes += self._launch(batch, overrides, start)
                 counts = {status: sum(o.status == status for o in outcomes) for status in ("FINISHED", "FAILED")}
                 wall = time.perf_counter() - started
@@ -287,6 +294,7 @@ class SweeperBase(Sweeper):
                                     "wall_seconds": wall})
                 failures = [o for o in outcomes if o.status == "FAILED"]
                 report(self.name, outcomes, wall)
+                print("\n".join(summary.next_steps(tracker.uri, tracker.experiment_name)), file=sys.stderr, flush=True)
                 if failures:
                     raise SweepFailed(f"{len(failures)} of {len(jobs)} jobs failed: "
                                       + "; ".join(f"{o.name}: {o.error}" for o in failures)[:1000])
@@ -333,7 +341,7 @@ def report(name: str, outcomes: list[Outcome], wall: float) -> None:
 
 
 def in_sweep(cfg: DictConfig) -> bool:
-    return bool(OmegaConf.select(cfg, "sweep_run.parent_run_id", default=None))
+    return bool(os.environ.get(SWEEP_ENV))
 
 
 @lru_cache(maxsize=4)
@@ -350,17 +358,19 @@ def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:
     from benchmark.runner import run, run_name
     from benchmark.tune import run_tuned, tuning
 
-    info = cfg.sweep_run
+    info = json.loads(os.environ[SWEEP_ENV])
     started = time.perf_counter()
     name = run_name(cfg)
-    tags = {"sweep": str(info.name), **{f"varies.{k}": v for k, v in json.loads(info.varies or "{}").items()}}
+    with open_dict(cfg):  # the store the sweeper opened, as an absolute URI (the job may run elsewhere)
+        cfg.tracking.uri = info["tracking_uri"]
+    tags = {"sweep": str(info["name"]), **{f"varies.{k}": v for k, v in info["varies"].items()}}
     outcome = Outcome("FAILED", name)
     try:
         tracker = _tracker(cfg.tracking.uri, cfg.tracking.experiment)
         if tuning(cfg):  # a tuned job resumes through its study's finished trials and its grid hash
-            result = run_tuned(cfg, tracker=tracker, parent_run_id=str(info.parent_run_id), tags=tags)
+            result = run_tuned(cfg, tracker=tracker, parent_run_id=str(info["parent_run_id"]), tags=tags)
         else:
-            result = run(cfg, tracker=tracker, parent_run_id=str(info.parent_run_id), tags=tags,
+            result = run(cfg, tracker=tracker, parent_run_id=str(info["parent_run_id"]), tags=tags,
                          claim=bool(cfg.get("resume", True)))
         outcome = Outcome("FINISHED", name, run_id=result.run_id, metric=result.metrics.get(KEY_METRIC),
                           fit_seconds=result.metrics.get("fit_seconds", 0.0),
@@ -376,8 +386,9 @@ def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:
             log.debug("job %s failed", name, exc_info=True)
     outcome.seconds = time.perf_counter() - started
     metric = f"{KEY_METRIC}={outcome.metric:.4f}" if outcome.metric is not None else f"{KEY_METRIC}=-"
-    line = (f"[{info.index}/{info.total}] {outcome.status} {cfg.model.name} {cfg.dataset.name} seed={cfg.seed} "
-            f"{metric} {outcome.seconds:.1f}s")
+    swept = "".join(f" {value}" for value in provenance.swept_values(info["varies"]))
+    line = (f"[{info['index']}/{info['total']}] {outcome.status} {cfg.model.name} {cfg.dataset.name} seed={cfg.seed}"
+            f"{swept} {metric} {outcome.seconds:.1f}s")
     if outcome.status == "FAILED":
         log.error("%s: %s", line, outcome.error)
     elif outcome.status == "SKIPPED":

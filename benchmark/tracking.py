@@ -178,8 +178,8 @@ class RunLogger:
             _retry_locked(self.client.log_batch, self.run_id, metrics=items[start:start + MAX_BATCH])
 
     def log_artifacts(self, files: dict[str, Any]) -> None:
-        """name -> DataFrame (Parquet or CSV by the name's suffix), dict/list (JSON), str (text) or Path
-        (copied), all in one upload."""
+        """name -> DataFrame (Parquet or CSV by the name's suffix), dict/list (JSON), str (text), bytes or
+        Path (copied), all in one upload."""
         from benchmark.artifacts import write_table
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -190,6 +190,8 @@ class RunLogger:
                     write_table(content, path)
                 elif isinstance(content, (dict, list)):
                     path.write_text(json.dumps(content, indent=2, default=str))
+                elif isinstance(content, bytes):
+                    path.write_bytes(content)
                 elif isinstance(content, Path):
                     path.write_bytes(content.read_bytes())
                 else:

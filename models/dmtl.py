@@ -347,6 +347,13 @@ class DMTL(Recommender):
                 "entropy_ratio_when_present": np.where(count > 0, (entropy[:, None] * present).sum(0) / count, np.nan),
             }).sort_values("attention_when_present", ascending=False, ignore_index=True)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # a saved model (model.pkl) keeps what predicting needs, not the encoded training rows
+        state = self.__dict__.copy()
+        for name in ("fit_data", "val_data"):
+            state.pop(name, None)
+        return state
+
     def diagnostics(self) -> dict[str, float]:
         return dict(self._diagnostics)
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.runner import RESULT_KEYS
+
 TIMEOUT = 600  # per subprocess; a hang fails the test instead of the suite
 
 
@@ -94,6 +96,10 @@ def check_sweep(parent, jobs, name: str, finished: int, failed: int = 0, skipped
     assert len(children) == finished + failed
     for child in children:
         tags = child.data.tags
+        # params hold the result-deciding config only: no sweep bookkeeping, paths or tracking settings
+        assert child.data.params and all(key.split(".")[0] in RESULT_KEYS for key in child.data.params), \
+            sorted(child.data.params)
+        assert tags["config.tracking.uri"].startswith(("sqlite:///", "http://"))
         assert tags["sweep"] == name
         assert len(tags["config_hash"]) == 16 and tags["git_commit"]
         assert tags["varies.dataset"] == "synthetic" and tags["varies.model"] == tags["model"]
@@ -132,9 +138,15 @@ def test_smoke_sweep_then_rerun_skips_everything(tmp_path: Path) -> None:
     children = check_sweep(parents[0], jobs, "smoke", finished=2)
     assert {c.data.tags["config_hash"] for c in children} == set(expected)  # the sweeper's hash is the runner's
     assert all(c.info.status == "FINISHED" for c in children)
-    assert {c.data.params["trainer.max_epochs"] for c in children} == {"1"}
+    # the trainer's settings are DMTL's params (model.trainer.*), once; SVD does not read them
+    assert {c.data.tags["model"]: c.data.params.get("model.trainer.max_epochs") for c in children} == \
+        {"dmtl": "20", "svd": None}
+    assert {c.info.run_name for c in children} == {"dmtl · synthetic · s0", "svd · synthetic · s0"}
     progress = [line for line in output(first).splitlines() if "] FINISHED " in line]
     assert len(progress) == 2 and all("/2] FINISHED" in line and "rmse=" in line for line in progress)
+    launched = [line for line in output(first).splitlines() if " : model=" in line]
+    assert len(launched) == 2 and not any("sweep_run" in line or "SWEEP_RUN" in line for line in launched)
+    assert "mlflow ui --backend-store-uri " + uri in output(first)  # what to run next
 
     second = harness(tmp_path, "+sweep=smoke")
     assert second.returncode == 0, second.stderr[-3000:]
@@ -196,6 +208,10 @@ def test_failing_job_is_failed_while_siblings_finish(tmp_path: Path) -> None:
     assert status["5"].info.status == "FINISHED"
     assert status["1000"].info.status == "FAILED" and "grouping.k=1000" in status["1000"].data.tags["error"]
     assert "grouping.k=1000" in parents[0].data.tags["error"]
+    # each job line shows its swept value
+    lines = [line for line in output(done).splitlines() if "/2] " in line]
+    assert any("FINISHED svd synthetic seed=0 k=5 rmse=" in line for line in lines), lines
+    assert any("FAILED svd synthetic seed=0 k=1000 rmse=-" in line for line in lines), lines
     summary = [line for line in output(done).splitlines() if "FAILED svd/synthetic/seed0" in line]
     assert summary and "grouping.k=1000" in summary[-1]
 

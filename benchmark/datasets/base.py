@@ -35,6 +35,7 @@ class Dataset:
     group_ratings:  real group ratings, columns ``group, item, rating`` (ITM-Rec), else None.
     files_sha256:   every file read, name -> sha256; ``sha256`` combines them into one tag.
     notes:          how the loader handled the data's quirks, logged with each run.
+    item_titles:    index = item id, the item's title (ML-100K movies, ITM-Rec topics), else None.
     """
 
     name: str
@@ -46,6 +47,7 @@ class Dataset:
     groups: pd.DataFrame | None = None
     group_ratings: pd.DataFrame | None = None
     notes: dict[str, str] = field(default_factory=dict)
+    item_titles: pd.Series | None = None
 
     @property
     def sha256(self) -> str:

@@ -128,4 +128,5 @@ def load(root: str | None = None, download: bool = True, verify: bool = True) ->
     }
     return Dataset(name="itmrec", ratings=ratings, user_features=user_features, item_features=item_features,
                    rating_scale=(1.0, 5.0), files_sha256=hashes, groups=membership,
-                   group_ratings=group_ratings, notes=notes)
+                   group_ratings=group_ratings, notes=notes,
+                   item_titles=pd.Series(items.Title.str.strip().to_numpy(), index=item_index, name="title"))

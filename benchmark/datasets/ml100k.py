@@ -78,5 +78,6 @@ def load(root: str | None = None, download: bool = True, verify: bool = True) ->
     item_features.columns = [f"genre_{g}" for g in GENRES]
     return Dataset(name="ml100k", ratings=ratings, user_features=user_features, item_features=item_features,
                    rating_scale=(1.0, 5.0), files_sha256=hashes,
-                   notes={"encoding": "u.item read as latin-1 (9 titles have non-ASCII bytes)"})
+                   notes={"encoding": "u.item read as latin-1 (9 titles have non-ASCII bytes)"},
+                   item_titles=pd.Series(items.title.to_numpy(), index=item_features.index, name="title"))
 
