@@ -259,7 +259,7 @@ def test_used_batch_and_learning_rate_are_logged(make_cfg, tracking_uri):
     assert expected < 1024
     assert logged.metrics["used_batch_size"] == expected
     assert logged.metrics["used_lr"] == pytest.approx(0.004 * expected / 1024)
-    assert logged.params["trainer.batch_size"] == "1024"  # the params keep the configured value
+    assert logged.params["model.trainer.batch_size"] == "1024"  # the params keep the configured value
 
 
 # ---- the removed training-step key: one line, exit 2, a FAILED run ---------------------------

@@ -75,7 +75,7 @@ def test_run_records_clean_params_tags_dataset_and_a_model(svd_run, svd_uri, tmp
     assert "Single runs" in experiment.tags["mlflow.note.content"]
     # the saved model is the fitted one: it reproduces the logged test predictions
     model = saved_model(client, svd_run.run_id, tmp_path)
-    logged_predictions = pd.read_csv(client.download_artifacts(svd_run.run_id, "predictions.csv", str(tmp_path)))
+    logged_predictions = download_table(client, svd_run.run_id, "predictions", tmp_path)
     assert model.predict(logged_predictions) == pytest.approx(logged_predictions["prediction"].to_numpy())
     assert tags["model_artifact"].startswith("model.pkl")
 
@@ -118,7 +118,7 @@ def test_group_top_k_matches_an_independent_aggregation(svd_run, svd_uri, tmp_pa
 
 
 def test_dmtl_model_is_saved_and_ranks_by_its_predictions(make_cfg, tracking_uri, tmp_path, capsys):
-    result = run(make_cfg(*TINY, "model=dmtl", "trainer.max_epochs=2", "trainer.step=autograd",
+    result = run(make_cfg(*TINY, "model=dmtl", "trainer.max_epochs=2",
                           "trainer.progress=false"))
     client = MlflowClient(tracking_uri)
     model = saved_model(client, result.run_id, tmp_path)

@@ -441,3 +441,24 @@ def test_report_keeps_one_result_per_config_and_data_on_the_latest_data():
                          "run_id": ["r1", "r2", "r3", "r4", "r5"]})
     kept = latest_results(runs)
     assert sorted(kept["run_id"]) == ["r3", "r4", "r5"]  # r1 on other data, r2 superseded by r4
+
+
+def test_a_short_fit_still_improving_is_undertrained_not_diverged():
+    """Worse than the mean but still falling at the last epoch (max_epochs cut it), and close to the
+    mean: kept with a warning; far worse, or no longer improving: diverged."""
+    from types import SimpleNamespace
+
+    from benchmark.divergence import check_model
+    from benchmark.errors import TrainingError
+
+    def model(val_losses, best, val_mse, trivial):
+        history = [{"epoch": e, "val_rating_loss": v} for e, v in enumerate(val_losses, 1)]
+        return SimpleNamespace(name="m", history=history, best_epoch=best,
+                               validation_scores=lambda: (val_mse, trivial))
+
+    assert check_model(model([1.9, 1.5], 2, 1.5, 1.45)) is True          # still improving, 3 % worse
+    assert check_model(model([1.9, 1.2], 2, 1.2, 1.45)) is False         # better than the mean
+    with pytest.raises(TrainingError, match="diverged"):
+        check_model(model([1.4, 1.5], 1, 1.5, 1.45))                    # best epoch is not the last
+    with pytest.raises(TrainingError, match="diverged"):
+        check_model(model([9.0, 4.0], 2, 4.0, 1.45))                    # improving, but far worse
