@@ -262,8 +262,10 @@ class DMTL(Recommender):
 
     # ---- inference ---------------------------------------------------------------------------
     @torch.no_grad()
-    def _forward(self, frame: pd.DataFrame, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-        """(ratings, α) for a frame of (user, item) pairs, in chunks, in eval mode."""
+    def _forward(self, frame: pd.DataFrame, chunk: int = 65536, attention: bool = True,
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(ratings, α or None) for a frame of (user, item) pairs, in chunks, in eval mode. α holds di
+        floats per pair, so predict leaves it out (1.6M full-catalogue pairs: 200 MB)."""
         self.net.eval()
         data = self._encode(frame)
         ratings, alphas, inputs = [], [], data.inputs()
@@ -271,13 +273,15 @@ class DMTL(Recommender):
             part = [t[start:start + chunk] for t in inputs]
             rating, _, alpha = self.net(*part)
             ratings.append(rating)
-            alphas.append(alpha)
-        return torch.cat(ratings).cpu().numpy().astype(float), torch.cat(alphas).cpu().numpy()
+            if attention:
+                alphas.append(alpha)
+        return (torch.cat(ratings).cpu().numpy().astype(float),
+                torch.cat(alphas).cpu().numpy() if attention else None)
 
     def predict(self, pairs: pd.DataFrame) -> np.ndarray:
         if self.net is None:
             raise TrainingError("DMTL.predict called before fit; call fit(train, context) first")
-        return self._forward(pairs[["user", "item"]])[0]
+        return self._forward(pairs[["user", "item"]], attention=False)[0]
 
     @torch.no_grad()
     def predict_groups(self, users) -> np.ndarray:

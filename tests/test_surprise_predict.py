@@ -17,7 +17,8 @@ from benchmark.split import holdout
 @pytest.fixture(scope="module")
 def data():
     """A small synthetic training set, sparse enough for k-NN to lack neighbours (half-star ratings
-    too), and the pairs to predict: the test pairs, every user x item pair (training pairs included), unknown users and unknown items."""
+    too), and the pairs to predict: the test pairs, every user x item pair (training pairs included),
+    unknown users and unknown items."""
     ratings = synthetic.load(n_users=40, n_items=30, n_ratings=300, n_groups=3, seed=3).ratings
     ratings.loc[ratings.index % 7 == 0, "rating"] -= 0.5
     ratings["rating"] = ratings["rating"].clip(1, 5)
