@@ -199,8 +199,9 @@ def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int, stage: Stage
         started = time.perf_counter()
         model.fit(split.train, context)
         fit_seconds = time.perf_counter() - started
-    if divergence.check_model(model):  # worse than the training mean on validation: a failure (or undertrained)
-        logger.set_tags({"undertrained": "true"})
+    weak = divergence.check_model(model)  # far worse than the training mean on validation: a failure
+    if weak:
+        logger.set_tags(weak)
     if split.fold == 0:  # k-fold runs keep the first fold's model
         with stage("log"):
             blob, note = saved_models.serialize(model, cfg.get("artifacts"))
