@@ -102,7 +102,6 @@ def peak_rss_mb() -> float:
 
 def run_job(model: str, n_ratings: int, epochs: int, fmt: str, uri: str) -> dict[str, Any]:
     """One job through the pipeline's pieces, each stage timed (runs in a fresh process)."""
-    import pandas as pd
     from omegaconf import OmegaConf
 
     from benchmark.artifacts import table_name, write_table

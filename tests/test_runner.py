@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from benchmark.artifacts import download_table, read_table
-from benchmark.errors import ConfigError
+from benchmark.artifacts import read_table
 from benchmark.runner import config_hash, run
 from benchmark.tracking import Tracker
 from tests.conftest import data_root

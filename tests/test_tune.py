@@ -145,9 +145,7 @@ def test_every_model_is_in_the_tuned_sweep_with_one_budget():
 
 
 def test_lenskit_bias_model_matches_a_hand_computation(make_cfg):
-    from benchmark.datasets import Dataset  # noqa: F401  (the FitContext type)
     from baselines.lenskit import LenskitRecommender
-    from models.base import FitContext
 
     train = pd.DataFrame({"user": [1, 1, 1, 2, 2, 3], "item": [10, 11, 12, 10, 12, 11],
                           "rating": [5.0, 3.0, 4.0, 2.0, 1.0, 4.0]})
