@@ -364,11 +364,3 @@ class DMTL(Recommender):
     def artifacts(self) -> dict[str, Any]:
         return {"attention_by_feature": self._attention_by_feature, "training_history": pd.DataFrame(self.history)}
 
-    def flops_per_epoch(self) -> dict[str, float]:
-        """Analytic FLOPs of one epoch: forward + backward (≈ 3 × forward) on the fitting rows,
-        forward on the validation rows."""
-        per_row = self.net.flops_per_sample()
-        train = 3 * per_row * len(self.fit_data)
-        val = per_row * len(self.val_data)
-        return {"flops_per_sample_forward": float(per_row), "train": float(train), "validation": float(val),
-                "total": float(train + val)}
