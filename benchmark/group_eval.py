@@ -138,7 +138,11 @@ def member_predictions(model: Recommender, members: pd.DataFrame, group_items: p
     Each distinct (user, item) pair is predicted once, in one ``model.predict`` call, and
     shared by every group the user belongs to.
     """
-    pairs = group_items[["group", "item"]].drop_duplicates().merge(unique_members(members), on="group")
+    members = unique_members(members)
+    pairs = group_items[["group", "item"]].drop_duplicates().merge(members, on="group")
+    if not members["user"].duplicated().any():  # one group per user (KMeans): every pair is distinct
+        prediction = checked_predictions(model, pairs[["user", "item"]], what="group-member pairs", truth=truth)
+        return pairs.assign(prediction=prediction)
     distinct = pairs[["user", "item"]].drop_duplicates(ignore_index=True)
     prediction = checked_predictions(model, distinct, what="group-member pairs", truth=truth)
     return pairs.merge(distinct.assign(prediction=prediction), on=["user", "item"])
