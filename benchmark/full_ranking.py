@@ -71,14 +71,35 @@ def score_matrix(model: Recommender, users: np.ndarray, items: np.ndarray,
     return scores
 
 
+class PairIndex:
+    """The (row, item) pairs of ``frame`` as positions, sorted by row once: the boolean matrix of any
+    range of rows costs only that range (chunked evaluation never rescans the whole frame)."""
+
+    def __init__(self, frame: pd.DataFrame, row_key: str, rows: pd.Index, items: pd.Index):
+        r = rows.get_indexer(frame[row_key].to_numpy())
+        c = items.get_indexer(frame["item"].to_numpy())
+        keep = (r >= 0) & (c >= 0)
+        order = np.argsort(r[keep], kind="stable")
+        self.rows, self.items, self.n_rows, self.n_items = r[keep][order], c[keep][order], len(rows), len(items)
+
+    def matrix(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Boolean ``(stop - start, n_items)`` matrix, True at the pairs of rows ``start:stop``."""
+        stop = self.n_rows if stop is None else stop
+        lo, hi = np.searchsorted(self.rows, [start, stop])
+        matrix = np.zeros((stop - start, self.n_items), dtype=bool)
+        matrix[self.rows[lo:hi] - start, self.items[lo:hi]] = True
+        return matrix
+
+
 def indicator(frame: pd.DataFrame, row_key: str, rows: pd.Index, items: pd.Index) -> np.ndarray:
     """Boolean ``(len(rows), len(items))`` matrix, True at the (row, item) pairs of ``frame``."""
-    matrix = np.zeros((len(rows), len(items)), dtype=bool)
-    r = rows.get_indexer(frame[row_key].to_numpy())
-    c = items.get_indexer(frame["item"].to_numpy())
-    keep = (r >= 0) & (c >= 0)
-    matrix[r[keep], c[keep]] = True
-    return matrix
+    return PairIndex(frame, row_key, rows, items).matrix()
+
+
+def row_chunks(n_rows: int, n_items: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` ranges of about ``CHUNK_PAIRS`` matrix elements each (at least one row)."""
+    step = max(1, CHUNK_PAIRS // max(1, n_items))
+    return [(start, min(start + step, n_rows)) for start in range(0, n_rows, step)]
 
 
 # ---------------------------------------------------------------------------- ranking
@@ -153,9 +174,8 @@ def rank_in_chunks(scores: np.ndarray, excluded: np.ndarray, relevant: np.ndarra
     """:func:`rank_metrics` over ``rows`` (default all) a chunk at a time: the sort's temporaries
     stay about ``CHUNK_PAIRS`` elements however large the catalogue."""
     rows = np.arange(len(scores)) if rows is None else rows
-    step = max(1, CHUNK_PAIRS // max(1, scores.shape[1]))
     parts = [rank_metrics(scores[chunk], excluded[chunk], relevant[chunk], k)
-             for chunk in (rows[start:start + step] for start in range(0, len(rows), step))]
+             for chunk in (rows[start:stop] for start, stop in row_chunks(len(rows), scores.shape[1]))]
     if not parts:
         return rank_metrics(scores[:0], excluded[:0], relevant[:0], k)
     return pd.concat([p[0] for p in parts], ignore_index=True), np.concatenate([p[1] for p in parts])
@@ -172,6 +192,19 @@ def summarize_full(table: pd.DataFrame, top_items: np.ndarray, n_items: int, k: 
 
 
 # ---------------------------------------------------------------------------- groups
+
+def group_chunks(sizes: np.ndarray, n_items: int) -> list[tuple[int, int]]:
+    """``(first, last)`` ranges of consecutive groups whose members' rows hold about ``CHUNK_PAIRS``
+    scores (at least one group per range); ``sizes`` = members per group."""
+    cumulative, limit = np.cumsum(sizes), max(1, CHUNK_PAIRS // max(1, n_items))
+    chunks, first = [], 0
+    while first < len(sizes):
+        before = cumulative[first - 1] if first else 0
+        last = max(first + 1, int(np.searchsorted(cumulative, before + limit, side="right")))
+        chunks.append((first, last))
+        first = last
+    return chunks
+
 
 def member_blocks(users: pd.Index, members: pd.DataFrame) -> tuple[pd.Index, np.ndarray, np.ndarray]:
     """``(groups, rows, starts)``: the score-matrix rows of every group's members, group after group
@@ -199,15 +232,26 @@ def evaluate_groups_full(ctx: EvalContext, scores: np.ndarray, users: pd.Index, 
     groups, rows, starts = member_blocks(users, ctx.groups.members)
     if not len(groups):
         return EvalResult()
-    member_scores = scores[rows]
-    # an item is a candidate unless every member rated it in training
-    excluded = np.logical_and.reduceat(trained[rows], starts, axis=0)
     truth = group_relevant(ctx)
-    relevant = indicator(truth[truth["rating"] >= ctx.threshold], "group", groups, items)
+    relevant = PairIndex(truth[truth["rating"] >= ctx.threshold], "group", groups, items)
+    names = aggregations_of(ctx.config)
+    parts: dict[str, list] = {name: [] for name in names}
+    # groups a chunk at a time, so the members' score rows copied for aggregation stay ~CHUNK_PAIRS
+    ends = np.append(starts[1:], len(rows))
+    for first, last in group_chunks(ends - starts, len(items)):
+        block = rows[starts[first]:ends[last - 1]]
+        local = starts[first:last] - starts[first]
+        member_scores = scores[block]
+        # an item is a candidate unless every member rated it in training
+        excluded = np.logical_and.reduceat(trained[block], local, axis=0)
+        relevant_items = relevant.matrix(first, last)
+        for name in names:
+            matrix = AGGREGATIONS[name](member_scores, local)  # one row per group: its score of every item
+            parts[name].append(rank_metrics(matrix, excluded, relevant_items, ctx.k))
     metrics, tables = {}, []
-    for name in aggregations_of(ctx.config):
-        matrix = AGGREGATIONS[name](member_scores, starts)  # one row per group: its score of every item
-        table, top_items = rank_in_chunks(matrix, excluded, relevant, ctx.k)
+    for name in names:
+        table = pd.concat([t for t, _ in parts[name]], ignore_index=True)
+        top_items = np.concatenate([top for _, top in parts[name]])
         metrics.update(summarize_full(table, top_items, len(items), ctx.k, prefix=f"full_group_{name}_"))
         tables.append(table.assign(group=groups.to_numpy(), aggregation=name))
     per_group = pd.concat(tables, ignore_index=True)
@@ -230,22 +274,34 @@ def full_catalogue(ctx: EvalContext) -> EvalResult:
     started = time.perf_counter()
     items = catalogue(ctx)
     test_users = np.unique(ctx.predictions["user"].to_numpy())
-    with_groups = ctx.groups.members is not None and len(test_users) * len(items) <= MAX_GROUP_MATRIX
-    members = unique_members(ctx.groups.members)["user"].to_numpy() if with_groups else test_users
-    users = pd.Index(np.union1d(test_users, members))
-    scores = score_matrix(ctx.model, users.to_numpy(), items.to_numpy(), truth=ctx.predictions)
-    trained = indicator(ctx.train, "user", users, items)
-    relevant = indicator(ctx.predictions[ctx.predictions["rating"] >= ctx.threshold], "user", users, items)
-    table, top_items = rank_in_chunks(scores, trained, relevant, ctx.k, rows=users.get_indexer(test_users))
+    relevant_rows = ctx.predictions[ctx.predictions["rating"] >= ctx.threshold]
+    members = unique_members(ctx.groups.members)["user"].to_numpy() if ctx.groups.members is not None else None
+    users = pd.Index(np.union1d(test_users, members)) if members is not None else pd.Index(test_users)
+    if members is not None and len(users) * len(items) <= MAX_GROUP_MATRIX:
+        # groups aggregate their members' rows: every member's scores are kept for both levels
+        scores = score_matrix(ctx.model, users.to_numpy(), items.to_numpy(), truth=ctx.predictions)
+        trained = indicator(ctx.train, "user", users, items)
+        relevant = indicator(relevant_rows, "user", users, items)
+        table, top_items = rank_in_chunks(scores, trained, relevant, ctx.k, rows=users.get_indexer(test_users))
+        group_part = evaluate_groups_full(ctx, scores, users, items, trained)
+    else:
+        # users only, scored and ranked a chunk at a time: memory stays ~CHUNK_PAIRS scores at any size
+        if members is not None:
+            log.warning("full-catalogue group ranking skipped: %d users x %d items is above %d scores",
+                        len(users), len(items), MAX_GROUP_MATRIX)
+        users = pd.Index(test_users)
+        trained_pairs = PairIndex(ctx.train, "user", users, items)
+        relevant_pairs = PairIndex(relevant_rows, "user", users, items)
+        parts = [rank_metrics(score_matrix(ctx.model, test_users[start:stop], items.to_numpy(), truth=ctx.predictions),
+                              trained_pairs.matrix(start, stop), relevant_pairs.matrix(start, stop), ctx.k)
+                 for start, stop in row_chunks(len(users), len(items))]
+        table = pd.concat([t for t, _ in parts], ignore_index=True)
+        top_items = np.concatenate([top for _, top in parts])
+        group_part = EvalResult()
     metrics = summarize_full(table, top_items, len(items), ctx.k)
     result = EvalResult(metrics, {"per_user_full_metrics": table.assign(user=test_users)[
         ["user", *[c for c in table.columns]]]})
-    if with_groups:
-        part = evaluate_groups_full(ctx, scores, users, items, trained)
-        result.metrics.update(part.metrics)
-        result.tables.update(part.tables)
-    else:
-        log.warning("full-catalogue group ranking skipped: %d users x %d items is above %d scores",
-                    len(users), len(items), MAX_GROUP_MATRIX)
+    result.metrics.update(group_part.metrics)
+    result.tables.update(group_part.tables)
     result.metrics["full_seconds"] = time.perf_counter() - started
     return result

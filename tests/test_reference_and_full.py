@@ -303,3 +303,29 @@ def test_each_full_catalogue_group_aggregation_equals_a_per_group_loop(small, na
         assert per_group.loc[g, "precision"] == pytest.approx(sum(hits) / K)
         first = next(n for n, j in enumerate(ranked) if items[j] in relevant)
         assert per_group.loc[g, "mrr"] == pytest.approx(1.0 / (first + 1))
+
+
+@pytest.mark.parametrize("chunk, max_matrix", [(7, None), (60, None), (600, None), (40, 10)],
+                         ids=["a row per chunk", "a few rows per chunk", "several groups per chunk", "users only, chunked"])
+def test_chunked_full_catalogue_equals_the_whole_matrix(small, monkeypatch, chunk, max_matrix):
+    """Scoring and ranking in chunks (rows of users, runs of groups) gives the whole-matrix metrics;
+    above MAX_GROUP_MATRIX the users are scored a chunk at a time and the group ranking is skipped."""
+    import benchmark.full_ranking as full_ranking
+
+    dataset, split, groups = small
+    model = fitted(Random(seed=5), dataset, split, groups)
+    whole = full_catalogue(context(model, dataset, split, groups))
+    monkeypatch.setattr(full_ranking, "CHUNK_PAIRS", chunk)  # the catalogue has 25 items
+    if max_matrix is not None:
+        monkeypatch.setattr(full_ranking, "MAX_GROUP_MATRIX", max_matrix)
+    chunked = full_catalogue(context(model, dataset, split, groups))
+    pd.testing.assert_frame_equal(chunked.tables["per_user_full_metrics"], whole.tables["per_user_full_metrics"])
+    if max_matrix is None:
+        pd.testing.assert_frame_equal(chunked.tables["per_group_full_metrics"],
+                                      whole.tables["per_group_full_metrics"])
+        assert {k: v for k, v in chunked.metrics.items() if k != "full_seconds"} == \
+            pytest.approx({k: v for k, v in whole.metrics.items() if k != "full_seconds"})
+    else:
+        assert "per_group_full_metrics" not in chunked.tables
+        assert not any(name.startswith("full_group_") for name in chunked.metrics)
+        assert chunked.metrics["full_ndcg_at_5"] == pytest.approx(whole.metrics["full_ndcg_at_5"])
