@@ -13,6 +13,12 @@ started together on a fresh store both ran the migration. Here the first use
 
 The same lock serialises job claims (:mod:`benchmark.claims`). Servers (``http://``) manage
 their own database and are left alone.
+
+Every sqlite connection this process opens runs in write-ahead-log mode with
+``synchronous=NORMAL`` (:func:`_sqlite_pragmas`): a commit appends to ``mlflow.db-wal`` without
+waiting for the disk (an fsync of ~4 ms here; a job commits ~25 times), readers (``mlflow ui``,
+the report) no longer block writers, and a killed process loses nothing it committed; only an OS
+crash or power cut could drop the last commits, never corrupt the store.
 """
 
 from __future__ import annotations
@@ -146,11 +152,34 @@ def _remove_stale_temporaries(path: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
+def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
+    """SQLAlchemy ``connect`` hook: WAL journal and synchronous=NORMAL on sqlite connections only."""
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")  # persistent in the file; a no-op once set
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.Error as exc:  # e.g. a read-only store: it keeps its journal, reads still work
+        log.debug("sqlite pragmas not applied: %s", exc)
+    finally:
+        cursor.close()
+
+
+@functools.lru_cache(maxsize=1)
+def install_sqlite_pragmas() -> None:
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    event.listen(Engine, "connect", _sqlite_pragmas)
+
+
 def prepare_store(uri: str) -> None:
     """Make a sqlite store ready for MlflowClient: writable, complete, made by one process only."""
     path = sqlite_path(uri)
     if path is None or uri in _ready:
         return
+    install_sqlite_pragmas()
     check_writable(path)
     if store_state(path) != "ready":
         with store_lock(uri):

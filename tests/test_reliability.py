@@ -463,3 +463,18 @@ def test_a_weak_fit_is_tagged_a_far_worse_one_diverged():
         check_model(model([9.0, 4.0], 2, 4.0, 1.45))                    # improving, but far worse
     with pytest.raises(TrainingError, match="diverged"):
         check_model(model([1.4, 1.5], 1, DIVERGED_FACTOR * 1.45 + 0.01, 1.45))
+
+
+def test_sqlite_store_commits_through_a_write_ahead_log(tmp_path: Path):
+    """Runs logged through the Tracker leave the store in WAL mode (commits without an fsync each);
+    a plain sqlite reader (another process, e.g. mlflow ui) sees every committed run."""
+    from benchmark.tracking import Tracker
+
+    store = tmp_path / "mlflow.db"
+    tracker = Tracker(f"sqlite:///{store}", "wal")
+    for n in range(3):
+        with tracker.run(f"run{n}") as logger:
+            logger.log_metrics({"x": float(n)})
+    with sqlite3.connect(store) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("select count(*) from runs where status = 'FINISHED'").fetchone()[0] == 3
