@@ -7,8 +7,10 @@ it returns ``EvalResult`` (metrics dict plus named tables saved as run artifacts
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -69,6 +71,50 @@ def checked_predictions(model: Recommender, pairs: pd.DataFrame, what: str = "te
                             f"{what}; check the model's training losses and hyperparameters")
     return prediction
 
+
+# The model's own prediction methods. Evaluators call them for the predictions they need beyond the
+# test pairs (catalogue scores, group members' pairs, profiling labels); that time is the model's.
+PREDICTION_METHODS = ("predict", "score_all", "predict_groups")
+
+
+@contextmanager
+def model_clock(model: Recommender) -> Iterator[list[float]]:
+    """Seconds spent inside ``model``'s prediction methods while the block runs (``[seconds]``).
+
+    The runner counts them in the ``predict`` stage and leaves the harness's own work (ranking,
+    aggregation, metrics) in ``evaluate``. Nested calls (a ``score_all`` that calls ``predict``)
+    count once. The methods are shadowed on the instance for the block only.
+    """
+    spent, depth = [0.0], [0]
+    patched: dict[str, Any] = {}
+    for name in PREDICTION_METHODS:
+        original = getattr(model, name, None)
+        if not callable(original):
+            continue
+
+        def timed(*args, _original=original, **kwargs):
+            depth[0] += 1
+            started = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:
+                    spent[0] += time.perf_counter() - started
+
+        patched[name] = vars(model).get(name, _UNSET) if hasattr(model, "__dict__") else _UNSET
+        setattr(model, name, timed)
+    try:
+        yield spent
+    finally:
+        for name, before in patched.items():
+            if before is _UNSET:
+                delattr(model, name)
+            else:
+                setattr(model, name, before)
+
+
+_UNSET = object()
 
 Evaluator = Callable[[EvalContext], EvalResult]
 EVALUATORS: Registry[Evaluator] = Registry("evaluator")

@@ -34,7 +34,8 @@ import pandas as pd
 
 from benchmark.errors import TrainingError
 from benchmark.evaluation import EvalContext, EvalResult, checked_predictions, evaluator
-from benchmark.group_eval import AGGREGATIONS, _get, aggregations_of, group_truth, min_raters_of, unique_members
+from benchmark.group_eval import (AGGREGATIONS, _get, aggregations_of, group_truth, min_raters_of, segment_starts,
+                                  unique_members)
 from models.base import Recommender, ScoresAll
 
 log = logging.getLogger(__name__)
@@ -82,24 +83,57 @@ def indicator(frame: pd.DataFrame, row_key: str, rows: pd.Index, items: pd.Index
 
 # ---------------------------------------------------------------------------- ranking
 
+# The ranking of a row: scores descending, ties by catalogue position (lower item id first), excluded
+# items last. Only the top k and the rank of the first relevant item are needed, so both come from
+# linear passes (a partition, comparisons, a cumulative sum) instead of sorting the whole row.
+
+def ranking_key(scores: np.ndarray, excluded: np.ndarray) -> np.ndarray:
+    """Ascending key = ranking order: the negated score, +inf for excluded items (last)."""
+    return np.where(excluded, np.inf, -scores)
+
+
+def top_k_positions(key: np.ndarray, k: int) -> np.ndarray:
+    """Each row's first ``min(k, n_items)`` positions in ranking order, shape ``(rows, min(k, n_items))``."""
+    rows, n_items = key.shape
+    kk = min(k, n_items)
+    if rows == 0 or kk == 0:
+        return np.zeros((rows, kk), dtype=np.intp)
+    kth = np.take_along_axis(key, np.argpartition(key, kk - 1, axis=1)[:, kk - 1:kk], axis=1)
+    better = key < kth
+    tied = key == kth
+    # all strictly better items, then the lowest-positioned tied items until the row holds kk
+    wanted = kk - better.sum(axis=1, keepdims=True)
+    chosen = better | (tied & (np.cumsum(tied, axis=1) <= wanted))
+    positions = np.nonzero(chosen)[1].reshape(rows, kk)  # ascending position within each row
+    order = np.argsort(np.take_along_axis(key, positions, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(positions, order, axis=1)
+
+
+def first_relevant_rank(key: np.ndarray, relevant: np.ndarray) -> np.ndarray:
+    """0-based rank of each row's best-ranked relevant item (rows without one: meaningless, mask them)."""
+    best = np.where(relevant, key, np.inf).min(axis=1, keepdims=True)
+    best_position = (relevant & (key == best)).argmax(axis=1)[:, None]
+    ahead_on_tie = (key == best) & (np.arange(key.shape[1]) < best_position)
+    return (key < best).sum(axis=1) + ahead_on_tie.sum(axis=1)
+
+
 def rank_metrics(scores: np.ndarray, excluded: np.ndarray, relevant: np.ndarray, k: int) -> tuple[pd.DataFrame, np.ndarray]:
     """Per-row metrics (rows: users or groups) and each row's top-k item positions (-1 = none).
 
     ``excluded`` items are not candidates (training items); ``relevant`` is never excluded.
     """
-    masked = np.where(excluded, -np.inf, scores)
-    # stable sort of the negated scores: ties keep the catalogue order (lower item id first)
-    order = np.argsort(-masked, axis=1, kind="stable")
-    relevant_sorted = np.take_along_axis(relevant & ~excluded, order, axis=1)
-    top = relevant_sorted[:, :k]
+    candidates = relevant & ~excluded
+    key = ranking_key(scores, excluded)
+    top_positions = top_k_positions(key, k)
+    top = np.take_along_axis(candidates, top_positions, axis=1)
     n_candidates = (~excluded).sum(axis=1)
-    top_items = np.where(np.arange(min(k, order.shape[1])) < n_candidates[:, None], order[:, :k], -1)
-    n_relevant = relevant_sorted.sum(axis=1)
+    top_items = np.where(np.arange(top_positions.shape[1]) < n_candidates[:, None], top_positions, -1)
+    n_relevant = candidates.sum(axis=1)
     hits = top.sum(axis=1)
     discount = 1.0 / np.log2(np.arange(top.shape[1]) + 2.0)
     ideal = np.concatenate([[0.0], np.cumsum(discount)])[np.minimum(n_relevant, top.shape[1])]
     precision_at = np.cumsum(top, axis=1) / np.arange(1, top.shape[1] + 1)
-    first = np.where(n_relevant > 0, relevant_sorted.argmax(axis=1), -1)
+    first = np.where(n_relevant > 0, first_relevant_rank(key, candidates), -1)
     with np.errstate(divide="ignore", invalid="ignore"):
         table = pd.DataFrame({
             "n_relevant": n_relevant, "n_candidates": n_candidates,
@@ -114,6 +148,19 @@ def rank_metrics(scores: np.ndarray, excluded: np.ndarray, relevant: np.ndarray,
     return table, top_items
 
 
+def rank_in_chunks(scores: np.ndarray, excluded: np.ndarray, relevant: np.ndarray, k: int,
+                   rows: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """:func:`rank_metrics` over ``rows`` (default all) a chunk at a time: the sort's temporaries
+    stay about ``CHUNK_PAIRS`` elements however large the catalogue."""
+    rows = np.arange(len(scores)) if rows is None else rows
+    step = max(1, CHUNK_PAIRS // max(1, scores.shape[1]))
+    parts = [rank_metrics(scores[chunk], excluded[chunk], relevant[chunk], k)
+             for chunk in (rows[start:start + step] for start in range(0, len(rows), step))]
+    if not parts:
+        return rank_metrics(scores[:0], excluded[:0], relevant[:0], k)
+    return pd.concat([p[0] for p in parts], ignore_index=True), np.concatenate([p[1] for p in parts])
+
+
 def summarize_full(table: pd.DataFrame, top_items: np.ndarray, n_items: int, k: int,
                    prefix: str = "full_") -> dict[str, float]:
     scored = table[table["n_relevant"] > 0]
@@ -126,17 +173,15 @@ def summarize_full(table: pd.DataFrame, top_items: np.ndarray, n_items: int, k: 
 
 # ---------------------------------------------------------------------------- groups
 
-def group_scores(scores: np.ndarray, users: pd.Index, members: pd.DataFrame, name: str) -> tuple[pd.Index, np.ndarray]:
-    """``(groups, matrix)``: each group's aggregated score of every catalogue item (AGGREGATIONS[name])."""
+def member_blocks(users: pd.Index, members: pd.DataFrame) -> tuple[pd.Index, np.ndarray, np.ndarray]:
+    """``(groups, rows, starts)``: the score-matrix rows of every group's members, group after group
+    (groups sorted); ``starts`` = each group's first position in ``rows`` (AGGREGATIONS' segments)."""
     members = unique_members(members)
-    members = members[users.get_indexer(members["user"].to_numpy()) >= 0]
+    members = members[users.get_indexer(members["user"].to_numpy()) >= 0].sort_values("group", kind="stable")
     rows = users.get_indexer(members["user"].to_numpy())
-    n_items = scores.shape[1]
-    long = pd.Series(scores[rows].ravel(), name="prediction")
-    by = [np.repeat(members["group"].to_numpy(), n_items), np.tile(np.arange(n_items), len(members))]
-    aggregated = AGGREGATIONS[name](long.groupby(by, sort=True))
-    groups = pd.Index(aggregated.index.get_level_values(0).unique())
-    return groups, aggregated.to_numpy().reshape(len(groups), n_items)
+    group_ids = members["group"].to_numpy()
+    starts = segment_starts(group_ids)
+    return pd.Index(group_ids[starts]), rows, starts
 
 
 def group_relevant(ctx: EvalContext) -> pd.DataFrame:
@@ -151,17 +196,18 @@ def group_relevant(ctx: EvalContext) -> pd.DataFrame:
 
 def evaluate_groups_full(ctx: EvalContext, scores: np.ndarray, users: pd.Index, items: pd.Index,
                          trained: np.ndarray) -> EvalResult:
-    members = unique_members(ctx.groups.members)
+    groups, rows, starts = member_blocks(users, ctx.groups.members)
+    if not len(groups):
+        return EvalResult()
+    member_scores = scores[rows]
+    # an item is a candidate unless every member rated it in training
+    excluded = np.logical_and.reduceat(trained[rows], starts, axis=0)
     truth = group_relevant(ctx)
+    relevant = indicator(truth[truth["rating"] >= ctx.threshold], "group", groups, items)
     metrics, tables = {}, []
     for name in aggregations_of(ctx.config):
-        groups, matrix = group_scores(scores, users, members, name)
-        # an item is a candidate unless every member rated it in training
-        rows = users.get_indexer(members["user"].to_numpy())
-        member_trained = pd.DataFrame(trained[rows]).groupby(members["group"].to_numpy()).all()
-        excluded = member_trained.reindex(groups).to_numpy(dtype=bool)
-        relevant = indicator(truth[truth["rating"] >= ctx.threshold], "group", groups, items)
-        table, top_items = rank_metrics(matrix, excluded, relevant, ctx.k)
+        matrix = AGGREGATIONS[name](member_scores, starts)  # one row per group: its score of every item
+        table, top_items = rank_in_chunks(matrix, excluded, relevant, ctx.k)
         metrics.update(summarize_full(table, top_items, len(items), ctx.k, prefix=f"full_group_{name}_"))
         tables.append(table.assign(group=groups.to_numpy(), aggregation=name))
     per_group = pd.concat(tables, ignore_index=True)
@@ -190,8 +236,7 @@ def full_catalogue(ctx: EvalContext) -> EvalResult:
     scores = score_matrix(ctx.model, users.to_numpy(), items.to_numpy(), truth=ctx.predictions)
     trained = indicator(ctx.train, "user", users, items)
     relevant = indicator(ctx.predictions[ctx.predictions["rating"] >= ctx.threshold], "user", users, items)
-    test_rows = users.get_indexer(test_users)
-    table, top_items = rank_metrics(scores[test_rows], trained[test_rows], relevant[test_rows], ctx.k)
+    table, top_items = rank_in_chunks(scores, trained, relevant, ctx.k, rows=users.get_indexer(test_users))
     metrics = summarize_full(table, top_items, len(items), ctx.k)
     result = EvalResult(metrics, {"per_user_full_metrics": table.assign(user=test_users)[
         ["user", *[c for c in table.columns]]]})

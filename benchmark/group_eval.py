@@ -28,7 +28,6 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-from pandas.core.groupby import SeriesGroupBy
 
 from benchmark.errors import ConfigError, require
 from benchmark.evaluation import EvalContext, EvalResult, checked_predictions, classification_metrics, evaluator
@@ -38,7 +37,11 @@ from models.base import GroupProfiler, Recommender
 
 log = logging.getLogger(__name__)
 
-Aggregation = Callable[[SeriesGroupBy], pd.Series]
+# An aggregation reduces contiguous segments along axis 0: ``values[starts[j]:starts[j + 1]]`` are
+# the members' predictions for segment j (one group's item: 1-D; one group's members x the whole
+# catalogue: 2-D) and row j of the result is the group's score. Segments are never empty. numpy's
+# ``ufunc.reduceat`` does the common ones without a Python loop; a new strategy is one function.
+Aggregation = Callable[[np.ndarray, np.ndarray], np.ndarray]
 AGGREGATIONS: Registry[Aggregation] = Registry("aggregation")
 aggregation = AGGREGATIONS.register
 
@@ -46,22 +49,38 @@ DEFAULT_AGGREGATIONS = ("mean", "least_misery", "most_pleasure")
 DEFAULT_MIN_RATERS = 1
 
 
+def segment_sizes(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Rows per segment, shaped to broadcast against the reduced values."""
+    sizes = np.diff(np.append(starts, len(values)))
+    return sizes.reshape(-1, *([1] * (values.ndim - 1)))
+
+
 @aggregation("mean")
-def mean_score(predictions: SeriesGroupBy) -> pd.Series:
+def mean_score(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Average satisfaction: the mean of the members' predicted ratings."""
-    return predictions.mean()
+    return np.add.reduceat(values, starts, axis=0) / segment_sizes(values, starts)
 
 
 @aggregation("least_misery")
-def least_misery(predictions: SeriesGroupBy) -> pd.Series:
+def least_misery(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """The group is as happy as its least happy member: the minimum predicted rating."""
-    return predictions.min()
+    return np.minimum.reduceat(values, starts, axis=0)
 
 
 @aggregation("most_pleasure")
-def most_pleasure(predictions: SeriesGroupBy) -> pd.Series:
+def most_pleasure(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """The group is as happy as its happiest member: the maximum predicted rating."""
-    return predictions.max()
+    return np.maximum.reduceat(values, starts, axis=0)
+
+
+def segment_starts(keys: np.ndarray) -> np.ndarray:
+    """First row of each run of equal rows in ``keys`` (sorted, shape ``(n,)`` or ``(n, m)``)."""
+    if len(keys) == 0:
+        return np.zeros(0, dtype=np.intp)
+    differs = keys[1:] != keys[:-1]
+    if differs.ndim > 1:
+        differs = differs.any(axis=1)
+    return np.concatenate([[0], np.flatnonzero(differs) + 1])
 
 
 # ---------------------------------------------------------------------------- config
@@ -126,9 +145,13 @@ def member_predictions(model: Recommender, members: pd.DataFrame, group_items: p
 
 
 def aggregate(member_preds: pd.DataFrame, name: str) -> pd.DataFrame:
-    """``group, item, prediction``: the members' predictions turned into one group score."""
-    scores = AGGREGATIONS[name](member_preds.groupby(["group", "item"], sort=True)["prediction"])
-    return scores.rename("prediction").reset_index()
+    """``group, item, prediction``: the members' predictions turned into one group score (sorted)."""
+    ordered = member_preds.sort_values(["group", "item"], kind="stable")
+    keys = ordered[["group", "item"]].to_numpy()
+    starts = segment_starts(keys)
+    scores = AGGREGATIONS[name](ordered["prediction"].to_numpy(dtype=float), starts)
+    return pd.DataFrame({"group": ordered["group"].to_numpy()[starts], "item": ordered["item"].to_numpy()[starts],
+                         "prediction": scores})
 
 
 def training_counts(train: pd.DataFrame, users) -> pd.Series:

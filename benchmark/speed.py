@@ -34,6 +34,7 @@ from baselines import surprise_predict
 from baselines.surprise import SurpriseRecommender
 from benchmark.cache import ProtocolCache
 from benchmark.runner import instantiate, run
+from benchmark.sweep import fit_predict_seconds
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 FAMILIES = ("dmtl", "neural_mf", "svd", "svdpp", "knn_baseline", "slope_one", "baseline_only")
@@ -207,13 +208,6 @@ def workers_of(parent) -> tuple[int, str]:
     if launcher.endswith("BasicLauncher"):
         return 1, "basic launcher"
     return len(os.sched_getaffinity(0)), f"assumed: this machine's cores ({launcher.rsplit('.', 1)[-1]})"
-
-
-def fit_predict_seconds(metrics: dict[str, float]) -> float:
-    """A job's fit + predict over all its folds (older runs: the per-fold means the runner logged)."""
-    if "stage_fit_seconds" in metrics:
-        return metrics["stage_fit_seconds"] + metrics.get("stage_predict_seconds", 0.0)
-    return metrics.get("fit_seconds", 0.0) + metrics.get("predict_seconds", 0.0)
 
 
 def sweep_mode(args) -> dict[str, float]:

@@ -6,6 +6,7 @@ import multiprocessing
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
@@ -168,6 +169,10 @@ def test_runs_log_their_stages_and_cache_outcome(make_cfg, tracking_uri, tmp_pat
         assert logged[f"stage_{stage}_seconds"] == pytest.approx(second.metrics[f"stage_{stage}_seconds"])
         assert logged[f"stage_{stage}_seconds"] >= 0
     assert second.metrics["stage_fit_seconds"] >= second.metrics["fit_seconds"]
+    # the predict stage holds the test pairs and every prediction evaluation asked of the model
+    assert second.metrics["eval_predict_seconds"] > 0
+    assert second.metrics["stage_predict_seconds"] == pytest.approx(
+        second.metrics["predict_seconds"] + second.metrics["eval_predict_seconds"], abs=1e-3)
     run_info = client.get_run(second.run_id).info
     assert sum(logged[f"stage_{stage}_seconds"] for stage in stages) <= (run_info.end_time - run_info.start_time) / 1e3
     assert len(second.models) == 1 and second.models[0].trainset is not None
@@ -180,3 +185,29 @@ def test_an_unwritable_cache_slows_a_job_down_never_fails_it(tmp_path):
     cache, dataset, splits, groups = protocol(cfg)
     assert cache.outcomes == {"dataset": "uncached", "split": "unwritable", "groups": "unwritable"}
     assert_same((cache, dataset, splits, groups), protocol(compose_cfg("dataset=synthetic", "cache.enabled=false")))
+
+
+def test_model_clock_counts_the_models_prediction_calls_once_and_restores_them():
+    import time
+
+    from benchmark.evaluation import model_clock
+
+    class Slow:
+        def predict(self, pairs):
+            time.sleep(0.05)
+            return np.zeros(len(pairs))
+
+        def score_all(self, users, items):  # calls predict: one call for the clock, not two
+            return self.predict(pd.DataFrame({"user": np.repeat(users, len(items)),
+                                              "item": np.tile(items, len(users))})).reshape(len(users), len(items))
+
+    model = Slow()
+    started = time.perf_counter()
+    with model_clock(model) as spent:
+        model.score_all(np.arange(2), np.arange(3))
+        model.predict(pd.DataFrame({"user": [1], "item": [2]}))
+        time.sleep(0.05)  # the harness's own time: not counted
+    elapsed = time.perf_counter() - started
+    assert 0.1 <= spent[0] < elapsed - 0.04
+    assert "predict" not in vars(model) and "score_all" not in vars(model)  # the class's methods again
+    assert Slow.predict.__name__ == "predict" and model.predict.__func__ is Slow.predict

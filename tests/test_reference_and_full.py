@@ -247,3 +247,59 @@ def test_profiling_saves_each_test_users_predicted_group(small):
     assert sorted(audit["user"]) == sorted(split.test["user"].unique())
     np.testing.assert_array_equal(audit["predicted_group"], audit["user"] % 3)
     np.testing.assert_array_equal(audit["group"], groups.labels.reindex(audit["user"]).to_numpy())
+
+
+# ---------------------------------------------------------------------------- ranking without a full sort
+
+@pytest.mark.parametrize("tied", [False, True], ids=["distinct scores", "heavy ties"])
+def test_top_k_and_first_relevant_rank_equal_a_sorted_ranking(tied):
+    """top_k_positions / first_relevant_rank (partition + linear passes) against Python's sorted() on
+    (-score, position), excluded items dropped, on random rows with many ties and short rows."""
+    from benchmark.full_ranking import rank_metrics
+
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        rows, n_items, k = int(rng.integers(1, 5)), int(rng.integers(1, 25)), int(rng.integers(1, 12))
+        scores = rng.integers(0, 3, (rows, n_items)).astype(float) if tied else rng.normal(size=(rows, n_items))
+        excluded = rng.random((rows, n_items)) < rng.random()
+        relevant = (rng.random((rows, n_items)) < 0.3) & ~excluded
+        table, top_items = rank_metrics(scores, excluded, relevant, k)
+        for r in range(rows):
+            ranked = sorted((j for j in range(n_items) if not excluded[r, j]), key=lambda j: (-scores[r, j], j))
+            expected_top = ranked[:k] + [-1] * (min(k, n_items) - len(ranked[:k]))
+            assert top_items[r].tolist() == expected_top
+            first = next((n for n, j in enumerate(ranked) if relevant[r, j]), None)
+            if first is None:
+                assert np.isnan(table["mrr"].iloc[r])
+            else:
+                assert table["mrr"].iloc[r] == pytest.approx(1.0 / (first + 1))
+
+
+@pytest.mark.parametrize("name, reduce", [("mean", np.mean), ("least_misery", np.min), ("most_pleasure", np.max)])
+def test_each_full_catalogue_group_aggregation_equals_a_per_group_loop(small, name, reduce):
+    """The group rows of the full-catalogue evaluation: each group's members' score rows reduced one
+    group at a time (numpy's mean / min / max), ranked by sorted()."""
+    dataset, split, groups = small
+    model = fitted(Random(seed=2), dataset, split, groups)  # distinct scores: min, max and mean rank apart
+    ctx = context(model, dataset, split, groups)
+    ctx.config = OmegaConf.merge(CONFIG, {"group": {"aggregations": [name]}})
+    result = full_catalogue(ctx)
+    per_group = result.tables["per_group_full_metrics"]
+    per_group = per_group[(per_group["aggregation"] == name) & (per_group["n_relevant"] > 0)].set_index("group")
+    items = np.sort(dataset.item_features.index.to_numpy())
+    trained = set(zip(split.train["user"], split.train["item"]))
+    truth = group_truth(split.test, groups.members, 1)
+    assert len(per_group) > 0
+    for g, members in groups.members.groupby("group")["user"]:
+        members = sorted(set(members))
+        pairs = pd.DataFrame({"user": np.repeat(members, len(items)), "item": np.tile(items, len(members))})
+        score = reduce(model.predict(pairs).reshape(len(members), len(items)), axis=0)
+        ranked = sorted((n for n, i in enumerate(items) if not all((u, i) in trained for u in members)),
+                        key=lambda n: (-score[n], n))
+        relevant = set(truth.loc[(truth["group"] == g) & (truth["rating"] >= THRESHOLD), "item"])
+        if not relevant:
+            continue
+        hits = [items[n] in relevant for n in ranked[:K]]
+        assert per_group.loc[g, "precision"] == pytest.approx(sum(hits) / K)
+        first = next(n for n, j in enumerate(ranked) if items[j] in relevant)
+        assert per_group.loc[g, "mrr"] == pytest.approx(1.0 / (first + 1))
