@@ -7,11 +7,10 @@
 For each size the synthetic generator (``dataset=synthetic``: planted groups, ~150 ratings per
 user, items growing as the square root of the ratings) feeds every model through the real job,
 ``benchmark.runner.run`` (one pipeline definition), and the stage times are the runner's own
-``stage_*_seconds`` metrics: load (generate), split, grouping (KMeans), fit, predict, evaluate,
-log. On top, the model's prediction calls (``predict``, ``predict_groups``, ``score_all``) are
-timed wherever the runner makes them; the table's ``predict`` is all of them (test pairs, the
-group members' pairs, the catalogue) and its ``evaluate`` is the runner's predict + evaluate
-stages minus them: the harness's own evaluation work.
+``stage_*_seconds`` metrics: load (generate), split, grouping (KMeans), fit, predict (every
+prediction the model makes: the test pairs, and those the evaluation asks for: group members'
+pairs, the catalogue, profiling labels), evaluate (the harness's own evaluation work: merges,
+aggregation, ranking, metrics), log.
 
 Each job runs in its own spawned process, so its peak RSS (``ru_maxrss``) is that job's alone.
 The first job of each size is the harness alone (``model=global_mean``: the training mean, no
@@ -40,6 +39,7 @@ import resource
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -127,68 +127,50 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-MODEL_CALLS = ("predict", "predict_groups", "score_all")
-
-
-def _time_model_calls(cls: type, spent: list[float]) -> None:
-    """Wrap the prediction methods of the model's class (this process only: a spawned job) so the
-    seconds spent in them add up in ``spent[0]``; a call made from inside another counts once. The
-    class, not the instance, so the runner can still pickle the fitted model (model.pkl)."""
-    depth = [0]
-    for name in MODEL_CALLS:
-        original = getattr(cls, name, None)
-        if original is None or getattr(original, "_scale_timed", False):
-            continue
-
-        def timed(self, *args, _original=original, **kwargs):
-            depth[0] += 1
-            started = time.perf_counter()
-            try:
-                return _original(self, *args, **kwargs)
-            finally:
-                depth[0] -= 1
-                if depth[0] == 0:
-                    spent[0] += time.perf_counter() - started
-        timed._scale_timed = True
-        setattr(cls, name, timed)
-
-
 def run_job(model: str, n_ratings: int, epochs: int, fmt: str, uri: str, cache_dir: str,
             full_catalogue: bool = False, group_size: int = GROUP_SIZE) -> dict[str, Any]:
-    """One job through ``benchmark.runner.run`` (in a fresh process); its stage metrics, the
-    seconds inside the model's prediction calls, and the process's peak RSS."""
+    """One job through ``benchmark.runner.run`` (in a fresh process): its ``stage_*_seconds``
+    metrics and the process's peak RSS."""
     import logging
 
     from benchmark import runner
     from benchmark.tracking import Tracker
-    from models.base import Recommender
 
     logging.getLogger().setLevel(logging.WARNING)
     cfg = compose_cfg(model, n_ratings, epochs, uri, fmt, cache_dir, full_catalogue, group_size)
-    spent = [0.0]
-    build = runner.instantiate
+    peaks: dict[str, float] = {}
 
-    def instantiate(node, *args, **kwargs):  # the runner builds the model with this: time its predictions
-        built = build(node, *args, **kwargs)
-        if isinstance(built, Recommender):
-            _time_model_calls(type(built), spent)
-        return built
+    class PeakStages(runner.Stages):
+        """The runner's stage timer, also noting the process's peak RSS when each stage ends: the
+        peak is reached in the first stage whose end shows the job's final peak."""
 
-    runner.instantiate = instantiate
+        @contextmanager
+        def __call__(self, name: str):
+            with super().__call__(name):
+                yield
+            peaks[name] = max(peaks.get(name, 0.0), peak_rss_mb())
+
+    runner.Stages = PeakStages  # this spawned process only
     started = time.perf_counter()
     tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)  # as runner.build_tracker does
     open_store = time.perf_counter() - started
     result = runner.run(cfg, tracker)
     metrics = result.metrics
-    stage = {name: float(metrics.get(f"stage_{name}_seconds", 0.0)) for name in
-             ("load", "split", "grouping", "fit", "predict", "evaluate", "log")}
-    seconds = {**stage, "predict": spent[0], "evaluate": stage["predict"] + stage["evaluate"] - spent[0]}
+    seconds = {name: float(metrics.get(f"stage_{name}_seconds", 0.0)) for name in STAGES}
     tags = tracker.client.get_run(result.run_id).data.tags
     return {"model": model, "n_ratings": n_ratings, "open_store": open_store, "seconds": seconds,
-            "runner_stages": stage, "job_peak_rss_mb": peak_rss_mb(),
+            "test_predict_seconds": metrics.get("predict_seconds"), "job_peak_rss_mb": peak_rss_mb(),
+            "peak_rss_by_stage_mb": peaks, "peak_stage": peak_stage(peaks),
+            "minor_page_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt,
             "seconds_per_epoch": metrics.get("seconds_per_epoch"), "epochs": metrics.get("epochs_trained"),
             "rmse": metrics.get("rmse"), "protocol_cache": tags.get("protocol_cache"),
             "full_catalogue": full_catalogue, "shape": shape(n_ratings, group_size)}
+
+
+def peak_stage(peaks: dict[str, float]) -> str | None:
+    """The stage in which the job's peak RSS was reached (stages in pipeline order; ``log`` last)."""
+    top = max(peaks.values(), default=None)
+    return next((name for name in (*STAGES, *peaks) if name in peaks and peaks[name] >= top), None)
 
 
 def _child(queue, *args) -> None:
@@ -281,7 +263,7 @@ def _mb(value: float | None) -> str:
 
 def table(results: list[dict[str, Any]]) -> str:
     head = ("| ratings | job | " + " | ".join(STAGES)
-            + " | total | harness share warm / cold | s/epoch | peak RSS | protocol cache |")
+            + " | total | harness share warm / cold | s/epoch | peak RSS (reached in) | protocol cache |")
     lines = [head, "|" + "---|" * (len(STAGES) + 7)]
     for r in results:
         if "seconds" not in r:
@@ -294,7 +276,7 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{warm:.0%} / {'n/m' if cold is None else f'{cold:.0%}'}"
         epoch = f"{r['seconds_per_epoch']:.2f}" if r.get("seconds_per_epoch") else ""
         lines.append(f"| {r['n_ratings']:,} | {r['model']} | " + " | ".join(f"{s[k]:.2f}" for k in STAGES)
-                     + f" | {sum(s.values()):.1f} | {share} | {epoch} | {_mb(r['job_peak_rss_mb'])} "
+                     + f" | {sum(s.values()):.1f} | {share} | {epoch} | {_mb(r['job_peak_rss_mb'])} ({r.get('peak_stage') or '?'}) "
                        f"| {r.get('protocol_cache', '')} |")
     return "\n".join(lines)
 
@@ -379,8 +361,12 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     for model in sorted({r["model"] for r in ok}):
         mine = sorted((r for r in ok if r["model"] == model), key=lambda r: r["n_ratings"])
         if model != HARNESS_JOB:
-            left.plot([r["n_ratings"] for r in mine], [r["seconds"]["fit"] for r in mine], marker="s", ls="--",
-                      label=f"{model} fit")
+            line, = left.plot([r["n_ratings"] for r in mine], [r["seconds"]["fit"] for r in mine], marker="s",
+                              ls="--", label=f"{model} fit")
+            epochs = [r for r in mine if r.get("seconds_per_epoch")]
+            if epochs:
+                left.plot([r["n_ratings"] for r in epochs], [r["seconds_per_epoch"] for r in epochs], marker="^",
+                          ls=":", color=line.get_color(), label=f"{model} epoch")
         right.plot([r["n_ratings"] for r in mine], [r["job_peak_rss_mb"] for r in mine], marker="s",
                    color="black" if model == HARNESS_JOB else None,
                    label="harness (global_mean job)" if model == HARNESS_JOB else f"{model} job")
@@ -482,7 +468,8 @@ def summarize(results: list[dict[str, Any]], out: Path, header: dict[str, Any]) 
     """Print the stage table, exponents and targets; write scale.json and scale.png."""
     sizes = sorted({r["n_ratings"] for r in results})
     print("\n" + table(results))
-    print("\nseconds; predict = every prediction call of the model (test pairs, group members' pairs, catalogue);"
+    print("\nseconds (the runner's stage_*_seconds); predict = every prediction the model makes (test pairs, group"
+          "\nmembers' pairs, catalogue);"
           "\nevaluate = the harness's own evaluation work; harness share = (load + split + grouping + evaluate + log)"
           "\n/ total, warm = as the job ran (protocol cache hit), cold = with the size's harness job's load, split"
           "\nand grouping (cache miss, the first job of a sweep); open_store (MLflow client) is left out")
@@ -498,7 +485,7 @@ def summarize(results: list[dict[str, Any]], out: Path, header: dict[str, Any]) 
                                                indent=2, default=str))
     if _ok(results):
         plot(results, out / "scale.png")
-    print(f"\nwrote {out / 'scale.json'} and {out / 'scale.png'}")
+    print(f"\nwrote {out / 'scale.json'}" + (f" and {out / 'scale.png'}" if _ok(results) else ""))
 
 
 if __name__ == "__main__":
