@@ -84,26 +84,28 @@ def shape(n_ratings: int, group_size: int = GROUP_SIZE) -> dict[str, int]:
 
 
 def estimate_bytes(model: str, n_ratings: int, full_catalogue: bool = False) -> tuple[float, str]:
-    """A job's peak memory, estimated before starting it: a fixed part (interpreter, torch, pandas,
-    MLflow: ~0.5 GB) plus per-rating slopes fitted to the jobs measured on this machine at 100k-10M
-    ratings (docs/performance.md, "Scaling to 10M ratings"). The harness alone (data, split, groups,
-    the group evaluation's ~5 member x item pairs per rating) is the ``harness`` row; each model adds
-    its own slope. The full catalogue adds users x items x 8 bytes for a chunk's scores at most."""
+    """A job's peak memory, estimated before starting it from the peaks measured on this machine at
+    100k, 300k, 1M and 10M ratings (docs/performance.md, "Scaling to 10M ratings"). Every job's peak
+    is reached in the harness's group-level evaluation (~5 member x item pairs per rating, merged and
+    sorted by pandas): ~0.55 GB of interpreter and libraries plus ~1.19 kB per rating (the harness
+    job: 1.6 GB at 1M, 11.6 GB at 10M). Each model adds what it holds meanwhile. The full catalogue
+    (off by default) adds its score chunks only: it is bounded by the chunk size."""
     dims = shape(n_ratings)
-    harness = 0.55e9 + 150.0 * n_ratings
-    extra = 0.0 if not full_catalogue else 8.0 * 2 ** 20 * 4
+    harness = 0.55e9 + 1190.0 * n_ratings
+    extra = 32.0 * 2 ** 20 if full_catalogue else 0.0
     if model == "knn_item":
-        # Surprise's similarity: three n_items x n_items float64/int64 matrices (sim, freq, diffs)
-        matrices = 3 * 8.0 * dims["n_items"] ** 2
-        return harness + 700.0 * n_ratings + matrices + extra, \
-            f"3 x {dims['n_items']:,}^2 similarity matrices + Surprise trainset"
+        # Surprise's item-item similarity: n_items^2 float64 kept; during fit three such matrices
+        # (similarities, co-rating counts, squared differences) on top of the data before evaluation
+        kept, building = 8.0 * dims["n_items"] ** 2, 24.0 * dims["n_items"] ** 2
+        peak = max(harness + kept, 0.55e9 + 125.0 * n_ratings + building) + 265.0 * n_ratings
+        return peak + extra, f"{dims['n_items']:,}^2 item similarities + Surprise trainset + group evaluation"
     if model == "dmtl":
-        return harness + 250.0 * n_ratings + extra, "encoded training rows (ids, side features, targets)"
+        return harness + 0.25e9 + 40.0 * n_ratings + extra, "group evaluation + DMTL's encoded training rows"
     if model == "neural_mf":
-        return harness + 150.0 * n_ratings + extra, "encoded training rows"
+        return harness + 0.12e9 + 20.0 * n_ratings + extra, "group evaluation + encoded training rows"
     if model == HARNESS_JOB:
         return harness + extra, "data, split, groups, group-evaluation pairs"
-    return harness + 700.0 * n_ratings + extra, "Surprise trainset (Python dicts of tuples)"
+    return harness + 0.05e9 + 265.0 * n_ratings + extra, "group evaluation + Surprise trainset (Python tuples)"
 
 
 def compose_cfg(model: str, n_ratings: int, epochs: int, uri: str, fmt: str, cache_dir: str | None = None,
@@ -139,6 +141,7 @@ def run_job(model: str, n_ratings: int, epochs: int, fmt: str, uri: str, cache_d
     logging.getLogger().setLevel(logging.WARNING)
     cfg = compose_cfg(model, n_ratings, epochs, uri, fmt, cache_dir, full_catalogue, group_size)
     peaks: dict[str, float] = {}
+    page_faults: dict[str, int] = {}  # minor page faults per stage (fresh memory the kernel maps in)
 
     class PeakStages(runner.Stages):
         """The runner's stage timer, also noting the process's peak RSS when each stage ends: the
@@ -146,9 +149,11 @@ def run_job(model: str, n_ratings: int, epochs: int, fmt: str, uri: str, cache_d
 
         @contextmanager
         def __call__(self, name: str):
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             with super().__call__(name):
                 yield
             peaks[name] = max(peaks.get(name, 0.0), peak_rss_mb())
+            page_faults[name] = page_faults.get(name, 0) + resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
 
     runner.Stages = PeakStages  # this spawned process only
     started = time.perf_counter()
@@ -161,7 +166,7 @@ def run_job(model: str, n_ratings: int, epochs: int, fmt: str, uri: str, cache_d
     return {"model": model, "n_ratings": n_ratings, "open_store": open_store, "seconds": seconds,
             "test_predict_seconds": metrics.get("predict_seconds"), "job_peak_rss_mb": peak_rss_mb(),
             "peak_rss_by_stage_mb": peaks, "peak_stage": peak_stage(peaks),
-            "minor_page_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt,
+            "minor_page_faults_by_stage": page_faults,
             "seconds_per_epoch": metrics.get("seconds_per_epoch"), "epochs": metrics.get("epochs_trained"),
             "rmse": metrics.get("rmse"), "protocol_cache": tags.get("protocol_cache"),
             "full_catalogue": full_catalogue, "shape": shape(n_ratings, group_size)}
