@@ -280,8 +280,11 @@ class DMTL(Recommender):
 
     # ---- inference ---------------------------------------------------------------------------
     # pairs encoded and scored at a time: inference memory is O(CHUNK) whatever the frame's length
-    # (the group-level evaluation asks for ~5 member x item pairs per rating: 50M at 10M ratings)
-    CHUNK = 65536
+    # (the group-level evaluation asks for ~5 member x item pairs per rating: 50M at 10M ratings).
+    # 16,384: a chunk's temporaries (~20 MB) are reused from the heap; at 65,536 the allocator maps
+    # fresh pages for every chunk (0.16-0.19 page faults per pair) and a pair costs 0.70-0.75 us
+    # instead of 0.46 (1M-rating model, one thread, docs/performance.md "Scaling to 10M ratings")
+    CHUNK = 16384
 
     @torch.no_grad()
     def _chunks(self, frame: pd.DataFrame, profile: bool = False,
