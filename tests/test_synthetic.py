@@ -48,3 +48,10 @@ def test_the_fast_dedupe_draws_the_same_data_as_numpys_unique(monkeypatch):
     monkeypatch.setattr(synthetic, "sorted_unique", np.unique)
     reference = synthetic.load(n_users=300, n_items=400, n_ratings=20_000, n_groups=5, seed=2)
     pd.testing.assert_frame_equal(fast.ratings, reference.ratings)
+
+
+def test_affinity_chunks_change_no_rating(monkeypatch):
+    whole = synthetic.load(n_users=300, n_items=400, n_ratings=20_000, n_groups=5, seed=3)
+    monkeypatch.setattr(synthetic, "AFFINITY_CHUNK", 7)
+    chunked = synthetic.load(n_users=300, n_items=400, n_ratings=20_000, n_groups=5, seed=3)
+    pd.testing.assert_frame_equal(whole.ratings, chunked.ratings)

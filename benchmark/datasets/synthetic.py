@@ -15,6 +15,9 @@ from benchmark.datasets.base import Dataset
 from benchmark.errors import require
 
 
+AFFINITY_CHUNK = 1 << 20  # ratings whose group-genre affinity is computed at once (load)
+
+
 def sorted_unique(values: np.ndarray) -> np.ndarray:
     """``np.unique(values)`` by one sort and a comparison of neighbours. numpy 2.4's ``np.unique``
     (and ``np.union1d``, which calls it) takes seconds on millions of wide-range int64 values: 3.4 s
@@ -70,10 +73,14 @@ def load(n_users: int = 300, n_items: int = 200, n_ratings: int = 6000, n_groups
     bias = rng.normal(0.0, 0.3, size=n_users)
 
     users, items = _draw_pairs(rng, n_users, n_items, n_ratings)
-    # group x item affinity once (n_groups x n_items), then one gather per rating: memory stays
-    # O(n_ratings), not O(n_ratings x n_genres), so 10M ratings fit in well under 2 GB
-    affinity = (taste @ genres.T) / np.sqrt(genres.sum(1))[None, :]
-    rating = np.rint(3.0 + 1.5 * affinity[group[users], items] + bias[users]
+    # each rating's taste . genres / sqrt(#genres), a chunk of ratings at a time: linear in the ratings
+    # (a group x item affinity matrix grows as users x sqrt(ratings): 337 MB and 1 s at 10M ratings)
+    scaled = genres / np.sqrt(genres.sum(1))[:, None]
+    affinity = np.empty(len(users))
+    for start in range(0, len(users), AFFINITY_CHUNK):
+        part = slice(start, start + AFFINITY_CHUNK)
+        affinity[part] = np.einsum("ij,ij->i", taste[group[users[part]]], scaled[items[part]])
+    rating = np.rint(3.0 + 1.5 * affinity + bias[users]
                      + rng.normal(0.0, noise, size=len(users)).astype(np.float32))
     np.clip(rating, 1, 5, out=rating)
 
