@@ -1,8 +1,12 @@
 """How the harness's cost grows with the data: each stage's time and peak memory, 100k to 10M ratings.
 
     python -m benchmark.scale                                   # 100k, 300k, 1M ratings (this 2-core machine)
-    python -m benchmark.scale --sizes 10m --models dmtl --out outputs/scale-10m   # 10M alone
-    python -m benchmark.scale --from-json outputs/scale/scale.json outputs/scale-10m/scale.json
+    python -m benchmark.scale --sizes 10m --models dmtl --epochs 1 --memory-limit-gb 14 --out outputs/scale-10m
+    python -m benchmark.scale --from-json outputs/scale/scale.json outputs/scale-10m/scale.json   # merged
+
+At 10M every job's estimate exceeds the default 4 GB limit (the group evaluation alone peaks at
+~11.6 GB), so the 10M command names a higher limit: it took 13 min and 12.4 GB on the 2-core,
+24 GB machine of docs/performance.md.
 
 For each size the synthetic generator (``dataset=synthetic``: planted groups, ~150 ratings per
 user, items growing as the square root of the ratings) feeds every model through the real job,
