@@ -5,6 +5,7 @@ batches without a shuffled copy, KMeans on one thread with unchanged labels."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from types import SimpleNamespace
 
@@ -92,8 +93,13 @@ def test_one_job_reports_the_runners_stages(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "Stages", runner.Stages)  # run_job meters the runner's stages: undone after
     monkeypatch.setattr(scale, "shape", lambda n, group_size=scale.GROUP_SIZE: {
         "n_users": 60, "n_items": 80, "n_ratings": n, "n_groups": 3})
+    root, level = logging.getLogger(), logging.getLogger().level
     started = time.perf_counter()
-    result = scale.run_job("svd", 2_000, 1, "parquet", f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "cache"))
+    try:
+        result = scale.run_job("svd", 2_000, 1, "parquet", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                               str(tmp_path / "cache"))
+    finally:
+        root.setLevel(level)  # run_job quiets the root logger (a spawned job's own): not the tests'
     wall = time.perf_counter() - started
     assert set(result["seconds"]) == set(scale.STAGES)
     assert result["seconds"]["fit"] > 0 and result["seconds"]["predict"] > 0 and result["seconds"]["evaluate"] > 0
