@@ -17,6 +17,7 @@ the network is all a change of architecture takes.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -102,7 +103,8 @@ class DMTLNetwork(nn.Module):
                 profile: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """-> (rating prediction (b,), profile logits (b, K), attention α (b, di)). ``profile=False``
         (rating-only prediction) skips the K-way profiling head and returns None for its logits;
-        everything else is the same computation."""
+        everything else is the same computation. An edited network whose ``forward`` has no
+        ``profile`` argument still works: DMTL then runs its whole forward when predicting."""
         hu = self.act(self.user_embedding(user) + self.user_projection(xu))
         hi = self.act(self.item_embedding(item) + self.item_projection(xi))
         alpha = self.attention(self.attention_layer, hu, hi)
@@ -293,9 +295,11 @@ class DMTL(Recommender):
         (user, item) pairs, in eval mode; each chunk is encoded on its own (no per-pair feature matrix
         of the whole frame) and the profiling head runs only when ``profile`` is true."""
         self.net.eval()
+        # a network edited from an older forward(user, item, xu, xi) computes every head
+        heads = {"profile": profile} if "profile" in inspect.signature(self.net.forward).parameters else {}
         for start in range(0, len(frame), self.CHUNK):
             rows = frame.iloc[start:start + self.CHUNK]
-            rating, logits, alpha = self.net(*self._encode(rows).inputs(), profile=profile)
+            rating, logits, alpha = self.net(*self._encode(rows).inputs(), **heads)
             yield start, rows, rating, logits, alpha
 
     def predict(self, pairs: pd.DataFrame) -> np.ndarray:
