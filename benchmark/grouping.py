@@ -4,6 +4,11 @@ A user's profile is [side features (e.g. age, gender, occupation one-hot), the m
 feature vector (e.g. genres) over the user's TRAINING ratings]. The scaler and KMeans are
 fit on the users that have training ratings; every user (cold ones too) then gets the label
 of the nearest centroid. Test ratings are never read here (tested in tests/test_protocol.py).
+
+KMeans runs on one thread (``KMEANS_THREADS``: OpenMP and BLAS), as the torch models train on one thread:
+sweeps parallelise by processes, and on this 2-core machine a second thread made KMeans 3-5x
+slower whenever anything else ran (1M ratings, k = 266, 10 restarts: 1.1 s on one thread, 3.2-5.4 s
+on two, docs/performance.md "Scaling to 10M ratings"). The labels do not depend on it (tested).
 """
 
 from __future__ import annotations
@@ -14,9 +19,14 @@ import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from benchmark.datasets import Dataset
 from benchmark.errors import require
+
+
+# threads of KMeans' OpenMP and BLAS pools (module docstring); None = the libraries' default (every core)
+KMEANS_THREADS: int | None = 1
 
 
 @dataclass
@@ -76,8 +86,9 @@ def kmeans(dataset: Dataset, train: pd.DataFrame, k: int, seed: int = 0, n_init:
     fit_rows = profiles.loc[trained_users].to_numpy()
     scaler = StandardScaler().fit(fit_rows) if standardize else None
     transform = scaler.transform if scaler is not None else (lambda x: x)
-    model = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(transform(fit_rows))
-    labels = pd.Series(model.predict(transform(profiles.to_numpy())), index=profiles.index, name="group")
+    with threadpool_limits(limits=KMEANS_THREADS):  # OpenMP and BLAS (scikit-learn's distances use both)
+        model = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(transform(fit_rows))
+        labels = pd.Series(model.predict(transform(profiles.to_numpy())), index=profiles.index, name="group")
     return Groups(labels=labels, k=k, method="kmeans",
                   stats={"inertia": float(model.inertia_), "n_fit_users": float(len(trained_users)),
                          "n_nonempty_groups": float(labels.nunique()),

@@ -1,16 +1,31 @@
 """How the harness's cost grows with the data: each stage's time and peak memory, 100k to 10M ratings.
 
-    python -m benchmark.scale                                   # 100k, 1M, 10M ratings
-    python -m benchmark.scale --sizes 100k,1m                   # the 2-core CI-machine run
-    python -m benchmark.scale --sizes 10m --models dmtl,svd --epochs 1   # 10M alone (docs/performance.md)
+    python -m benchmark.scale                                   # 100k, 300k, 1M ratings (this 2-core machine)
+    python -m benchmark.scale --sizes 10m --models dmtl --epochs 1 --memory-limit-gb 14 --out outputs/scale-10m
+    python -m benchmark.scale --from-json outputs/scale/scale.json outputs/scale-10m/scale.json   # merged
+
+At 10M every job's estimate exceeds the default 4 GB limit (the group evaluation alone peaks at
+~11.6 GB), so the 10M command names a higher limit: it took 13 min and 12.4 GB on the 2-core,
+24 GB machine of docs/performance.md.
 
 For each size the synthetic generator (``dataset=synthetic``: planted groups, ~150 ratings per
-user, items growing as the square root of the ratings) feeds every model through the pipeline's
-own pieces, each stage timed: load (generate), split, grouping (KMeans), fit, predict,
-evaluation (every registered evaluator), logging (an MLflow run in a temporary sqlite store with
-params, metrics and the table artifacts). Each model runs in its own spawned process, so its
-peak RSS (``ru_maxrss``) is that job's alone. A model whose estimated memory exceeds
-``--memory-limit-gb`` is skipped with the estimate printed, never started.
+user, items growing as the square root of the ratings) feeds every model through the real job,
+``benchmark.runner.run`` (one pipeline definition), and the stage times are the runner's own
+``stage_*_seconds`` metrics: load (generate), split, grouping (KMeans), fit, predict (every
+prediction the model makes: the test pairs, and those the evaluation asks for: group members'
+pairs, the catalogue, profiling labels), evaluate (the harness's own evaluation work: merges,
+aggregation, ranking, metrics), log.
+
+Each job runs in its own spawned process, so its peak RSS (``ru_maxrss``) is that job's alone.
+The first job of each size is the harness alone (``model=global_mean``: the training mean, no
+fitting): its peak RSS is the harness's, and it runs with the protocol cache cold, paying load,
+split and KMeans as the first job of a sweep does. The models' jobs then find split and groups
+in the cache (``benchmark/cache.py``), as every later job of a sweep does; the harness share is
+printed both ways (cold: with the harness job's load, split and grouping). A model whose
+estimated memory exceeds ``--memory-limit-gb`` is skipped with the estimate printed, never started.
+
+The full-catalogue evaluation (users x items scores, ``eval.full_catalogue``) is off unless
+``--full-catalogue``: it is O(users x items) by nature, ratings^1.5 here (docs/performance.md).
 
 Output: the stage table, growth exponents fitted by least squares on log(time) vs log(ratings),
 the targets checked, a log-log plot and a JSON file (``--out``). A benchmark, not a test:
@@ -28,25 +43,30 @@ import resource
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
-HARNESS_STAGES = ("open_store", "load", "split", "grouping", "evaluate", "log")
-# eval_predict: the model's own predictions that evaluation asks for (group-level scores of every
-# member for every candidate item, cold-start profiling), timed apart from the harness's work
-STAGES = ("open_store", "load", "split", "grouping", "fit", "predict", "evaluate", "eval_predict", "log")
+# the harness's stages (the model's are fit and predict); open_store is apart: a per-process cost
+HARNESS_STAGES = ("load", "split", "grouping", "evaluate", "log")
+PROTOCOL_STAGES = ("load", "split", "grouping")  # what the protocol cache saves a warm job
+STAGES = ("load", "split", "grouping", "fit", "predict", "evaluate", "log")
+DEFAULT_SIZES = "100k,300k,1m"
 DEFAULT_MODELS = ("dmtl", "neural_mf", "svd", "knn_item")
+HARNESS_JOB = "harness"  # the first job of every size: model=global_mean, cache cold
 RATINGS_PER_USER = 150
 # KMeans k = users / GROUP_SIZE (planted groups too): groups keep their size as data grows, so the
 # group-level evaluation's member x candidate-item pairs grow linearly; KMeans then grows as users x k
+# and DMTL's K-way profiling head as ratings x k (docs/performance.md, "Scaling to 10M ratings")
 GROUP_SIZE = 25
 
 # Model name -> (conf/model file, overrides). The k-NN model is item-based: the user-based one
 # needs an n_users^2 similarity matrix, out of reach already at 1M ratings here.
 MODELS: dict[str, tuple[str, list[str]]] = {
+    HARNESS_JOB: ("global_mean", []),
     "dmtl": ("dmtl", []),
     "neural_mf": ("neural_mf", []),
     "svd": ("svd", []),
@@ -60,38 +80,51 @@ def parse_size(text: str) -> int:
     return int(float(text[:-1] if scale > 1 else text) * scale)
 
 
-def shape(n_ratings: int) -> dict[str, int]:
+def shape(n_ratings: int, group_size: int = GROUP_SIZE) -> dict[str, int]:
     """Users and items of a synthetic dataset of ``n_ratings`` (ML-like: items ~ sqrt(ratings))."""
-    n_users = max(2 * GROUP_SIZE, n_ratings // RATINGS_PER_USER)
+    n_users = max(2 * group_size, n_ratings // RATINGS_PER_USER)
     n_items = int(5 * np.sqrt(n_ratings))
-    return {"n_users": n_users, "n_items": n_items, "n_ratings": n_ratings, "n_groups": n_users // GROUP_SIZE}
+    return {"n_users": n_users, "n_items": n_items, "n_ratings": n_ratings, "n_groups": n_users // group_size}
 
 
-def estimate_bytes(model: str, n_ratings: int) -> tuple[float, str]:
-    """A job's peak memory, estimated before starting it from per-rating slopes measured at 100k
-    and 1M on this harness (docs/performance.md): the harness's frames plus the group-level
-    evaluation's member x candidate pairs (~23 per rating) cost ~900 B per rating with SVD;
-    DMTL's predict also keeps its attention weights (32 floats) for every pair (~2.5 kB)."""
+def estimate_bytes(model: str, n_ratings: int, full_catalogue: bool = False) -> tuple[float, str]:
+    """A job's peak memory, estimated before starting it from the peaks measured on this machine at
+    100k, 300k, 1M and 10M ratings (docs/performance.md, "Scaling to 10M ratings"). Every job's peak
+    is reached in the harness's group-level evaluation (~5 member x item pairs per rating, merged and
+    sorted by pandas): ~0.55 GB of interpreter and libraries plus ~1.19 kB per rating (the harness
+    job: 1.6 GB at 1M, 11.6 GB at 10M). Each model adds what it holds meanwhile. The full catalogue
+    (off by default) adds its score chunks only: it is bounded by the chunk size."""
     dims = shape(n_ratings)
+    harness = 0.55e9 + 1190.0 * n_ratings
+    extra = 32.0 * 2 ** 20 if full_catalogue else 0.0
     if model == "knn_item":
-        # Surprise's similarity: three n_items x n_items float64/int64 matrices (sim, freq, diffs)
-        matrices = 3 * 8.0 * dims["n_items"] ** 2
-        return 450e6 + 900.0 * n_ratings + matrices, f"3 x {dims['n_items']:,}^2 similarity matrices + pairs"
-    if model in ("dmtl", "neural_mf"):
-        return 900e6 + 2500.0 * n_ratings, "group-evaluation pairs with attention weights"
-    return 400e6 + 900.0 * n_ratings, "Surprise trainset + group-evaluation pairs"
+        # Surprise's item-item similarity: n_items^2 float64 kept; during fit three such matrices
+        # (similarities, co-rating counts, squared differences) on top of the data before evaluation
+        kept, building = 8.0 * dims["n_items"] ** 2, 24.0 * dims["n_items"] ** 2
+        peak = max(harness + kept, 0.55e9 + 125.0 * n_ratings + building) + 265.0 * n_ratings
+        return peak + extra, f"{dims['n_items']:,}^2 item similarities + Surprise trainset + group evaluation"
+    if model == "dmtl":
+        return harness + 0.25e9 + 40.0 * n_ratings + extra, "group evaluation + DMTL's encoded training rows"
+    if model == "neural_mf":
+        return harness + 0.12e9 + 20.0 * n_ratings + extra, "group evaluation + encoded training rows"
+    if model == HARNESS_JOB:
+        return harness + extra, "data, split, groups, group-evaluation pairs"
+    return harness + 0.05e9 + 265.0 * n_ratings + extra, "group evaluation + Surprise trainset (Python tuples)"
 
 
-def compose_cfg(model: str, n_ratings: int, epochs: int, uri: str, fmt: str):
+def compose_cfg(model: str, n_ratings: int, epochs: int, uri: str, fmt: str, cache_dir: str | None = None,
+                full_catalogue: bool = False, group_size: int = GROUP_SIZE):
     from hydra import compose, initialize_config_dir
 
     conf_name, extra = MODELS[model]
-    dims = shape(n_ratings)
+    dims = shape(n_ratings, group_size)
     overrides = [f"model={conf_name}", "dataset=synthetic", *extra,
                  *(f"dataset.loader.{key}={value}" for key, value in dims.items()),
-
                  f"trainer.max_epochs={epochs}", f"trainer.patience={epochs + 1}", "trainer.progress=false",
-                 f"tracking.uri={uri}", "tracking.experiment=scale", f"artifacts.format={fmt}"]
+                 f"tracking.uri={uri}", "tracking.experiment=scale", f"artifacts.format={fmt}",
+                 f"eval.full_catalogue={str(full_catalogue).lower()}"]
+    if cache_dir is not None:
+        overrides.append(f"cache.dir={cache_dir}")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
 
@@ -100,110 +133,66 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def run_job(model: str, n_ratings: int, epochs: int, fmt: str, uri: str) -> dict[str, Any]:
-    """One job through the pipeline's pieces, each stage timed (runs in a fresh process)."""
-    from omegaconf import OmegaConf
+def run_job(model: str, n_ratings: int, epochs: int, fmt: str, uri: str, cache_dir: str,
+            full_catalogue: bool = False, group_size: int = GROUP_SIZE) -> dict[str, Any]:
+    """One job through ``benchmark.runner.run`` (in a fresh process): its ``stage_*_seconds``
+    metrics and the process's peak RSS."""
+    import logging
 
-    from benchmark.artifacts import table_name, write_table
-    from benchmark.evaluation import EvalContext, checked_predictions, evaluate
-    from benchmark.runner import flatten, instantiate, to_container
+    from benchmark import runner
     from benchmark.tracking import Tracker
-    from models.base import Diagnosed, FitContext
 
-    seconds: dict[str, float] = {}
-    rss: dict[str, float] = {}
+    logging.getLogger().setLevel(logging.WARNING)
+    cfg = compose_cfg(model, n_ratings, epochs, uri, fmt, cache_dir, full_catalogue, group_size)
+    peaks: dict[str, float] = {}
+    page_faults: dict[str, int] = {}  # minor page faults per stage (fresh memory the kernel maps in)
 
-    def stage(name: str, started: float) -> None:
-        seconds[name] = time.perf_counter() - started
-        rss[name] = peak_rss_mb()
+    class PeakStages(runner.Stages):
+        """The runner's stage timer, also noting the process's peak RSS when each stage ends: the
+        peak is reached in the first stage whose end shows the job's final peak."""
 
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose_cfg(model, n_ratings, epochs, uri, fmt)
-        started = time.perf_counter()
-        tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)  # as the runner does, before the data
-        stage("open_store", started)
-        started = time.perf_counter()
-        dataset = instantiate(cfg.dataset.loader)
-        stage("load", started)
-        started = time.perf_counter()
-        split = instantiate(cfg.split)(dataset.ratings, seed=cfg.seed)[0]
-        stage("split", started)
-        started = time.perf_counter()
-        groups = instantiate(cfg.grouping)(dataset, split.train, seed=cfg.seed)
-        stage("grouping", started)
-        harness_rss = peak_rss_mb()  # data, split and groups in memory: the harness's own peak
+        @contextmanager
+        def __call__(self, name: str):
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            with super().__call__(name):
+                yield
+            peaks[name] = max(peaks.get(name, 0.0), peak_rss_mb())
+            page_faults[name] = page_faults.get(name, 0) + resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
 
-        recommender = instantiate(cfg.model, seed=cfg.seed)
-        started = time.perf_counter()
-        recommender.fit(split.train, FitContext(dataset=dataset, groups=groups, seed=cfg.seed))
-        stage("fit", started)
-        started = time.perf_counter()
-        prediction = checked_predictions(recommender, split.test)
-        stage("predict", started)
-
-        model_seconds = _time_model_calls(recommender)
-        started = time.perf_counter()
-        frame = split.test[["user", "item", "rating"]].assign(prediction=prediction)
-        result = evaluate(EvalContext(dataset, split.train, frame, groups, recommender, cfg.eval))
-        stage("evaluate", started)
-        seconds["eval_predict"] = model_seconds[0]
-        seconds["evaluate"] -= model_seconds[0]
-
-        started = time.perf_counter()
-        tables = {"predictions": frame, **result.tables,
-                  "groups": groups.labels.rename("group").reset_index()}
-        with tracker.run(f"{model}/{n_ratings}", tags={"groupbench.role": "scale"}) as logger:
-            logger.log_params(flatten(to_container(cfg)))
-            logger.log_artifacts({"config.yaml": OmegaConf.to_yaml(cfg, resolve=True)})
-            logger.log_metrics(result.metrics)
-            logger.log_artifacts({table_name(name, fmt): table for name, table in tables.items()})
-        stage("log", started)
-
-        # artifact sizes in both formats (the log stage wrote only ``fmt``)
-        sizes = {}
-        for name in ("predictions", "per_user_metrics"):
-            if name in tables:
-                for each in ("parquet", "csv"):
-                    path = Path(tmp) / table_name(name, each)
-                    write_table(tables[name], path)
-                    sizes[f"{name}.{each}"] = path.stat().st_size
-        diagnostics = recommender.diagnostics() if isinstance(recommender, Diagnosed) else {}
-    return {"model": model, "n_ratings": n_ratings, "seconds": seconds, "peak_rss_mb": rss,
-            "harness_peak_rss_mb": harness_rss, "job_peak_rss_mb": peak_rss_mb(),
-            "seconds_per_epoch": diagnostics.get("seconds_per_epoch"),
-            "epochs": diagnostics.get("epochs_trained"), "rmse": result.metrics.get("rmse"),
-            "artifact_bytes": sizes, "shape": shape(n_ratings)}
+    runner.Stages = PeakStages  # this spawned process only
+    started = time.perf_counter()
+    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)  # as runner.build_tracker does
+    open_store = time.perf_counter() - started
+    result = runner.run(cfg, tracker)
+    metrics = result.metrics
+    seconds = {name: float(metrics.get(f"stage_{name}_seconds", 0.0)) for name in STAGES}
+    tags = tracker.client.get_run(result.run_id).data.tags
+    return {"model": model, "n_ratings": n_ratings, "open_store": open_store, "seconds": seconds,
+            "test_predict_seconds": metrics.get("predict_seconds"), "job_peak_rss_mb": peak_rss_mb(),
+            "peak_rss_by_stage_mb": peaks, "peak_stage": peak_stage(peaks),
+            "minor_page_faults_by_stage": page_faults,
+            "seconds_per_epoch": metrics.get("seconds_per_epoch"), "epochs": metrics.get("epochs_trained"),
+            "rmse": metrics.get("rmse"), "protocol_cache": tags.get("protocol_cache"),
+            "full_catalogue": full_catalogue, "shape": shape(n_ratings, group_size)}
 
 
-def _time_model_calls(model) -> list[float]:
-    """Wrap the model's predict / predict_groups so the seconds spent in them add up in the list."""
-    spent = [0.0]
-    for name in ("predict", "predict_groups"):
-        original = getattr(model, name, None)
-        if original is None:
-            continue
-
-        def timed(*args, _original=original, **kwargs):
-            started = time.perf_counter()
-            try:
-                return _original(*args, **kwargs)
-            finally:
-                spent[0] += time.perf_counter() - started
-        setattr(model, name, timed)
-    return spent
+def peak_stage(peaks: dict[str, float]) -> str | None:
+    """The stage in which the job's peak RSS was reached (stages in pipeline order; ``log`` last)."""
+    top = max(peaks.values(), default=None)
+    return next((name for name in (*STAGES, *peaks) if name in peaks and peaks[name] >= top), None)
 
 
 def _child(queue, *args) -> None:
     try:
         queue.put(run_job(*args))
     except BaseException as exc:  # reported, never fatal to the benchmark
-        queue.put({"error": f"{type(exc).__name__}: {exc}"})
+        queue.put({"error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
 
 
-def run_isolated(model: str, n_ratings: int, epochs: int, fmt: str, uri: str, timeout: float) -> dict[str, Any]:
+def run_isolated(args: tuple, timeout: float) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")  # a fresh process: its ru_maxrss is this job's alone
     queue = context.Queue()
-    process = context.Process(target=_child, args=(queue, model, n_ratings, epochs, fmt, uri))
+    process = context.Process(target=_child, args=(queue, *args))
     process.start()
     try:
         result = queue.get(timeout=timeout)
@@ -227,8 +216,9 @@ def exponent(sizes: list[int], values: list[float]) -> float | None:
 def available_models(wanted: list[str]) -> tuple[list[str], list[str]]:
     kept, notes = [], []
     for model in wanted:
-        if model not in MODELS:
-            raise SystemExit(f"--models: unknown model {model!r}; choose from {', '.join(MODELS)}")
+        if model not in MODELS or model == HARNESS_JOB:
+            raise SystemExit(f"--models: unknown model {model!r}; choose from "
+                             f"{', '.join(m for m in MODELS if m != HARNESS_JOB)}")
         if not (CONF / "model" / f"{MODELS[model][0]}.yaml").exists():
             notes.append(f"{model}: skipped, conf/model/{MODELS[model][0]}.yaml does not exist in this checkout")
             continue
@@ -245,9 +235,35 @@ def machine() -> str:
     except OSError:
         pass
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{cpu}, {os.cpu_count()} CPUs, {memory:.0f} GiB RAM, Python {platform.python_version()}, "
-            f"load average at start {load}")
+    return f"{cpu}, {os.cpu_count()} CPUs, {memory:.0f} GiB RAM, Python {platform.python_version()}"
+
+
+def load_average() -> str:
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _ok(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in results if "seconds" in r]
+
+
+def cold_protocol(results: list[dict[str, Any]], n_ratings: int) -> dict[str, float] | None:
+    """load, split and grouping seconds of the size's cold harness job (None if it did not run)."""
+    for r in _ok(results):
+        if r["model"] == HARNESS_JOB and r["n_ratings"] == n_ratings:
+            return {k: r["seconds"][k] for k in PROTOCOL_STAGES}
+    return None
+
+
+def shares(r: dict[str, Any], results: list[dict[str, Any]]) -> tuple[float, float | None]:
+    """(harness share of the job as it ran, i.e. warm for models; the share with the cold protocol)."""
+    s = r["seconds"]
+    harness = sum(s[k] for k in HARNESS_STAGES)
+    warm = harness / sum(s.values())
+    cold = cold_protocol(results, r["n_ratings"])
+    if cold is None:
+        return warm, None
+    swapped = {**s, **cold}
+    return warm, sum(swapped[k] for k in HARNESS_STAGES) / sum(swapped.values())
 
 
 def _mb(value: float | None) -> str:
@@ -255,45 +271,53 @@ def _mb(value: float | None) -> str:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    head = ("| ratings | model | " + " | ".join(STAGES)
-            + " | harness share (without open_store) | s/epoch | harness RSS | job RSS |")
-    lines = [head, "|" + "---|" * (len(STAGES) + 6)]
+    head = ("| ratings | job | " + " | ".join(STAGES)
+            + " | total | harness share warm / cold | s/epoch | peak RSS (reached in) | protocol cache |")
+    lines = [head, "|" + "---|" * (len(STAGES) + 7)]
     for r in results:
-        if "error" in r or "skipped" in r:
+        if "seconds" not in r:
             lines.append(f"| {r['n_ratings']:,} | {r['model']} | " + " | ".join("" for _ in STAGES)
-                         + f" | {r.get('skipped') or r.get('error')} | | | |")
+                         + f" | | {r.get('skipped') or r.get('error')} | | | |")
             continue
         s = r["seconds"]
-        total = sum(s.values())
-        share = sum(s[k] for k in HARNESS_STAGES) / total
-        # open_store is a fixed cost per process: a sweep worker pays it once for all its jobs
-        warm = sum(s[k] for k in HARNESS_STAGES if k != "open_store") / (total - s["open_store"])
+        warm, cold = shares(r, results)
+        share = "(harness job)" if r["model"] == HARNESS_JOB else \
+            f"{warm:.0%} / {'n/m' if cold is None else f'{cold:.0%}'}"
         epoch = f"{r['seconds_per_epoch']:.2f}" if r.get("seconds_per_epoch") else ""
         lines.append(f"| {r['n_ratings']:,} | {r['model']} | " + " | ".join(f"{s[k]:.2f}" for k in STAGES)
-                     + f" | {share:.0%} ({warm:.0%}) | {epoch} | {_mb(r.get('harness_peak_rss_mb'))} | {_mb(r['job_peak_rss_mb'])} |")
+                     + f" | {sum(s.values()):.1f} | {share} | {epoch} | {_mb(r['job_peak_rss_mb'])} ({r.get('peak_stage') or '?'}) "
+                       f"| {r.get('protocol_cache', '')} |")
     return "\n".join(lines)
 
 
 def exponents(results: list[dict[str, Any]]) -> dict[str, float | None]:
-    """Growth exponent per harness stage (median over models at each size), per model fit /
-    predict, DMTL's epoch, and the peak RSS."""
-    ok = [r for r in results if "seconds" in r]
+    """Growth exponents: each harness stage (load, split, grouping from the cold harness job of
+    each size; evaluate and log the median over the size's jobs), the harness job's peak RSS, and
+    per model its fit, predict, epoch and peak RSS."""
+    ok = _ok(results)
     sizes = sorted({r["n_ratings"] for r in ok})
     out: dict[str, float | None] = {}
     for stage_name in HARNESS_STAGES:
-        values = [float(np.median([r["seconds"][stage_name] for r in ok if r["n_ratings"] == n])) for n in sizes]
-        out[stage_name] = exponent(sizes, values)
-    with_rss = [r for r in ok if r.get("harness_peak_rss_mb")]
-    rss_sizes = sorted({r["n_ratings"] for r in with_rss})
-    out["harness_rss"] = exponent(rss_sizes, [float(np.median([r["harness_peak_rss_mb"] for r in with_rss
-                                                                if r["n_ratings"] == n])) for n in rss_sizes])
+        points = []
+        for n in sizes:
+            if stage_name in PROTOCOL_STAGES:
+                cold = cold_protocol(results, n)
+                if cold is not None:
+                    points.append((n, cold[stage_name]))
+            else:
+                points.append((n, float(np.median([r["seconds"][stage_name] for r in ok if r["n_ratings"] == n]))))
+        out[stage_name] = exponent([p[0] for p in points], [p[1] for p in points])
     for model in sorted({r["model"] for r in ok}):
         mine = sorted((r for r in ok if r["model"] == model), key=lambda r: r["n_ratings"])
         n = [r["n_ratings"] for r in mine]
+        if model == HARNESS_JOB:
+            out["harness.rss"] = exponent(n, [r["job_peak_rss_mb"] for r in mine])
+            continue
         out[f"{model}.fit"] = exponent(n, [r["seconds"]["fit"] for r in mine])
         out[f"{model}.predict"] = exponent(n, [r["seconds"]["predict"] for r in mine])
         if all(r.get("seconds_per_epoch") for r in mine):
             out[f"{model}.epoch"] = exponent(n, [r["seconds_per_epoch"] for r in mine])
+        out[f"{model}.rss"] = exponent(n, [r["job_peak_rss_mb"] for r in mine])
     return out
 
 
@@ -304,22 +328,20 @@ def targets(results: list[dict[str, Any]], fitted: dict[str, float | None]) -> l
         value = fitted.get(stage_name)
         lines.append(f"{stage_name} exponent <= 1.1: " + ("not measured" if value is None else
                                                            f"{value:.2f} ({'met' if value <= 1.1 else 'NOT met'})"))
-    at_1m = [r for r in results if "seconds" in r and r["n_ratings"] == 1_000_000]
-    for r in at_1m:
-        s = r["seconds"]
-        share = sum(s[k] for k in HARNESS_STAGES) / sum(s.values())
-        warm = sum(s[k] for k in HARNESS_STAGES if k != "open_store") / (sum(s.values()) - s["open_store"])
-        lines.append(f"harness share of the {r['model']} job at 1M <= 10%: {share:.0%}, {warm:.0%} without "
-                     f"opening the store ({'met' if share <= 0.10 else 'NOT met'})")
+    for r in _ok(results):
+        if r["n_ratings"] != 1_000_000 or r["model"] == HARNESS_JOB:
+            continue
+        warm, cold = shares(r, results)
+        cold_text = "n/m" if cold is None else f"{cold:.0%} ({'met' if cold <= 0.10 else 'NOT met'})"
+        lines.append(f"harness share of the {r['model']} job at 1M <= 10%: warm cache {warm:.0%} "
+                     f"({'met' if warm <= 0.10 else 'NOT met'}), cold {cold_text}")
     epoch = fitted.get("dmtl.epoch")
     lines.append("DMTL epoch grows linearly (exponent ~1): " + ("not measured" if epoch is None else f"{epoch:.2f}"))
-    at_10m = [r for r in results if "seconds" in r and r["n_ratings"] == 10_000_000]
+    at_10m = [r for r in _ok(results) if r["n_ratings"] == 10_000_000]
     for r in at_10m:
-        for what, key in (("harness", "harness_peak_rss_mb"), (r["model"] + " job", "job_peak_rss_mb")):
-            if r.get(key) is None:
-                continue
-            value = r[key] / 1024
-            lines.append(f"peak RSS at 10M, {what} <= 4 GB: {value:.2f} GB ({'met' if value <= 4 else 'NOT met'})")
+        value = r["job_peak_rss_mb"] / 1024
+        what = "harness (global_mean job)" if r["model"] == HARNESS_JOB else f"{r['model']} job"
+        lines.append(f"peak RSS at 10M, {what} <= 4 GB: {value:.2f} GB ({'met' if value <= 4 else 'NOT met'})")
     if not at_10m:
         lines.append("peak RSS at 10M <= 4 GB: not measured in this run (--sizes without 10m)")
     return lines
@@ -331,22 +353,32 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [r for r in results if "seconds" in r]
+    ok = _ok(results)
     sizes = sorted({r["n_ratings"] for r in ok})
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
     for stage_name in HARNESS_STAGES:
-        values = [np.median([r["seconds"][stage_name] for r in ok if r["n_ratings"] == n]) for n in sizes]
-        left.plot(sizes, values, marker="o", label=stage_name)
+        points = []
+        for n in sizes:
+            if stage_name in PROTOCOL_STAGES:
+                cold = cold_protocol(results, n)
+                if cold is not None:
+                    points.append((n, cold[stage_name]))
+            else:
+                points.append((n, np.median([r["seconds"][stage_name] for r in ok if r["n_ratings"] == n])))
+        if points:
+            left.plot(*zip(*points), marker="o", label=f"harness: {stage_name}")
     for model in sorted({r["model"] for r in ok}):
         mine = sorted((r for r in ok if r["model"] == model), key=lambda r: r["n_ratings"])
-        left.plot([r["n_ratings"] for r in mine], [r["seconds"]["fit"] for r in mine], marker="s", ls="--",
-                  label=f"{model} fit")
+        if model != HARNESS_JOB:
+            line, = left.plot([r["n_ratings"] for r in mine], [r["seconds"]["fit"] for r in mine], marker="s",
+                              ls="--", label=f"{model} fit")
+            epochs = [r for r in mine if r.get("seconds_per_epoch")]
+            if epochs:
+                left.plot([r["n_ratings"] for r in epochs], [r["seconds_per_epoch"] for r in epochs], marker="^",
+                          ls=":", color=line.get_color(), label=f"{model} epoch")
         right.plot([r["n_ratings"] for r in mine], [r["job_peak_rss_mb"] for r in mine], marker="s",
-                   label=f"{model} job")
-    with_rss = [r for r in ok if r.get("harness_peak_rss_mb")]
-    rss_sizes = sorted({r["n_ratings"] for r in with_rss})
-    right.plot(rss_sizes, [np.median([r["harness_peak_rss_mb"] for r in with_rss if r["n_ratings"] == n])
-                           for n in rss_sizes], marker="o", color="black", label="harness (before fit)")
+                   color="black" if model == HARNESS_JOB else None,
+                   label="harness (global_mean job)" if model == HARNESS_JOB else f"{model} job")
     right.axhline(4096, color="grey", ls=":", label="4 GB target")
     left.set(xscale="log", yscale="log", xlabel="ratings", ylabel="seconds", title="stage time")
     right.set(xscale="log", yscale="log", xlabel="ratings", ylabel="peak RSS (MB)", title="peak memory")
@@ -362,18 +394,23 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmark.scale", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="100k,1m,10m", help="ratings per dataset, e.g. 100k,1m (default %(default)s)")
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="ratings per dataset, e.g. 100k,1m,10m (default %(default)s)")
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                        help=f"from {', '.join(MODELS)} (default %(default)s; neural_mf only where it exists)")
+                        help=f"from {', '.join(m for m in MODELS if m != HARNESS_JOB)} (default %(default)s); "
+                             "the harness job (global_mean) always runs first at each size")
     parser.add_argument("--epochs", type=int, default=2, help="trainer.max_epochs of the neural models (default 2)")
     parser.add_argument("--memory-limit-gb", type=float, default=4.0,
                         help="skip a job whose estimated peak memory exceeds this (default 4)")
+    parser.add_argument("--full-catalogue", action="store_true",
+                        help="also run the full-catalogue evaluation (O(users x items); off by default)")
+    parser.add_argument("--group-size", type=int, default=GROUP_SIZE,
+                        help="users per planted group and KMeans k = users / this (default %(default)s)")
     parser.add_argument("--format", default="parquet", choices=("parquet", "csv"), help="artifacts.format")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per job before it is given up")
     parser.add_argument("--out", type=Path, default=Path("outputs/scale"), help="folder for scale.json and scale.png (default %(default)s)")
     parser.add_argument("--from-json", type=Path, nargs="+", metavar="SCALE_JSON",
                         help="run nothing: merge earlier scale.json files (e.g. the 10M run with the "
-                             "100k/1M one) and print / plot them together")
+                             "100k-1M one) and print / plot them together")
     args = parser.parse_args(argv)
     if args.from_json:
         loaded = [json.loads(path.read_text()) for path in args.from_json]
@@ -384,24 +421,25 @@ def main(argv: list[str] | None = None) -> None:
 
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     models, notes = available_models([m.strip() for m in args.models.split(",") if m.strip()])
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; load average at start {load_average()}")
     for note in notes:
         print(note)
-    # one tracking store for every job, created here: a real run logs to an existing store, so
-    # creating one (schema migrations, seconds) would be charged to no job's "log" stage
-    store = tempfile.TemporaryDirectory(prefix="groupbench-scale-")
-    uri = f"sqlite:///{store.name}/mlflow.db"
+    # one tracking store and one protocol cache for every job, created here: a real run logs to an
+    # existing store, so creating one (schema migrations, seconds) would be charged to no job's stage
+    work = tempfile.TemporaryDirectory(prefix="groupbench-scale-")
+    uri = f"sqlite:///{work.name}/mlflow.db"
     from benchmark.tracking import Tracker
 
     Tracker(uri, "scale")
     results: list[dict[str, Any]] = []
+    header = {"machine": machine(), "argv": sys.argv[1:] if argv is None else list(argv),
+              "load_average_start": load_average()}
     for n_ratings in sizes:
-        dims = shape(n_ratings)
+        dims = shape(n_ratings, args.group_size)
         print(f"\n{n_ratings:,} ratings: {dims['n_users']:,} users x {dims['n_items']:,} items, "
-              f"{dims['n_groups']:,} groups",
-              flush=True)
-        for model in models:
-            estimate, what = estimate_bytes(model, n_ratings)
+              f"{dims['n_groups']:,} groups; load average {load_average()}", flush=True)
+        for model in [HARNESS_JOB, *models]:
+            estimate, what = estimate_bytes(model, n_ratings, args.full_catalogue)
             if estimate > args.memory_limit_gb * 2 ** 30:
                 reason = (f"skipped: estimated {estimate / 2 ** 30:.1f} GB ({what}) > --memory-limit-gb "
                           f"{args.memory_limit_gb:g}")
@@ -409,31 +447,41 @@ def main(argv: list[str] | None = None) -> None:
                 results.append({"model": model, "n_ratings": n_ratings, "skipped": reason})
                 continue
             started = time.perf_counter()
-            result = run_isolated(model, n_ratings, args.epochs, args.format, uri, args.timeout)
+            job = (model, n_ratings, args.epochs, args.format, uri, f"{work.name}/cache", args.full_catalogue,
+                   args.group_size)
+            result = run_isolated(job, args.timeout)
             result.setdefault("model", model)
             result.setdefault("n_ratings", n_ratings)
+            result["estimated_mb"] = estimate / 2 ** 20
+            result["load_average_after"] = load_average()
             if "error" in result:
                 print(f"  {model}: FAILED {result['error']}", flush=True)
             else:
                 print(f"  {model}: {time.perf_counter() - started:.1f} s, peak RSS {result['job_peak_rss_mb']:,.0f} MB "
                       f"(estimated {estimate / 2 ** 20:,.0f} MB), "
                       + ", ".join(f"{k} {v:.2f}" for k, v in result["seconds"].items())
-                      + (f", {result['seconds_per_epoch']:.2f} s/epoch" if result.get("seconds_per_epoch") else ""),
+                      + (f", {result['seconds_per_epoch']:.2f} s/epoch" if result.get("seconds_per_epoch") else "")
+                      + f"; cache {result.get('protocol_cache')}; load average {result['load_average_after']}",
                       flush=True)
             results.append(result)
             # after every job, so a run stopped half-way keeps what it measured (--from-json reads it)
             args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / "scale.json").write_text(json.dumps({"machine": machine(), "argv": sys.argv[1:],
-                                                             "results": results}, indent=2, default=str))
+            (args.out / "scale.json").write_text(json.dumps({**header, "results": results}, indent=2, default=str))
 
-    summarize(results, args.out, {"machine": machine(), "argv": sys.argv[1:]})
-    store.cleanup()
+    header["load_average_end"] = load_average()
+    summarize(results, args.out, header)
+    work.cleanup()
 
 
 def summarize(results: list[dict[str, Any]], out: Path, header: dict[str, Any]) -> None:
-    """Print the stage table, exponents, targets and artifact sizes; write scale.json and scale.png."""
+    """Print the stage table, exponents and targets; write scale.json and scale.png."""
     sizes = sorted({r["n_ratings"] for r in results})
     print("\n" + table(results))
+    print("\nseconds (the runner's stage_*_seconds); predict = every prediction the model makes (test pairs, group"
+          "\nmembers' pairs, catalogue);"
+          "\nevaluate = the harness's own evaluation work; harness share = (load + split + grouping + evaluate + log)"
+          "\n/ total, warm = as the job ran (protocol cache hit), cold = with the size's harness job's load, split"
+          "\nand grouping (cache miss, the first job of a sweep); open_store (MLflow client) is left out")
     fitted = exponents(results)
     print("\ngrowth exponents (log-log least squares over " + ", ".join(f"{n:,}" for n in sizes) + " ratings):")
     for key, value in fitted.items():
@@ -441,15 +489,12 @@ def summarize(results: list[dict[str, Any]], out: Path, header: dict[str, Any]) 
     print("\ntargets:")
     for line in targets(results, fitted):
         print(f"  {line}")
-    sizes_1m = [r["artifact_bytes"] for r in results if "artifact_bytes" in r and r["n_ratings"] == 1_000_000]
-    if sizes_1m:
-        print("\nartifact sizes at 1M (bytes): " + ", ".join(f"{k} {v:,}" for k, v in sizes_1m[0].items()))
     out.mkdir(parents=True, exist_ok=True)
     (out / "scale.json").write_text(json.dumps({**header, "results": results, "exponents": fitted},
                                                indent=2, default=str))
-    if any("seconds" in r for r in results):
+    if _ok(results):
         plot(results, out / "scale.png")
-    print(f"\nwrote {out / 'scale.json'} and {out / 'scale.png'}")
+    print(f"\nwrote {out / 'scale.json'}" + (f" and {out / 'scale.png'}" if _ok(results) else ""))
 
 
 if __name__ == "__main__":

@@ -17,9 +17,10 @@ the network is all a change of architecture takes.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -99,14 +100,17 @@ class DMTLNetwork(nn.Module):
         nn.init.constant_(self.rating_head.bias, math.log(start / (1 - start)))
 
     def forward(self, user: torch.Tensor, item: torch.Tensor, xu: torch.Tensor, xi: torch.Tensor,
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> (rating prediction (b,), profile logits (b, K), attention α (b, di))."""
+                profile: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """-> (rating prediction (b,), profile logits (b, K), attention α (b, di)). ``profile=False``
+        (rating-only prediction) skips the K-way profiling head and returns None for its logits;
+        everything else is the same computation. An edited network whose ``forward`` has no
+        ``profile`` argument still works: DMTL then runs its whole forward when predicting."""
         hu = self.act(self.user_embedding(user) + self.user_projection(xu))
         hi = self.act(self.item_embedding(item) + self.item_projection(xi))
         alpha = self.attention(self.attention_layer, hu, hi)
         zg = self.dropout(self.act(self.shared(torch.cat([hu, alpha * hi], dim=1))))
         rating = self.low + self.span * torch.sigmoid(self.rating_head(zg).squeeze(1))
-        return rating, self.profile_head(zg), alpha
+        return rating, self.profile_head(zg) if profile else None, alpha
 
     def flops_per_sample(self) -> int:
         """Forward FLOPs of one (user, item) row: 2 per multiply-add of every dense layer."""
@@ -141,8 +145,17 @@ class _Encoded:
         """The network's inputs, one row per rating: user, item, xu, xi."""
         return [self.user, self.item, self.xu, self.xi]
 
-    def tensors(self) -> list[torch.Tensor]:
-        return [*self.inputs(), self.rating, self.group]
+    def rows(self) -> list[torch.Tensor]:
+        """The trainer's tensors, one row per rating: user, item, the rows of xu and xi in the feature
+        tables, rating, group. ``DMTL.loss`` gathers xu and xi a batch at a time, so no per-rating
+        feature matrix (14 floats a rating) is ever built for the whole training set."""
+        return [self.user, self.item, self.user_feature, self.item_feature, self.rating, self.group]
+
+    def take(self, index: torch.Tensor) -> "_Encoded":
+        """These rows at ``index`` (same feature tables)."""
+        picked = {name: getattr(self, name).index_select(0, index) for name in
+                  ("user", "item", "user_feature", "item_feature", "rating", "group") if getattr(self, name) is not None}
+        return _Encoded(user_table=self.user_table, item_table=self.item_table, **picked)
 
     def __len__(self) -> int:
         return len(self.user)
@@ -228,12 +241,16 @@ class DMTL(Recommender):
             raise TrainingError(f"DMTL: {int(labels.isna().sum())} training rows have users without a group "
                                 f"label; the grouping must label every user with training ratings")
         val_mask = self.trainer.validation_mask(train)
-        fit_rows, val_rows = train[~val_mask], train[val_mask]
-        group = labels.to_numpy().astype(np.int64)
+        fit_rows = train[~val_mask]
         self._prepare_encoders(fit_rows, context)
         self.k = int(context.groups.k)
-        self.fit_data = self._encode(fit_rows, group[~val_mask])
-        self.val_data = self._encode(val_rows, group[val_mask])
+        # every training row encoded once, then split: fitting and validation rows share one side-feature
+        # table per side, which the loss reads a batch at a time (_Encoded.rows)
+        encoded = self._encode(train[["user", "item", "rating"]], labels.to_numpy().astype(np.int64))
+        self.fit_data = encoded.take(self.trainer.tensor(np.flatnonzero(~val_mask), torch.long))
+        self.val_data = encoded.take(self.trainer.tensor(np.flatnonzero(val_mask), torch.long))
+        self._train_tables = (encoded.user_table, encoded.item_table)
+        del encoded
         # reference items for users without training rows (profiling of cold users)
         self.popular_items = fit_rows["item"].value_counts().index[:50].to_numpy()
         self.fit_pairs = fit_rows[["user", "item"]].reset_index(drop=True)
@@ -249,39 +266,49 @@ class DMTL(Recommender):
             user_dim=self.sizes["user_dim"], item_dim=self.sizes["item_dim"], shared_dim=self.sizes["shared_dim"],
             activation=self.activation, dropout=self.dropout, attention=self.attention,
             rating_scale=(low, high), mean_rating=float(fit_rows["rating"].mean())).to(self.device)
-        result = self.trainer.fit(self.net, self.loss, self.fit_data.tensors(), self.val_data.tensors(), context)
+        result = self.trainer.fit(self.net, self.loss, self.fit_data.rows(), self.val_data.rows(), context)
         self.history, self.best_epoch = result.history, result.best_epoch
         self._summarize()
         return self
 
     def loss(self, net: nn.Module, batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The trainer's loss: batch = (user, item, xu, xi, rating, group) -> (L, {L_rec, L_profile})."""
-        rating, logits, _ = net(*batch[:4])
-        l_rec, l_prof = rating_loss(rating, batch[4]), profile_loss(logits, batch[5])
+        """The trainer's loss: batch = (user, item, xu row, xi row, rating, group) (``_Encoded.rows``)
+        -> (L, {L_rec, L_profile}); xu and xi are gathered from the training feature tables here."""
+        user, item, user_row, item_row, target, group = batch
+        user_table, item_table = self._train_tables
+        rating, logits, _ = net(user, item, user_table.index_select(0, user_row), item_table.index_select(0, item_row))
+        l_rec, l_prof = rating_loss(rating, target), profile_loss(logits, group)
         return objective(l_rec, l_prof, self.lambda_profile), {"rating_loss": l_rec, "profile_loss": l_prof}
 
     # ---- inference ---------------------------------------------------------------------------
+    # pairs encoded and scored at a time: inference memory is O(CHUNK) whatever the frame's length
+    # (the group-level evaluation asks for ~5 member x item pairs per rating: 50M at 10M ratings).
+    # 16,384: a chunk's temporaries (~20 MB) are reused from the heap; at 65,536 the allocator maps
+    # fresh pages for every chunk (0.16-0.19 page faults per pair) and a pair costs 0.70-0.75 us
+    # instead of 0.46 (1M-rating model, one thread, docs/performance.md "Scaling to 10M ratings")
+    CHUNK = 16384
+
     @torch.no_grad()
-    def _forward(self, frame: pd.DataFrame, chunk: int = 65536, attention: bool = True,
-                 ) -> tuple[np.ndarray, np.ndarray | None]:
-        """(ratings, α or None) for a frame of (user, item) pairs, in chunks, in eval mode. α holds di
-        floats per pair, so predict leaves it out (1.6M full-catalogue pairs: 200 MB)."""
+    def _chunks(self, frame: pd.DataFrame, profile: bool = False,
+                ) -> Iterator[tuple[int, pd.DataFrame, torch.Tensor, torch.Tensor | None, torch.Tensor]]:
+        """(start row, the frame's rows, ratings, profile logits or None, α) per chunk of ``frame``'s
+        (user, item) pairs, in eval mode; each chunk is encoded on its own (no per-pair feature matrix
+        of the whole frame) and the profiling head runs only when ``profile`` is true."""
         self.net.eval()
-        data = self._encode(frame)
-        ratings, alphas, inputs = [], [], data.inputs()
-        for start in range(0, len(data), chunk):
-            part = [t[start:start + chunk] for t in inputs]
-            rating, _, alpha = self.net(*part)
-            ratings.append(rating)
-            if attention:
-                alphas.append(alpha)
-        return (torch.cat(ratings).cpu().numpy().astype(float),
-                torch.cat(alphas).cpu().numpy() if attention else None)
+        # a network edited from an older forward(user, item, xu, xi) computes every head
+        heads = {"profile": profile} if "profile" in inspect.signature(self.net.forward).parameters else {}
+        for start in range(0, len(frame), self.CHUNK):
+            rows = frame.iloc[start:start + self.CHUNK]
+            rating, logits, alpha = self.net(*self._encode(rows).inputs(), **heads)
+            yield start, rows, rating, logits, alpha
 
     def predict(self, pairs: pd.DataFrame) -> np.ndarray:
         if self.net is None:
             raise TrainingError("DMTL.predict called before fit; call fit(train, context) first")
-        return self._forward(pairs[["user", "item"]], attention=False)[0]
+        out = np.empty(len(pairs), dtype=float)
+        for start, rows, rating, _, _ in self._chunks(pairs[["user", "item"]]):
+            out[start:start + len(rows)] = rating.cpu().numpy()
+        return out
 
     @torch.no_grad()
     def predict_groups(self, users) -> np.ndarray:
@@ -290,7 +317,6 @@ class DMTL(Recommender):
         rated training items."""
         if self.net is None:
             raise TrainingError("DMTL.predict_groups called before fit; call fit(train, context) first")
-        self.net.eval()
         users = np.asarray(users)
         wanted, back = np.unique(users, return_inverse=True)
         known = self.fit_pairs[self.fit_pairs["user"].isin(wanted)]
@@ -299,12 +325,9 @@ class DMTL(Recommender):
                                                 "item": np.tile(self.popular_items, len(cold))})],
                           ignore_index=True)
         owner = torch.as_tensor(np.searchsorted(wanted, pairs["user"].to_numpy()), device=self.device)
-        data = self._encode(pairs)
-        total, inputs = torch.zeros(len(wanted), self.k, device=self.device), data.inputs()
-        for start in range(0, len(data), 65536):
-            part = [t[start:start + 65536] for t in inputs]
-            _, logits, _ = self.net(*part)
-            total.index_add_(0, owner[start:start + 65536], torch.softmax(logits, dim=1))
+        total = torch.zeros(len(wanted), self.k, device=self.device)
+        for start, rows, _, logits, _ in self._chunks(pairs, profile=True):
+            total.index_add_(0, owner[start:start + len(rows)], torch.softmax(logits, dim=1))
         return total.argmax(dim=1).cpu().numpy()[back]
 
     def validation_scores(self) -> tuple[float, float]:
@@ -317,14 +340,33 @@ class DMTL(Recommender):
     # ---- diagnostics -------------------------------------------------------------------------
     def _summarize(self) -> None:
         """Final figures on the fitting rows: the paper's failure signatures (trivial attention,
-        collapse to the mean) and what the attention favours per item feature."""
-        ratings, alpha = self._forward(self.fit_pairs)
-        weights = alpha / alpha.sum(axis=1, keepdims=True)  # α as a distribution (none -> uniform)
-        di = weights.shape[1]
-        entropy = -(weights * np.log(np.clip(weights, 1e-12, None))).sum(axis=1) / math.log(di) if di > 1 \
-            else np.ones(len(weights))
+        collapse to the mean) and what the attention favours per item feature. Accumulated a chunk
+        of rows at a time (``_chunks``): no per-row α, score or feature matrix of the whole fit."""
+        # Which item features' dims the attention favours: a feature f writes into hidden dim j
+        # with share |W_i[j, f]| / sum_j |W_i[j, f]|; the attention a row gives f is di * sum_j α_j share_jf
+        # (1 = the same as uniform attention, > 1 = the attention amplifies the dims carrying f).
+        w = self.net.item_projection.weight.detach().abs().cpu().numpy()  # (di, F)
+        share = w / np.clip(w.sum(axis=0, keepdims=True), 1e-12, None)
+        di, n_features = share.shape
+        ratings = np.empty(len(self.fit_pairs), dtype=float)
+        entropy_sum, count = 0.0, np.zeros(n_features)
+        score_present, score_all, entropy_present = np.zeros(n_features), np.zeros(n_features), np.zeros(n_features)
+        for start, rows, rating, _, alpha in self._chunks(self.fit_pairs):
+            ratings[start:start + len(rows)] = rating.cpu().numpy()
+            alpha = alpha.cpu().numpy()
+            weights = alpha / alpha.sum(axis=1, keepdims=True)  # α as a distribution (none -> uniform)
+            entropy = -(weights * np.log(np.clip(weights, 1e-12, None))).sum(axis=1) / math.log(di) if di > 1 \
+                else np.ones(len(weights))
+            score = di * weights @ share  # (rows, F)
+            present = self.item_features.reindex(rows["item"].to_numpy()).fillna(0.0).to_numpy() > 0
+            entropy_sum += float(entropy.sum(dtype=np.float64))
+            count += present.sum(axis=0)
+            score_present += (score * present).sum(axis=0)
+            score_all += score.sum(axis=0)
+            entropy_present += (entropy[:, None] * present).sum(axis=0)
+        n_rows = len(self.fit_pairs)
         self._diagnostics = {
-            "attention_entropy_ratio": float(entropy.mean()),
+            "attention_entropy_ratio": entropy_sum / n_rows,
             "train_prediction_std": float(ratings.std()),
             "epochs_trained": float(len(self.history)),
             "best_epoch": float(self.best_epoch),
@@ -333,28 +375,19 @@ class DMTL(Recommender):
             "val_rmse": float(math.sqrt(self.history[self.best_epoch - 1]["val_rating_loss"])),
             "seconds_per_epoch": float(np.mean([h["epoch_seconds"] for h in self.history])),
         }
-        # Which item features' dims the attention favours: a feature f writes into hidden dim j
-        # with share |W_i[j, f]| / sum_j |W_i[j, f]|; the attention a row gives f is di * sum_j α_j share_jf
-        # (1 = the same as uniform attention, > 1 = the attention amplifies the dims carrying f).
-        w = self.net.item_projection.weight.detach().abs().cpu().numpy()  # (di, F)
-        share = w / np.clip(w.sum(axis=0, keepdims=True), 1e-12, None)
-        score = di * weights @ share  # (rows, F)
-        raw = self.item_features.reindex(self.fit_pairs["item"].to_numpy()).fillna(0.0).to_numpy()
-        present = raw > 0
-        count = present.sum(axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
             self._attention_by_feature = pd.DataFrame({
                 "feature": self.item_features.columns,
-                "rows_with_feature": count,
-                "attention_when_present": np.where(count > 0, (score * present).sum(0) / count, np.nan),
-                "attention_all_rows": score.mean(axis=0),
-                "entropy_ratio_when_present": np.where(count > 0, (entropy[:, None] * present).sum(0) / count, np.nan),
+                "rows_with_feature": count.astype(np.int64),
+                "attention_when_present": np.where(count > 0, score_present / count, np.nan),
+                "attention_all_rows": score_all / n_rows,
+                "entropy_ratio_when_present": np.where(count > 0, entropy_present / count, np.nan),
             }).sort_values("attention_when_present", ascending=False, ignore_index=True)
 
     def __getstate__(self) -> dict[str, Any]:
         # a saved model (model.pkl) keeps what predicting needs, not the encoded training rows
         state = self.__dict__.copy()
-        for name in ("fit_data", "val_data"):
+        for name in ("fit_data", "val_data", "_train_tables"):
             state.pop(name, None)
         return state
 

@@ -9,7 +9,7 @@
 as ``train_<name>`` / ``val_<name>`` next to ``train_loss`` / ``val_loss`` (the total).
 
 What the trainer owns (docs/protocol.md, "Training"): the validated ``trainer.*`` config, the
-device, batching by slicing tensors built once (one seeded permutation per epoch, losses summed
+device, batching by gathering rows of tensors built once (one seeded permutation per epoch, losses summed
 on the device and read once per epoch: no per-row Python, no per-batch host sync), autograd +
 ``torch.optim.Adam`` (fused where torch has a fused kernel for the device), early stopping on the
 validation rows restoring the best weights, per-epoch metrics (MLflow via ``FitContext``) and a
@@ -197,10 +197,12 @@ class Trainer:
             started = time.perf_counter()
             net.train()
             order = torch.randperm(n, generator=generator).to(self.device)
-            shuffled = [t.index_select(0, order) for t in train]  # one gather per tensor, then slices
             sums = None
             for start in range(0, n, batch):
-                part = [t[start:start + batch] for t in shuffled]
+                # one gather per tensor and batch: no shuffled copy of the whole training set
+                # (the batches are the same rows, in the same order, as slices of such a copy)
+                rows = order[start:start + batch]
+                part = [t.index_select(0, rows) for t in train]
                 total, parts = loss(net, part)
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()

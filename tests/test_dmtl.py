@@ -293,3 +293,97 @@ def test_removed_trainer_key_on_the_command_line_is_one_line_and_exit_2(tmp_path
     assert len(lines) == 1 and "trainer.step was removed" in lines[0] and "delete trainer.step" in lines[0]
     logged = only_run(tmp_path)
     assert logged.info.status == "FAILED" and "trainer.step was removed" in logged.data.tags["error"]
+
+
+# ---- inference and memory at size (issue 15): rating-only prediction, chunked encoding, streamed diagnostics
+
+def test_rating_only_forward_skips_the_profiling_head_and_changes_nothing_else():
+    net, batch = _network(), _batch()
+    net.eval()
+    with torch.no_grad():
+        rating, logits, alpha = net(*batch[:4])
+        only, no_logits, only_alpha = net(*batch[:4], profile=False)
+    assert logits.shape == (32, 4) and no_logits is None
+    assert torch.equal(rating, only) and torch.equal(alpha, only_alpha)
+
+
+@pytest.fixture(scope="module")
+def fitted_dmtl():
+    """DMTL fitted directly (no runner) on the planted-group data, and the split it was fitted on."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*FAST, "trainer.max_epochs=3"])
+    dataset = instantiate(cfg.dataset.loader, root=None)
+    split = instantiate(cfg.split)(dataset.ratings, seed=0)[0]
+    groups = instantiate(cfg.grouping)(dataset, split.train, seed=0)
+    model = instantiate(cfg.model, seed=0).fit(split.train, FitContext(dataset=dataset, groups=groups, seed=0))
+    return model, split
+
+
+def test_predict_never_runs_the_profiling_head_and_equals_the_whole_network(fitted_dmtl):
+    model, split = fitted_dmtl
+    # test pairs plus a cold user and a cold item (side features only)
+    pairs = pd.concat([split.test[["user", "item"]],
+                       pd.DataFrame({"user": [10_000, 1], "item": [1, 10_000]})], ignore_index=True)
+    calls = []
+    hook = model.net.profile_head.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        predicted = model.predict(pairs)
+    finally:
+        hook.remove()
+    assert calls == [] and len(pairs) < model.CHUNK  # one chunk: the same batch as the reference below
+    model.net.eval()
+    with torch.no_grad():  # the reference: every head, every pair in one pass, features built for the whole frame
+        rating, logits, _ = model.net(*model._encode(pairs).inputs())
+    assert logits.shape == (len(pairs), model.k)
+    np.testing.assert_array_equal(predicted, rating.numpy().astype(float))
+    model.CHUNK = 7  # many chunks, each encoded on its own
+    try:
+        np.testing.assert_allclose(model.predict(pairs), predicted, rtol=0, atol=1e-5)
+    finally:
+        del model.CHUNK
+
+
+def test_diagnostics_streamed_in_chunks_equal_a_whole_pass(fitted_dmtl):
+    model, _ = fitted_dmtl
+    model.net.eval()
+    with torch.no_grad():  # reference: the whole fit in one pass, as the diagnostics were computed before
+        rating, _, alpha = model.net(*model._encode(model.fit_pairs).inputs())
+    weights = (alpha / alpha.sum(1, keepdim=True)).double().numpy()
+    di = weights.shape[1]
+    entropy = -(weights * np.log(np.clip(weights, 1e-12, None))).sum(1) / math.log(di)
+    w = model.net.item_projection.weight.detach().abs().double().numpy()
+    score = di * weights @ (w / w.sum(0, keepdims=True))
+    present = model.item_features.reindex(model.fit_pairs["item"]).fillna(0.0).to_numpy() > 0
+    expected = pd.DataFrame({"feature": model.item_features.columns, "rows_with_feature": present.sum(0),
+                             "attention_when_present": (score * present).sum(0) / present.sum(0),
+                             "attention_all_rows": score.mean(0),
+                             "entropy_ratio_when_present": (entropy[:, None] * present).sum(0) / present.sum(0)})
+    model.CHUNK = 13
+    try:
+        model._summarize()
+    finally:
+        del model.CHUNK
+    got = model.diagnostics()
+    assert got["attention_entropy_ratio"] == pytest.approx(entropy.mean(), rel=1e-5)
+    assert got["train_prediction_std"] == pytest.approx(rating.double().std(unbiased=False).item(), rel=1e-6)
+    table = model.artifacts()["attention_by_feature"].set_index("feature").loc[expected["feature"]]
+    for column in expected.columns[1:]:
+        np.testing.assert_allclose(table[column].to_numpy(dtype=float), expected[column].to_numpy(dtype=float),
+                                   rtol=1e-5, err_msg=column)
+
+
+def test_loss_gathers_the_side_features_of_each_row(fitted_dmtl):
+    """The trainer's tensors carry feature-table rows; the loss must see each row's own xu and xi."""
+    model, _ = fitted_dmtl
+    model.net.eval()
+    rows, inputs = model.fit_data.rows(), model.fit_data.inputs()  # inputs: per-row features built in full
+    picked = torch.randperm(len(model.fit_data), generator=torch.Generator().manual_seed(3))[:97]
+    with torch.no_grad():
+        _, parts = model.loss(model.net, [t.index_select(0, picked) for t in rows])
+        rating, logits, _ = model.net(*[t.index_select(0, picked) for t in inputs])
+    assert parts["rating_loss"].item() == pytest.approx(
+        torch.mean((rating - model.fit_data.rating[picked]) ** 2).item(), rel=1e-6)
+    assert parts["profile_loss"].item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, model.fit_data.group[picked]).item(), rel=1e-6)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from benchmark.datasets import synthetic
@@ -32,3 +34,24 @@ def test_dense_request_fills_the_matrix():
 def test_impossible_size_is_refused():
     with pytest.raises(ConfigError, match=r"n_ratings=300 must be in n_users..n_users\*n_items"):
         synthetic.load(n_users=10, n_items=20, n_ratings=300, n_groups=2)
+
+
+def test_sorted_unique_is_numpys_unique():
+    rng = np.random.default_rng(4)
+    for values in (rng.integers(0, 2 ** 40, 5_000), rng.integers(0, 50, 5_000), np.array([7]),
+                   np.empty(0, dtype=np.int64)):
+        np.testing.assert_array_equal(synthetic.sorted_unique(values), np.unique(values))
+
+
+def test_the_fast_dedupe_draws_the_same_data_as_numpys_unique(monkeypatch):
+    fast = synthetic.load(n_users=300, n_items=400, n_ratings=20_000, n_groups=5, seed=2)
+    monkeypatch.setattr(synthetic, "sorted_unique", np.unique)
+    reference = synthetic.load(n_users=300, n_items=400, n_ratings=20_000, n_groups=5, seed=2)
+    pd.testing.assert_frame_equal(fast.ratings, reference.ratings)
+
+
+def test_affinity_chunks_change_no_rating(monkeypatch):
+    whole = synthetic.load(n_users=300, n_items=400, n_ratings=20_000, n_groups=5, seed=3)
+    monkeypatch.setattr(synthetic, "AFFINITY_CHUNK", 7)
+    chunked = synthetic.load(n_users=300, n_items=400, n_ratings=20_000, n_groups=5, seed=3)
+    pd.testing.assert_frame_equal(whole.ratings, chunked.ratings)
