@@ -46,6 +46,7 @@ AGGREGATIONS: Registry[Aggregation] = Registry("aggregation")
 aggregation = AGGREGATIONS.register
 
 DEFAULT_AGGREGATIONS = ("mean", "least_misery", "most_pleasure")
+GROUP_CHUNK_PAIRS = 1 << 21  # member x item pairs predicted at once (~2M: ~100 MB of frames)
 DEFAULT_MIN_RATERS = 1
 
 
@@ -151,6 +152,8 @@ def member_predictions(model: Recommender, members: pd.DataFrame, group_items: p
 def aggregate(member_preds: pd.DataFrame, name: str) -> pd.DataFrame:
     """``group, item, prediction``: the members' predictions turned into one group score (sorted)."""
     ordered = member_preds.sort_values(["group", "item"], kind="stable")
+    if ordered.empty:
+        return pd.DataFrame({"group": ordered["group"], "item": ordered["item"], "prediction": np.zeros(0)})
     keys = ordered[["group", "item"]].to_numpy()
     starts = segment_starts(keys)
     scores = AGGREGATIONS[name](ordered["prediction"].to_numpy(dtype=float), starts)
@@ -170,16 +173,42 @@ def group_training_counts(train: pd.DataFrame, members: pd.DataFrame) -> pd.Seri
     return pd.Series(counts, index=members["group"].to_numpy()).groupby(level=0).sum()
 
 
-def score_groups(truth: pd.DataFrame, member_preds: pd.DataFrame, aggregations: list[str], k: int,
-                 threshold: float) -> pd.DataFrame:
-    """Per-group metrics for each aggregation: ``aggregation, group, n_test, <ranking metrics>, rmse, mae``."""
+def score_groups(truth: pd.DataFrame, scores: dict[str, pd.DataFrame], k: int, threshold: float) -> pd.DataFrame:
+    """Per-group metrics for each aggregation's ``group, item, prediction`` scores:
+    ``aggregation, group, n_test, <ranking metrics>, rmse, mae``."""
     tables = []
-    for name in aggregations:
-        frame = truth[["group", "item", "rating"]].merge(aggregate(member_preds, name), on=["group", "item"])
+    for name, aggregated in scores.items():
+        frame = truth[["group", "item", "rating"]].merge(aggregated, on=["group", "item"])
         tables.append(per_user_metrics(frame, k, threshold, key="group").reset_index()
                       .assign(aggregation=name))
     table = pd.concat(tables, ignore_index=True)
     return table[["aggregation", *[c for c in table.columns if c != "aggregation"]]]
+
+
+def group_scores(model: Recommender, members: pd.DataFrame, group_items: pd.DataFrame, aggregations: list[str],
+                 truth: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """Each aggregation's ``group, item, prediction``, predicted and aggregated a run of groups at a
+    time: at most ~``GROUP_CHUNK_PAIRS`` member x item pairs exist at once, at any data size."""
+    members = unique_members(members).sort_values("group", kind="stable", ignore_index=True)
+    items = group_items[["group", "item"]].drop_duplicates().sort_values("group", kind="stable", ignore_index=True)
+    groups = np.unique(items["group"].to_numpy())
+    n_pairs = (items["group"].value_counts().reindex(groups, fill_value=0).to_numpy()
+               * members["group"].value_counts().reindex(groups, fill_value=0).to_numpy())
+    member_groups, item_groups = members["group"].to_numpy(), items["group"].to_numpy()
+    parts: dict[str, list[pd.DataFrame]] = {name: [] for name in aggregations}
+    first, cumulative = 0, np.cumsum(n_pairs)
+    while first < len(groups):
+        before = cumulative[first - 1] if first else 0
+        last = max(first + 1, int(np.searchsorted(cumulative, before + GROUP_CHUNK_PAIRS, side="right")))
+        low, high = groups[first], groups[last - 1]
+        chunk_members = members.iloc[np.searchsorted(member_groups, low):np.searchsorted(member_groups, high, "right")]
+        chunk_items = items.iloc[np.searchsorted(item_groups, low):np.searchsorted(item_groups, high, "right")]
+        predictions = member_predictions(model, chunk_members, chunk_items, truth=truth)
+        for name in aggregations:
+            parts[name].append(aggregate(predictions, name))
+        first = last
+    empty = pd.DataFrame({"group": [], "item": [], "prediction": []})
+    return {name: pd.concat(frames, ignore_index=True) if frames else empty for name, frames in parts.items()}
 
 
 def summarize_groups(per_group: pd.DataFrame, k: int, prefix: str = "group_") -> dict[str, float]:
@@ -197,8 +226,8 @@ def evaluate_groups(ctx: EvalContext, truth: pd.DataFrame) -> EvalResult:
         log.warning("group evaluation: no group has a candidate item (eval.group.min_raters too high?)")
         return EvalResult({"group_n_groups": 0.0})
     members = ctx.groups.members
-    preds = member_predictions(ctx.model, members, truth, truth=ctx.predictions)
-    per_group = score_groups(truth, preds, aggregations_of(ctx.config), ctx.k, ctx.threshold)
+    scores = group_scores(ctx.model, members, truth, aggregations_of(ctx.config), truth=ctx.predictions)
+    per_group = score_groups(truth, scores, ctx.k, ctx.threshold)
     n_train = group_training_counts(ctx.train, members)
     per_group["n_train"] = n_train.reindex(per_group["group"].to_numpy(), fill_value=0).to_numpy()
     metrics = summarize_groups(per_group, ctx.k)

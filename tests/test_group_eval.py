@@ -235,3 +235,34 @@ def test_run_grouping_real_without_groups_fails_the_run(make_cfg, tracking_uri):
         run(make_cfg("dataset=synthetic", "model=baseline_only", "grouping=real"))
     (logged,) = MlflowClient(tracking_uri).search_runs([Tracker(tracking_uri).experiment_id])
     assert logged.info.status == "FAILED" and "grouping=real" in logged.data.tags["error"]
+
+
+@pytest.mark.parametrize("chunk", [1, 60], ids=["a group per chunk", "a few groups per chunk"])
+def test_group_evaluation_a_run_of_groups_at_a_time_equals_one_pass(monkeypatch, chunk):
+    """KMeans and real groups: predicting and aggregating a run of groups at a time (bounded memory at
+    size) gives the per-group table of one pass over every member x item pair."""
+    import benchmark.group_eval as group_eval
+    from benchmark.evaluation import checked_predictions
+    from benchmark.grouping import kmeans
+    from models.base import FitContext
+    from models.reference import Random
+
+    dataset = load_synthetic(n_users=60, n_items=30, n_ratings=900, n_groups=4, seed=1)
+    split = holdout(dataset.ratings, test_size=0.3, seed=0)[0]
+    groups = kmeans(dataset, split.train, k=4, seed=0)
+    model = Random(seed=3).fit(split.train, FitContext(dataset=dataset, groups=groups, seed=0))
+    frame = split.test.assign(prediction=checked_predictions(model, split.test))
+    ctx = EvalContext(dataset, split.train, frame, groups, model, eval_config(k=3))
+    real_dataset, train = tiny_dataset()
+    real_groups_ = Groups(labels=pd.Series([0, 0, 0], index=[1, 2, 3]), k=1, method="real",
+                          membership=real_dataset.groups.drop_duplicates(ignore_index=True))
+    stub = StubModel({(1, A): 4.0, (1, B): 4.0, (1, C): 2.0, (2, A): 3.0, (2, B): 2.0, (2, C): 5.0,
+                      (3, A): 2.0, (3, B): 5.0})
+    real_ctx = EvalContext(real_dataset, train, train.assign(prediction=3.0), real_groups_, stub, eval_config())
+    one_pass = kmeans_groups(ctx), real_groups(real_ctx)
+    monkeypatch.setattr(group_eval, "GROUP_CHUNK_PAIRS", chunk)
+    chunked = kmeans_groups(ctx), real_groups(real_ctx)
+    for whole, parts in zip(one_pass, chunked):
+        pd.testing.assert_frame_equal(parts.tables["per_group_metrics"], whole.tables["per_group_metrics"])
+        assert parts.metrics == pytest.approx(whole.metrics)
+    assert one_pass[0].metrics["group_n_groups"] == 4
