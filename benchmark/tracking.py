@@ -21,6 +21,7 @@ from typing import Any, Iterator
 import pandas as pd
 
 from benchmark.errors import GroupbenchError, TrackingError, one_line
+from benchmark.store import checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +144,11 @@ class Tracker:
                                  one_line(message) or type(exc).__name__, "error_type": type(exc).__name__})
             finally:
                 _retry_locked(self.client.set_terminated, run.info.run_id, status)
+                checkpoint(self.uri)
             raise
         else:
             _retry_locked(self.client.set_terminated, run.info.run_id, "FINISHED")
+            checkpoint(self.uri)  # the finished run is in mlflow.db itself, not only in its -wal
 
 
 class RunLogger:

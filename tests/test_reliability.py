@@ -467,7 +467,8 @@ def test_a_weak_fit_is_tagged_a_far_worse_one_diverged():
 
 def test_sqlite_store_commits_through_a_write_ahead_log(tmp_path: Path):
     """Runs logged through the Tracker leave the store in WAL mode (commits without an fsync each);
-    a plain sqlite reader (another process, e.g. mlflow ui) sees every committed run."""
+    a plain sqlite reader (another process, e.g. mlflow ui) sees every committed run, and so does a
+    copy of the file alone: each run's end checkpoints the log into it."""
     from benchmark.tracking import Tracker
 
     store = tmp_path / "mlflow.db"
@@ -478,3 +479,9 @@ def test_sqlite_store_commits_through_a_write_ahead_log(tmp_path: Path):
     with sqlite3.connect(store) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("select count(*) from runs where status = 'FINISHED'").fetchone()[0] == 3
+    # the file alone (copied without its -wal, the tracker still open) holds every finished run
+    shutil.copy(store, tmp_path / "copy.db")
+    assert not (tmp_path / "copy.db-wal").exists()
+    with sqlite3.connect(tmp_path / "copy.db") as db:
+        assert db.execute("select count(*) from runs where status = 'FINISHED'").fetchone()[0] == 3
+        assert db.execute("select count(*) from metrics where key = 'x'").fetchone()[0] == 3
