@@ -87,29 +87,34 @@ def shape(n_ratings: int, group_size: int = GROUP_SIZE) -> dict[str, int]:
     return {"n_users": n_users, "n_items": n_items, "n_ratings": n_ratings, "n_groups": n_users // group_size}
 
 
+# DMTL's own memory beside the harness's (encoded training rows, the model, Adam's state), from its
+# measured peaks: 966 MiB at 1M and 3,021 MiB at 10M ratings (1 epoch, docs/performance.md)
+DMTL_BASE, DMTL_PER_RATING = 0.03e9, 145.0
+
+
 def estimate_bytes(model: str, n_ratings: int, full_catalogue: bool = False) -> tuple[float, str]:
     """A job's peak memory, estimated before starting it from the peaks measured on this machine at
-    100k, 300k, 1M and 10M ratings (docs/performance.md, "Scaling to 10M ratings"). Every job's peak
-    is reached in the harness's group-level evaluation (~5 member x item pairs per rating, merged and
-    sorted by pandas): ~0.55 GB of interpreter and libraries plus ~1.19 kB per rating (the harness
-    job: 1.6 GB at 1M, 11.6 GB at 10M). Each model adds what it holds meanwhile. The full catalogue
+    100k, 300k, 1M and 10M ratings (docs/performance.md, "Scaling to 10M ratings"). The harness:
+    ~0.55 GB of interpreter and libraries, ~0.2 GB of evaluation chunks (bounded: the group
+    evaluation works a run of groups at a time) and ~97 B per rating of data, split and groups
+    (805 MiB at 1M, 1,638 MiB at 10M). Each model adds what it holds meanwhile. The full catalogue
     (off by default) adds its score chunks only: it is bounded by the chunk size."""
     dims = shape(n_ratings)
-    harness = 0.55e9 + 1190.0 * n_ratings
+    harness = 0.75e9 + 97.0 * n_ratings
     extra = 32.0 * 2 ** 20 if full_catalogue else 0.0
     if model == "knn_item":
         # Surprise's item-item similarity: n_items^2 float64 kept; during fit three such matrices
         # (similarities, co-rating counts, squared differences) on top of the data before evaluation
         kept, building = 8.0 * dims["n_items"] ** 2, 24.0 * dims["n_items"] ** 2
         peak = max(harness + kept, 0.55e9 + 125.0 * n_ratings + building) + 265.0 * n_ratings
-        return peak + extra, f"{dims['n_items']:,}^2 item similarities + Surprise trainset + group evaluation"
+        return peak + extra, f"{dims['n_items']:,}^2 item similarities + Surprise trainset"
     if model == "dmtl":
-        return harness + 0.25e9 + 40.0 * n_ratings + extra, "group evaluation + DMTL's encoded training rows"
+        return harness + DMTL_BASE + DMTL_PER_RATING * n_ratings + extra, "DMTL's encoded training rows and model"
     if model == "neural_mf":
-        return harness + 0.12e9 + 20.0 * n_ratings + extra, "group evaluation + encoded training rows"
+        return harness + 0.4e9 + 20.0 * n_ratings + extra, "encoded training rows and model"
     if model == HARNESS_JOB:
-        return harness + extra, "data, split, groups, group-evaluation pairs"
-    return harness + 0.05e9 + 265.0 * n_ratings + extra, "group evaluation + Surprise trainset (Python tuples)"
+        return harness + extra, "data, split, groups, evaluation chunks"
+    return harness + 0.15e9 + 265.0 * n_ratings + extra, "Surprise trainset (Python tuples)"
 
 
 def compose_cfg(model: str, n_ratings: int, epochs: int, uri: str, fmt: str, cache_dir: str | None = None,

@@ -56,14 +56,16 @@ def test_a_job_over_the_memory_limit_is_skipped_never_started(tmp_path, capsys, 
 def test_estimates_match_the_measured_peaks():
     """The estimates, recalibrated from the peaks measured on this machine (MiB, docs/performance.md),
     neither fall short of them (a job would be started that crashes the machine) nor far exceed them."""
-    measured_mib = {(scale.HARNESS_JOB, 1_000_000): 1_625, (scale.HARNESS_JOB, 10_000_000): 11_826,
-                    ("dmtl", 1_000_000): 1_900, ("dmtl", 10_000_000): 12_450, ("svd", 1_000_000): 1_908,
-                    ("svd", 10_000_000): 14_354, ("knn_item", 1_000_000): 2_066, ("neural_mf", 1_000_000): 1_752}
+    measured_mib = {(scale.HARNESS_JOB, 1_000_000): 805, (scale.HARNESS_JOB, 10_000_000): 1_638,
+                    ("dmtl", 1_000_000): 966, ("dmtl", 10_000_000): 3_021, ("svd", 1_000_000): 1_185,
+                    ("knn_item", 1_000_000): 1_378, ("neural_mf", 1_000_000): 1_199}
     for (model, n), peak in measured_mib.items():
         estimate = scale.estimate_bytes(model, n)[0] / 2 ** 20
         assert 0.95 * peak <= estimate <= 1.25 * peak, (model, n, estimate, peak)
-    # 10M with the default 4 GB limit: every job is skipped, the harness's evaluation alone is ~11.6 GB
-    assert all(scale.estimate_bytes(m, 10_000_000)[0] > 4 * 2 ** 30 for m in scale.MODELS)
+    # 10M with the default 4 GB limit: the harness and DMTL run (1.6 and 3.0 GB measured); Surprise's
+    # trainset (Python tuples) and k-NN's item-item matrices do not fit
+    over = {m for m in (scale.HARNESS_JOB, *scale.MODELS) if scale.estimate_bytes(m, 10_000_000)[0] > 4 * 2 ** 30}
+    assert over == {"svd", "knn_item"}
 
 
 def test_merging_runs_prints_exponents_across_them(tmp_path, capsys):
