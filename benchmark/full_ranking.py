@@ -34,8 +34,8 @@ import pandas as pd
 
 from benchmark.errors import TrainingError
 from benchmark.evaluation import EvalContext, EvalResult, checked_predictions, evaluator
-from benchmark.group_eval import (AGGREGATIONS, _get, aggregations_of, group_truth, min_raters_of, segment_starts,
-                                  unique_members)
+from benchmark.group_eval import (AGGREGATIONS, _get, aggregations_of, group_truth, min_raters_of, runs_within,
+                                  segment_starts, unique_members)
 from models.base import Recommender, ScoresAll
 
 log = logging.getLogger(__name__)
@@ -193,19 +193,6 @@ def summarize_full(table: pd.DataFrame, top_items: np.ndarray, n_items: int, k: 
 
 # ---------------------------------------------------------------------------- groups
 
-def group_chunks(sizes: np.ndarray, n_items: int) -> list[tuple[int, int]]:
-    """``(first, last)`` ranges of consecutive groups whose members' rows hold about ``CHUNK_PAIRS``
-    scores (at least one group per range); ``sizes`` = members per group."""
-    cumulative, limit = np.cumsum(sizes), max(1, CHUNK_PAIRS // max(1, n_items))
-    chunks, first = [], 0
-    while first < len(sizes):
-        before = cumulative[first - 1] if first else 0
-        last = max(first + 1, int(np.searchsorted(cumulative, before + limit, side="right")))
-        chunks.append((first, last))
-        first = last
-    return chunks
-
-
 def member_blocks(users: pd.Index, members: pd.DataFrame) -> tuple[pd.Index, np.ndarray, np.ndarray]:
     """``(groups, rows, starts)``: the score-matrix rows of every group's members, group after group
     (groups sorted); ``starts`` = each group's first position in ``rows`` (AGGREGATIONS' segments)."""
@@ -238,7 +225,7 @@ def evaluate_groups_full(ctx: EvalContext, scores: np.ndarray, users: pd.Index, 
     parts: dict[str, list] = {name: [] for name in names}
     # groups a chunk at a time, so the members' score rows copied for aggregation stay ~CHUNK_PAIRS
     ends = np.append(starts[1:], len(rows))
-    for first, last in group_chunks(ends - starts, len(items)):
+    for first, last in runs_within(ends - starts, max(1, CHUNK_PAIRS // max(1, len(items)))):
         block = rows[starts[first]:ends[last - 1]]
         local = starts[first:last] - starts[first]
         member_scores = scores[block]

@@ -74,6 +74,18 @@ def most_pleasure(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return np.maximum.reduceat(values, starts, axis=0)
 
 
+def runs_within(sizes: np.ndarray, limit: int) -> list[tuple[int, int]]:
+    """``(first, last)`` ranges of consecutive entries whose ``sizes`` add up to about ``limit`` (at
+    least one entry per range): runs of groups holding a bounded number of rows or pairs."""
+    cumulative, runs, first = np.cumsum(sizes), [], 0
+    while first < len(sizes):
+        before = cumulative[first - 1] if first else 0
+        last = max(first + 1, int(np.searchsorted(cumulative, before + limit, side="right")))
+        runs.append((first, last))
+        first = last
+    return runs
+
+
 def segment_starts(keys: np.ndarray) -> np.ndarray:
     """First row of each run of equal rows in ``keys`` (sorted, shape ``(n,)`` or ``(n, m)``)."""
     if len(keys) == 0:
@@ -196,17 +208,13 @@ def group_scores(model: Recommender, members: pd.DataFrame, group_items: pd.Data
                * members["group"].value_counts().reindex(groups, fill_value=0).to_numpy())
     member_groups, item_groups = members["group"].to_numpy(), items["group"].to_numpy()
     parts: dict[str, list[pd.DataFrame]] = {name: [] for name in aggregations}
-    first, cumulative = 0, np.cumsum(n_pairs)
-    while first < len(groups):
-        before = cumulative[first - 1] if first else 0
-        last = max(first + 1, int(np.searchsorted(cumulative, before + GROUP_CHUNK_PAIRS, side="right")))
+    for first, last in runs_within(n_pairs, GROUP_CHUNK_PAIRS):
         low, high = groups[first], groups[last - 1]
         chunk_members = members.iloc[np.searchsorted(member_groups, low):np.searchsorted(member_groups, high, "right")]
         chunk_items = items.iloc[np.searchsorted(item_groups, low):np.searchsorted(item_groups, high, "right")]
         predictions = member_predictions(model, chunk_members, chunk_items, truth=truth)
         for name in aggregations:
             parts[name].append(aggregate(predictions, name))
-        first = last
     empty = pd.DataFrame({"group": [], "item": [], "prediction": []})
     return {name: pd.concat(frames, ignore_index=True) if frames else empty for name, frames in parts.items()}
 

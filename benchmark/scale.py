@@ -295,22 +295,29 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def stage_points(results: list[dict[str, Any]], stage_name: str) -> list[tuple[int, float]]:
+    """(ratings, seconds) of a harness stage per size: load, split and grouping from the size's cold
+    harness job; evaluate and log the median over the size's jobs."""
+    ok = _ok(results)
+    points = []
+    for n in sorted({r["n_ratings"] for r in ok}):
+        if stage_name in PROTOCOL_STAGES:
+            cold = cold_protocol(results, n)
+            if cold is not None:
+                points.append((n, cold[stage_name]))
+        else:
+            points.append((n, float(np.median([r["seconds"][stage_name] for r in ok if r["n_ratings"] == n]))))
+    return points
+
+
 def exponents(results: list[dict[str, Any]]) -> dict[str, float | None]:
     """Growth exponents: each harness stage (load, split, grouping from the cold harness job of
     each size; evaluate and log the median over the size's jobs), the harness job's peak RSS, and
     per model its fit, predict, epoch and peak RSS."""
     ok = _ok(results)
-    sizes = sorted({r["n_ratings"] for r in ok})
     out: dict[str, float | None] = {}
     for stage_name in HARNESS_STAGES:
-        points = []
-        for n in sizes:
-            if stage_name in PROTOCOL_STAGES:
-                cold = cold_protocol(results, n)
-                if cold is not None:
-                    points.append((n, cold[stage_name]))
-            else:
-                points.append((n, float(np.median([r["seconds"][stage_name] for r in ok if r["n_ratings"] == n]))))
+        points = stage_points(results, stage_name)
         out[stage_name] = exponent([p[0] for p in points], [p[1] for p in points])
     for model in sorted({r["model"] for r in ok}):
         mine = sorted((r for r in ok if r["model"] == model), key=lambda r: r["n_ratings"])
@@ -362,14 +369,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     sizes = sorted({r["n_ratings"] for r in ok})
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
     for stage_name in HARNESS_STAGES:
-        points = []
-        for n in sizes:
-            if stage_name in PROTOCOL_STAGES:
-                cold = cold_protocol(results, n)
-                if cold is not None:
-                    points.append((n, cold[stage_name]))
-            else:
-                points.append((n, np.median([r["seconds"][stage_name] for r in ok if r["n_ratings"] == n])))
+        points = stage_points(results, stage_name)
         if points:
             left.plot(*zip(*points), marker="o", label=f"harness: {stage_name}")
     for model in sorted({r["model"] for r in ok}):
