@@ -37,8 +37,10 @@ from benchmark.registry import Registry
 BLOCK = 1 << 16
 BLOCK_ENTRIES = 1 << 22
 SLOPE_ONE_GATHER_COST = 200
-# flattened rating lists per trainset (Surprise never changes a trainset once built)
+# flattened rating lists per trainset (Surprise never changes a trainset once built), and the rows
+# a trainset was built from where the wrapper kept them (flattened from those by a sort, on demand)
 _flattened: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_rows: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -130,13 +132,50 @@ def rating_arrays(trainset: surprise.Trainset, side: str) -> tuple[np.ndarray, n
     """Flatten ``trainset.ur`` (``side="ur"``) or ``ir``: offsets per user (item), the other ids and
     the ratings, in list order. Once per trainset: the evaluation predicts several times per model."""
     flattened = _flattened.setdefault(trainset, {})
+    n = trainset.n_users if side == "ur" else trainset.n_items
+    if side not in flattened and trainset in _rows:
+        flattened[side] = _rows[trainset].flat(side, n)
     if side not in flattened:
         by_key = getattr(trainset, side)
-        n = trainset.n_users if side == "ur" else trainset.n_items
         lengths = np.fromiter(map(len, (by_key[key] for key in range(n))), dtype=np.intp, count=n)
         flat = np.array(list(chain.from_iterable(by_key[key] for key in range(n))), dtype=float).reshape(-1, 2)
         flattened[side] = (np.r_[0, np.cumsum(lengths)], flat[:, 0].astype(np.intp), flat[:, 1].copy())
     return flattened[side]
+
+
+@dataclass
+class TrainsetRows:
+    """A trainset's ratings as arrays, in the order of the frame it was built from: inner user id,
+    inner item id, rating. Surprise appends each row to ``ur[u]`` and ``ir[i]`` in that order, so a
+    stable sort by either id gives both sides' lists exactly (``lists``)."""
+
+    u: np.ndarray
+    i: np.ndarray
+    rating: np.ndarray
+
+    @classmethod
+    def of(cls, trainset: surprise.Trainset, users, items, ratings) -> "TrainsetRows":
+        """The rows of ``trainset`` built by ``Dataset.load_from_df`` from these columns (in order)."""
+        as_index = lambda raw2inner: pd.Index(list(raw2inner))  # dict order = inner id order
+        return cls(as_index(trainset._raw2inner_id_users).get_indexer(users).astype(np.int32),
+                   as_index(trainset._raw2inner_id_items).get_indexer(items).astype(np.int32),
+                   np.asarray(ratings, dtype=float))
+
+    def flat(self, side: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``rating_arrays(trainset, side)``, by one stable sort."""
+        key, other = (self.u, self.i) if side == "ur" else (self.i, self.u)
+        order = np.argsort(key, kind="stable")
+        return np.r_[0, np.cumsum(np.bincount(key, minlength=n))], other[order].astype(np.intp), self.rating[order]
+
+    def remember(self, trainset: surprise.Trainset) -> None:
+        """Let ``rating_arrays`` flatten ``trainset`` from these rows (no pass over its Python tuples)."""
+        _rows[trainset] = self
+
+    def lists(self, side: str, n: int) -> dict[int, list[tuple[int, float]]]:
+        """``trainset.ur`` or ``ir`` rebuilt: key -> [(other id, rating), ...] in the original order."""
+        offsets, other, ratings = self.flat(side, n)
+        pairs = list(zip(other.tolist(), ratings.tolist()))
+        return {key: pairs[offsets[key]:offsets[key + 1]] for key in range(n)}
 
 
 def rated_matrix(trainset: surprise.Trainset) -> sparse.csr_matrix:

@@ -144,21 +144,48 @@ def group_truth(test: pd.DataFrame, members: pd.DataFrame, min_raters: int = 1) 
     return truth[truth["n_raters"] >= min_raters].reset_index(drop=True)
 
 
+def member_pairs(members: pd.DataFrame, group_items: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """``group, item, user`` for every member of every group and each of its items, sorted by group
+    and item (an item's members consecutive), and the first row of each (group, item): the segments
+    the aggregations reduce, with no sort of the (members x items)-row table."""
+    members = unique_members(members).sort_values("group", kind="stable", ignore_index=True)
+    items = (group_items[["group", "item"]].drop_duplicates()
+             .sort_values(["group", "item"], kind="stable", ignore_index=True))
+    member_groups = members["group"].to_numpy()
+    first = np.searchsorted(member_groups, items["group"].to_numpy(), side="left")
+    counts = np.searchsorted(member_groups, items["group"].to_numpy(), side="right") - first
+    item_rows = np.repeat(np.arange(len(items)), counts)
+    starts = np.cumsum(counts) - counts
+    # row j of an item's segment is that group's j-th member
+    member_rows = np.repeat(first - starts, counts) + np.arange(len(item_rows))
+    pairs = pd.DataFrame({"group": items["group"].to_numpy()[item_rows], "item": items["item"].to_numpy()[item_rows],
+                          "user": members["user"].to_numpy()[member_rows]})
+    return pairs, starts[counts > 0]
+
+
 def member_predictions(model: Recommender, members: pd.DataFrame, group_items: pd.DataFrame,
                        truth: pd.DataFrame | None = None) -> pd.DataFrame:
-    """``group, item, user, prediction`` for every member of every group and each of its items.
+    """``group, item, user, prediction`` for every member of every group and each of its items,
+    sorted by group and item (``member_pairs``).
 
     Each distinct (user, item) pair is predicted once, in one ``model.predict`` call, and
     shared by every group the user belongs to.
     """
-    members = unique_members(members)
-    pairs = group_items[["group", "item"]].drop_duplicates().merge(members, on="group")
-    if not members["user"].duplicated().any():  # one group per user (KMeans): every pair is distinct
-        prediction = checked_predictions(model, pairs[["user", "item"]], what="group-member pairs", truth=truth)
-        return pairs.assign(prediction=prediction)
-    distinct = pairs[["user", "item"]].drop_duplicates(ignore_index=True)
-    prediction = checked_predictions(model, distinct, what="group-member pairs", truth=truth)
-    return pairs.merge(distinct.assign(prediction=prediction), on=["user", "item"])
+    one_group_each = not unique_members(members)["user"].duplicated().any()
+    return _predicted(model, member_pairs(members, group_items)[0], truth, one_group_each)
+
+
+def _predicted(model: Recommender, pairs: pd.DataFrame, truth: pd.DataFrame | None,
+               one_group_each: bool) -> pd.DataFrame:
+    """``pairs`` with the model's ``prediction``; a pair shared by several groups is predicted once."""
+    if one_group_each:  # (KMeans) every pair is distinct
+        return pairs.assign(prediction=checked_predictions(model, pairs[["user", "item"]],
+                                                           what="group-member pairs", truth=truth))
+    pair = pairs.groupby(["user", "item"], sort=False).ngroup().to_numpy()
+    _, first = np.unique(pair, return_index=True)  # the first row of each distinct pair, in pair-id order
+    prediction = checked_predictions(model, pairs.iloc[first][["user", "item"]].reset_index(drop=True),
+                                     what="group-member pairs", truth=truth)
+    return pairs.assign(prediction=prediction[pair])
 
 
 def aggregate(member_preds: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -199,22 +226,29 @@ def score_groups(truth: pd.DataFrame, scores: dict[str, pd.DataFrame], k: int, t
 
 def group_scores(model: Recommender, members: pd.DataFrame, group_items: pd.DataFrame, aggregations: list[str],
                  truth: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
-    """Each aggregation's ``group, item, prediction``, predicted and aggregated a run of groups at a
-    time: at most ~``GROUP_CHUNK_PAIRS`` member x item pairs exist at once, at any data size."""
+    """Each aggregation's ``group, item, prediction`` (sorted by group and item), predicted and
+    aggregated a run of groups at a time: at most ~``GROUP_CHUNK_PAIRS`` member x item pairs exist
+    at once, at any data size."""
     members = unique_members(members).sort_values("group", kind="stable", ignore_index=True)
-    items = group_items[["group", "item"]].drop_duplicates().sort_values("group", kind="stable", ignore_index=True)
+    items = (group_items[["group", "item"]].drop_duplicates()
+             .sort_values(["group", "item"], kind="stable", ignore_index=True))
     groups = np.unique(items["group"].to_numpy())
     n_pairs = (items["group"].value_counts().reindex(groups, fill_value=0).to_numpy()
                * members["group"].value_counts().reindex(groups, fill_value=0).to_numpy())
     member_groups, item_groups = members["group"].to_numpy(), items["group"].to_numpy()
+    one_group_each = not members["user"].duplicated().any()
     parts: dict[str, list[pd.DataFrame]] = {name: [] for name in aggregations}
     for first, last in runs_within(n_pairs, GROUP_CHUNK_PAIRS):
         low, high = groups[first], groups[last - 1]
         chunk_members = members.iloc[np.searchsorted(member_groups, low):np.searchsorted(member_groups, high, "right")]
         chunk_items = items.iloc[np.searchsorted(item_groups, low):np.searchsorted(item_groups, high, "right")]
-        predictions = member_predictions(model, chunk_members, chunk_items, truth=truth)
+        pairs, starts = member_pairs(chunk_members, chunk_items)
+        if pairs.empty:
+            continue
+        values = _predicted(model, pairs, truth, one_group_each)["prediction"].to_numpy(dtype=float)
+        keys = {"group": pairs["group"].to_numpy()[starts], "item": pairs["item"].to_numpy()[starts]}
         for name in aggregations:
-            parts[name].append(aggregate(predictions, name))
+            parts[name].append(pd.DataFrame({**keys, "prediction": AGGREGATIONS[name](values, starts)}))
     empty = pd.DataFrame({"group": [], "item": [], "prediction": []})
     return {name: pd.concat(frames, ignore_index=True) if frames else empty for name, frames in parts.items()}
 

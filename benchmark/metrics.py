@@ -29,9 +29,16 @@ ranking_metric = RANKING_METRICS.register
 
 def rank_by_prediction(predictions: pd.DataFrame) -> pd.DataFrame:
     """Sort by user, then prediction (descending), then item; add the 0-based ``rank``."""
-    ranked = predictions.sort_values(["user", "prediction", "item"], ascending=[True, False, True],
-                                     kind="stable", ignore_index=True)
-    ranked["rank"] = ranked.groupby("user", sort=False).cumcount()
+    # one np.lexsort of the three columns (stable, as the sort it replaces): a multi-key pandas sort
+    # factorizes each key first and costs several times more at 10^5-10^6 rows
+    order = np.lexsort((predictions["item"].to_numpy(), -predictions["prediction"].to_numpy(dtype=float),
+                        predictions["user"].to_numpy()))
+    ranked = predictions.take(order).reset_index(drop=True)
+    users = ranked["user"].to_numpy()
+    new_user = np.ones(len(users), dtype=bool)
+    new_user[1:] = users[1:] != users[:-1]
+    starts = np.flatnonzero(new_user)
+    ranked["rank"] = np.arange(len(users)) - np.repeat(starts, np.diff(np.append(starts, len(users))))
     return ranked
 
 

@@ -266,3 +266,38 @@ def test_group_evaluation_a_run_of_groups_at_a_time_equals_one_pass(monkeypatch,
         pd.testing.assert_frame_equal(parts.tables["per_group_metrics"], whole.tables["per_group_metrics"])
         assert parts.metrics == pytest.approx(whole.metrics)
     assert one_pass[0].metrics["group_n_groups"] == 4
+
+
+@pytest.mark.parametrize("overlapping", [False, True], ids=["a group per user", "users in several groups"])
+def test_group_scores_equal_a_merge_and_groupby(overlapping):
+    """The segment path (pairs built in (group, item) order, no sort) against pandas: merge every
+    group's items with its members, predict, group by (group, item) and reduce; each distinct pair is
+    predicted once even when a user sits in several groups."""
+    from benchmark.group_eval import group_scores, member_pairs
+
+    rng = np.random.default_rng(4)
+    members = pd.DataFrame({"group": rng.integers(0, 12, 80), "user": rng.permutation(200)[:80]})
+    if overlapping:
+        members = pd.concat([members, members.sample(30, random_state=1).assign(group=lambda f: (f.group + 5) % 12)])
+    members = pd.concat([members, members.iloc[:5]])  # repeated memberships count once
+    items = pd.DataFrame({"group": rng.integers(0, 14, 300), "item": rng.integers(0, 40, 300)})  # groups 12, 13: no members
+    table = {(u, i): float(rng.integers(1, 6)) for u in range(200) for i in range(40)}
+    model = StubModel(table)
+
+    pairs, starts = member_pairs(members, items)
+    expected_pairs = (items.drop_duplicates().merge(members.drop_duplicates(), on="group")
+                      .sort_values(["group", "item", "user"], ignore_index=True))
+    ours = pairs.sort_values(["group", "item", "user"], ignore_index=True)
+    pd.testing.assert_frame_equal(ours[["group", "item", "user"]], expected_pairs[["group", "item", "user"]])
+    keys = pairs[["group", "item"]].to_numpy()
+    assert (np.diff(keys[:, 0]) >= 0).all() and len(starts) == len(expected_pairs[["group", "item"]].drop_duplicates())
+    np.testing.assert_array_equal(keys[starts], expected_pairs[["group", "item"]].drop_duplicates().to_numpy())
+
+    scores = group_scores(model, members, items, ["mean", "least_misery", "most_pleasure"])
+    predicted = expected_pairs.assign(prediction=[table[(u, i)] for u, i in zip(expected_pairs.user, expected_pairs.item)])
+    by_key = predicted.groupby(["group", "item"])["prediction"]
+    for name, reduce in {"mean": by_key.mean, "least_misery": by_key.min, "most_pleasure": by_key.max}.items():
+        expected = reduce().reset_index()
+        pd.testing.assert_frame_equal(scores[name].astype({"group": int, "item": int}), expected, check_dtype=False)
+    distinct = pd.concat(model.calls).drop_duplicates()
+    assert sum(len(call) for call in model.calls) == len(distinct)  # every distinct pair predicted once

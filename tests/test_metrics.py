@@ -100,3 +100,15 @@ def test_group_key():
     preds = frame([(7, 1, 5.0, 5.0), (7, 2, 1.0, 1.0)]).rename(columns={"user": "group"})
     table = per_user_metrics(preds, k=1, key="group")
     assert table.index.name == "group" and table.loc[7, "precision"] == 1.0
+
+
+def test_rank_by_prediction_equals_a_pandas_sort_with_ties():
+    from benchmark.metrics import rank_by_prediction
+
+    rng = np.random.default_rng(7)
+    frame = pd.DataFrame({"user": rng.integers(0, 30, 2000), "item": rng.permutation(2000),
+                          "rating": rng.integers(1, 6, 2000).astype(float),
+                          "prediction": rng.integers(1, 9, 2000) / 2.0})  # many equal predictions
+    expected = frame.sort_values(["user", "prediction", "item"], ascending=[True, False, True], ignore_index=True)
+    expected["rank"] = expected.groupby("user").cumcount()
+    pd.testing.assert_frame_equal(rank_by_prediction(frame), expected, check_dtype=False)

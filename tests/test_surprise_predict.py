@@ -160,3 +160,53 @@ def test_slope_one_both_ways(data, monkeypatch, gather_cost):
     algo = surprise.SlopeOne().fit(trainset)
     expected = [algo.predict(u, i).est for u, i in zip(pairs.user.tolist(), pairs.item.tolist())]
     np.testing.assert_allclose(surprise_predict.predict(algo, pairs.user, pairs.item), expected, rtol=0, atol=1e-9)
+
+
+# --------------------------------------------------------------------------- the wrapper's trainset rows
+
+@pytest.fixture(scope="module")
+def shuffled_train():
+    """A training frame in no particular order, with a repeated (user, item) row (Surprise keeps both)."""
+    ratings = synthetic.load(n_users=40, n_items=30, n_ratings=300, n_groups=3, seed=5).ratings
+    train = ratings.sample(frac=1.0, random_state=2).reset_index(drop=True)
+    return pd.concat([train, train.iloc[[3]]], ignore_index=True)
+
+
+def fitted(name: str, train: pd.DataFrame):
+    from types import SimpleNamespace
+
+    from baselines.surprise import SurpriseRecommender
+
+    algorithm, params = {"svd": ("surprise.SVD", {"n_factors": 4, "n_epochs": 3}),
+                         "knn": ("surprise.KNNBasic", {"k": 3, "min_k": 2, "verbose": False}),
+                         "slope_one": ("surprise.SlopeOne", {})}[name]
+    return SurpriseRecommender(name, algorithm, params).fit(train, SimpleNamespace(rating_scale=(1, 5)))
+
+
+@pytest.mark.parametrize("side", ["ur", "ir"])
+def test_rows_flatten_to_the_trainsets_own_lists(shuffled_train, side):
+    model = fitted("knn", shuffled_train)
+    from_rows = surprise_predict.rating_arrays(model.trainset, side)
+    surprise_predict._rows.pop(model.trainset)
+    surprise_predict._flattened.pop(model.trainset)
+    from_tuples = surprise_predict.rating_arrays(model.trainset, side)  # the pass over Surprise's tuples
+    for ours, theirs in zip(from_rows, from_tuples):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("name", ["svd", "knn", "slope_one"])
+def test_a_pickled_model_rebuilds_the_same_trainset_and_predictions(shuffled_train, data, name):
+    import pickle
+
+    model = fitted(name, shuffled_train)
+    _, pairs = data
+    before = model.predict(pairs)
+    blob = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+    assert b"surprise.trainset" not in blob  # no Trainset object (and its per-rating tuples) in the pickle
+    loaded = pickle.loads(blob)
+    assert loaded.trainset.ur == model.trainset.ur and loaded.trainset.ir == model.trainset.ir
+    assert loaded.algorithm.trainset is loaded.trainset and model.algorithm.trainset is model.trainset
+    np.testing.assert_array_equal(loaded.predict(pairs), before)
+    # and both equal Surprise's own per-pair predictions on the rebuilt trainset
+    own = [loaded.algorithm.predict(u, i).est for u, i in zip(pairs["user"], pairs["item"])]
+    np.testing.assert_allclose(before, own, rtol=0, atol=1e-9)
