@@ -144,23 +144,36 @@ def group_truth(test: pd.DataFrame, members: pd.DataFrame, min_raters: int = 1) 
     return truth[truth["n_raters"] >= min_raters].reset_index(drop=True)
 
 
-def member_pairs(members: pd.DataFrame, group_items: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-    """``group, item, user`` for every member of every group and each of its items, sorted by group
-    and item (an item's members consecutive), and the first row of each (group, item): the segments
-    the aggregations reduce, with no sort of the (members x items)-row table."""
+def _sorted_members_items(members: pd.DataFrame, group_items: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Distinct ``group, user`` rows sorted by group; distinct ``group, item`` rows sorted by group, item."""
     members = unique_members(members).sort_values("group", kind="stable", ignore_index=True)
     items = (group_items[["group", "item"]].drop_duplicates()
              .sort_values(["group", "item"], kind="stable", ignore_index=True))
-    member_groups = members["group"].to_numpy()
-    first = np.searchsorted(member_groups, items["group"].to_numpy(), side="left")
-    counts = np.searchsorted(member_groups, items["group"].to_numpy(), side="right") - first
+    return members, items
+
+
+def _pair_rows(members: pd.DataFrame, items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(item row, member row) of every member x item pair of the same group, item-major (an item's
+    members consecutive), and the first pair of each item that has members: the segments the
+    aggregations reduce. ``members`` and ``items`` as ``_sorted_members_items`` leaves them."""
+    member_groups, item_groups = members["group"].to_numpy(), items["group"].to_numpy()
+    first = np.searchsorted(member_groups, item_groups, side="left")
+    counts = np.searchsorted(member_groups, item_groups, side="right") - first
     item_rows = np.repeat(np.arange(len(items)), counts)
     starts = np.cumsum(counts) - counts
-    # row j of an item's segment is that group's j-th member
+    # pair p of an item's segment [start, start + count) is that group's (p - start)-th member
     member_rows = np.repeat(first - starts, counts) + np.arange(len(item_rows))
+    return item_rows, member_rows, starts[counts > 0]
+
+
+def member_pairs(members: pd.DataFrame, group_items: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """``group, item, user`` for every member of every group and each of its items, sorted by group
+    and item (an item's members consecutive), and the first row of each (group, item)."""
+    members, items = _sorted_members_items(members, group_items)
+    item_rows, member_rows, starts = _pair_rows(members, items)
     pairs = pd.DataFrame({"group": items["group"].to_numpy()[item_rows], "item": items["item"].to_numpy()[item_rows],
                           "user": members["user"].to_numpy()[member_rows]})
-    return pairs, starts[counts > 0]
+    return pairs, starts
 
 
 def member_predictions(model: Recommender, members: pd.DataFrame, group_items: pd.DataFrame,
@@ -171,21 +184,20 @@ def member_predictions(model: Recommender, members: pd.DataFrame, group_items: p
     Each distinct (user, item) pair is predicted once, in one ``model.predict`` call, and
     shared by every group the user belongs to.
     """
+    pairs, _ = member_pairs(members, group_items)
     one_group_each = not unique_members(members)["user"].duplicated().any()
-    return _predicted(model, member_pairs(members, group_items)[0], truth, one_group_each)
+    return pairs.assign(prediction=_predicted(model, pairs[["user", "item"]], truth, one_group_each))
 
 
 def _predicted(model: Recommender, pairs: pd.DataFrame, truth: pd.DataFrame | None,
-               one_group_each: bool) -> pd.DataFrame:
-    """``pairs`` with the model's ``prediction``; a pair shared by several groups is predicted once."""
+               one_group_each: bool) -> np.ndarray:
+    """The model's predictions for ``user, item`` pairs; a pair shared by several groups is predicted once."""
     if one_group_each:  # (KMeans) every pair is distinct
-        return pairs.assign(prediction=checked_predictions(model, pairs[["user", "item"]],
-                                                           what="group-member pairs", truth=truth))
+        return checked_predictions(model, pairs, what="group-member pairs", truth=truth)
     pair = pairs.groupby(["user", "item"], sort=False).ngroup().to_numpy()
     _, first = np.unique(pair, return_index=True)  # the first row of each distinct pair, in pair-id order
-    prediction = checked_predictions(model, pairs.iloc[first][["user", "item"]].reset_index(drop=True),
-                                     what="group-member pairs", truth=truth)
-    return pairs.assign(prediction=prediction[pair])
+    distinct = pairs.iloc[first].reset_index(drop=True)
+    return checked_predictions(model, distinct, what="group-member pairs", truth=truth)[pair]
 
 
 def aggregate(member_preds: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -216,8 +228,13 @@ def score_groups(truth: pd.DataFrame, scores: dict[str, pd.DataFrame], k: int, t
     """Per-group metrics for each aggregation's ``group, item, prediction`` scores:
     ``aggregation, group, n_test, <ranking metrics>, rmse, mae``."""
     tables = []
+    truth = truth[["group", "item", "rating"]]
     for name, aggregated in scores.items():
-        frame = truth[["group", "item", "rating"]].merge(aggregated, on=["group", "item"])
+        same_rows = (len(aggregated) == len(truth) and np.array_equal(aggregated["group"].to_numpy(), truth["group"].to_numpy())
+                     and np.array_equal(aggregated["item"].to_numpy(), truth["item"].to_numpy()))
+        # KMeans groups: every truth row was scored, in the same (group, item) order: no merge needed
+        frame = (truth.assign(prediction=aggregated["prediction"].to_numpy()) if same_rows
+                 else truth.merge(aggregated, on=["group", "item"]))
         tables.append(per_user_metrics(frame, k, threshold, key="group").reset_index()
                       .assign(aggregation=name))
     table = pd.concat(tables, ignore_index=True)
@@ -229,9 +246,7 @@ def group_scores(model: Recommender, members: pd.DataFrame, group_items: pd.Data
     """Each aggregation's ``group, item, prediction`` (sorted by group and item), predicted and
     aggregated a run of groups at a time: at most ~``GROUP_CHUNK_PAIRS`` member x item pairs exist
     at once, at any data size."""
-    members = unique_members(members).sort_values("group", kind="stable", ignore_index=True)
-    items = (group_items[["group", "item"]].drop_duplicates()
-             .sort_values(["group", "item"], kind="stable", ignore_index=True))
+    members, items = _sorted_members_items(members, group_items)
     groups = np.unique(items["group"].to_numpy())
     n_pairs = (items["group"].value_counts().reindex(groups, fill_value=0).to_numpy()
                * members["group"].value_counts().reindex(groups, fill_value=0).to_numpy())
@@ -242,11 +257,14 @@ def group_scores(model: Recommender, members: pd.DataFrame, group_items: pd.Data
         low, high = groups[first], groups[last - 1]
         chunk_members = members.iloc[np.searchsorted(member_groups, low):np.searchsorted(member_groups, high, "right")]
         chunk_items = items.iloc[np.searchsorted(item_groups, low):np.searchsorted(item_groups, high, "right")]
-        pairs, starts = member_pairs(chunk_members, chunk_items)
-        if pairs.empty:
+        item_rows, member_rows, starts = _pair_rows(chunk_members, chunk_items)
+        if not len(starts):
             continue
-        values = _predicted(model, pairs, truth, one_group_each)["prediction"].to_numpy(dtype=float)
-        keys = {"group": pairs["group"].to_numpy()[starts], "item": pairs["item"].to_numpy()[starts]}
+        pairs = pd.DataFrame({"user": chunk_members["user"].to_numpy()[member_rows],
+                              "item": chunk_items["item"].to_numpy()[item_rows]})
+        values = np.asarray(_predicted(model, pairs, truth, one_group_each), dtype=float)
+        keys = {"group": chunk_items["group"].to_numpy()[item_rows[starts]],
+                "item": chunk_items["item"].to_numpy()[item_rows[starts]]}
         for name in aggregations:
             parts[name].append(pd.DataFrame({**keys, "prediction": AGGREGATIONS[name](values, starts)}))
     empty = pd.DataFrame({"group": [], "item": [], "prediction": []})

@@ -27,6 +27,23 @@ RANKING_METRICS: Registry[RankingMetric] = Registry("ranking metric")
 ranking_metric = RANKING_METRICS.register
 
 
+def user_starts(users: np.ndarray) -> np.ndarray:
+    """First row of each user's run in ``users`` (sorted by user, as ``rank_by_prediction`` leaves it)."""
+    new_user = np.ones(len(users), dtype=bool)
+    new_user[1:] = users[1:] != users[:-1]
+    return np.flatnonzero(new_user)
+
+
+def per_user_sum(ranked: pd.DataFrame, values) -> pd.Series:
+    """``values`` (one per row of ``ranked``) summed per user, indexed by user: ``groupby(user).sum()``
+    by one ``np.add.reduceat`` over the user runs of the ranked frame (no hashing of the user key)."""
+    users = ranked["user"].to_numpy()
+    starts = user_starts(users)
+    values = np.asarray(values)
+    sums = np.add.reduceat(values, starts) if len(values) else values[:0]
+    return pd.Series(sums, index=pd.Index(users[starts], name="user"))
+
+
 def rank_by_prediction(predictions: pd.DataFrame) -> pd.DataFrame:
     """Sort by user, then prediction (descending), then item; add the 0-based ``rank``."""
     # one np.lexsort of the three columns (stable, as the sort it replaces): a multi-key pandas sort
@@ -35,18 +52,19 @@ def rank_by_prediction(predictions: pd.DataFrame) -> pd.DataFrame:
                         predictions["user"].to_numpy()))
     ranked = predictions.take(order).reset_index(drop=True)
     users = ranked["user"].to_numpy()
-    new_user = np.ones(len(users), dtype=bool)
-    new_user[1:] = users[1:] != users[:-1]
-    starts = np.flatnonzero(new_user)
+    starts = user_starts(users)
     ranked["rank"] = np.arange(len(users)) - np.repeat(starts, np.diff(np.append(starts, len(users))))
     return ranked
 
 
+# A ranking metric reads the ranked frame (sorted by user, one run of rows per user) and returns one
+# value per user, indexed by user; ``per_user_sum`` is the fast per-user reduction.
+
 def _hits(ranked: pd.DataFrame, k: int, threshold: float) -> tuple[pd.Series, pd.Series, pd.Series]:
-    relevant = ranked["rating"] >= threshold
-    recommended = (ranked["rank"] < k) & (ranked["prediction"] >= threshold)
-    by = ranked["user"]
-    return ((relevant & recommended).groupby(by).sum(), recommended.groupby(by).sum(), relevant.groupby(by).sum())
+    relevant = ranked["rating"].to_numpy() >= threshold
+    recommended = (ranked["rank"].to_numpy() < k) & (ranked["prediction"].to_numpy() >= threshold)
+    return (per_user_sum(ranked, (relevant & recommended).astype(np.int64)),
+            per_user_sum(ranked, recommended.astype(np.int64)), per_user_sum(ranked, relevant.astype(np.int64)))
 
 
 def _ratio(num: pd.Series, den: pd.Series) -> pd.Series:
@@ -67,12 +85,14 @@ def recall_at_k(ranked: pd.DataFrame, k: int, threshold: float) -> pd.Series:
 
 @ranking_metric("ndcg")
 def ndcg_at_k(ranked: pd.DataFrame, k: int, threshold: float) -> pd.Series:
-    discount = 1.0 / np.log2(ranked["rank"].to_numpy() + 2.0)
-    top = ranked["rank"].to_numpy() < k
-    dcg = pd.Series(np.where(top, ranked["rating"].to_numpy() * discount, 0.0)).groupby(ranked["user"]).sum()
-    ideal_rank = ranked.groupby("user", sort=False)["rating"].rank(method="first", ascending=False).to_numpy() - 1
-    ideal = pd.Series(np.where(ideal_rank < k, ranked["rating"].to_numpy() / np.log2(ideal_rank + 2.0), 0.0))
-    idcg = ideal.groupby(ranked["user"]).sum()
+    rating, rank = ranked["rating"].to_numpy(dtype=float), ranked["rank"].to_numpy()
+    dcg = per_user_sum(ranked, np.where(rank < k, rating / np.log2(rank + 2.0), 0.0))
+    # the ideal order: each user's ratings, highest first (runs stay in place: the frame is sorted by user)
+    run = np.zeros(len(rating), dtype=np.int64)
+    run[user_starts(ranked["user"].to_numpy())[1:]] = 1
+    run = np.cumsum(run)  # each row's user run
+    ideal = rating[np.lexsort((-rating, run))]
+    idcg = per_user_sum(ranked, np.where(rank < k, ideal / np.log2(rank + 2.0), 0.0))
     return _ratio(dcg, idcg)
 
 
@@ -83,11 +103,12 @@ def per_user_metrics(predictions: pd.DataFrame, k: int = 10, threshold: float = 
     frame = predictions.rename(columns={key: "user"}) if key != "user" else predictions
     ranked = rank_by_prediction(frame[["user", "item", "rating", "prediction"]])
     table = pd.DataFrame({name: fn(ranked, k, threshold) for name, fn in RANKING_METRICS.items()})
-    error = ranked["prediction"] - ranked["rating"]
+    error = ranked["prediction"].to_numpy(dtype=float) - ranked["rating"].to_numpy(dtype=float)
+    n_test = per_user_sum(ranked, np.ones(len(ranked), dtype=np.int64))
     # per-key errors are named for their unit (user_rmse, group_rmse): the pooled ``rmse`` is another number
-    table[f"{key}_rmse"] = np.sqrt((error ** 2).groupby(ranked["user"]).mean())
-    table[f"{key}_mae"] = error.abs().groupby(ranked["user"]).mean()
-    table.insert(0, "n_test", ranked.groupby("user").size())
+    table[f"{key}_rmse"] = np.sqrt(per_user_sum(ranked, error ** 2) / n_test)
+    table[f"{key}_mae"] = per_user_sum(ranked, np.abs(error)) / n_test
+    table.insert(0, "n_test", n_test)
     table.index.name = key
     return table
 
