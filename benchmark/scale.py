@@ -117,7 +117,7 @@ def estimate_bytes(model: str, n_ratings: int, full_catalogue: bool = False) -> 
     return harness + 0.15e9 + 265.0 * n_ratings + extra, "Surprise trainset (Python tuples)"
 
 
-def compose_cfg(model: str, n_ratings: int, epochs: int, uri: str, fmt: str, cache_dir: str | None = None,
+def compose_cfg(model: str, n_ratings: int, epochs: int | None, uri: str, fmt: str, cache_dir: str | None = None,
                 full_catalogue: bool = False, group_size: int = GROUP_SIZE):
     from hydra import compose, initialize_config_dir
 
@@ -125,7 +125,9 @@ def compose_cfg(model: str, n_ratings: int, epochs: int, uri: str, fmt: str, cac
     dims = shape(n_ratings, group_size)
     overrides = [f"model={conf_name}", "dataset=synthetic", *extra,
                  *(f"dataset.loader.{key}={value}" for key, value in dims.items()),
-                 f"trainer.max_epochs={epochs}", f"trainer.patience={epochs + 1}", "trainer.progress=false",
+                 # epochs=None: conf/trainer's own (early stopping), as the job runs in a sweep
+                 *([f"trainer.max_epochs={epochs}", f"trainer.patience={epochs + 1}"] if epochs else []),
+                 "trainer.progress=false",
                  f"tracking.uri={uri}", "tracking.experiment=scale", f"artifacts.format={fmt}",
                  f"eval.full_catalogue={str(full_catalogue).lower()}"]
     if cache_dir is not None:
@@ -138,7 +140,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def run_job(model: str, n_ratings: int, epochs: int, fmt: str, uri: str, cache_dir: str,
+def run_job(model: str, n_ratings: int, epochs: int | None, fmt: str, uri: str, cache_dir: str,
             full_catalogue: bool = False, group_size: int = GROUP_SIZE) -> dict[str, Any]:
     """One job through ``benchmark.runner.run`` (in a fresh process): its ``stage_*_seconds``
     metrics and the process's peak RSS."""
@@ -403,7 +405,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
                         help=f"from {', '.join(m for m in MODELS if m != HARNESS_JOB)} (default %(default)s); "
                              "the harness job (global_mean) always runs first at each size")
-    parser.add_argument("--epochs", type=int, default=2, help="trainer.max_epochs of the neural models (default 2)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="train the neural models exactly this many epochs (default: conf/trainer's own, early "
+                             "stopping on the validation part, as a sweep's job trains)")
     parser.add_argument("--memory-limit-gb", type=float, default=4.0,
                         help="skip a job whose estimated peak memory exceeds this (default 4)")
     parser.add_argument("--full-catalogue", action="store_true",

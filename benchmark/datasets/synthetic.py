@@ -15,7 +15,9 @@ from benchmark.datasets.base import Dataset
 from benchmark.errors import require
 
 
-AFFINITY_CHUNK = 1 << 20  # ratings whose group-genre affinity is computed at once (load)
+# ratings whose group-genre affinity is computed at once (load): 65,536 rows of temporaries are reused
+# from the heap; a chunk of 2^20 maps ~130 MB of fresh pages per chunk (1M ratings: 0.36 s instead of 0.08)
+AFFINITY_CHUNK = 1 << 16
 
 
 def sorted_unique(values: np.ndarray) -> np.ndarray:
