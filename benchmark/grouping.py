@@ -5,6 +5,12 @@ feature vector (e.g. genres) over the user's TRAINING ratings]. The scaler and K
 fit on the users that have training ratings; every user (cold ones too) then gets the label
 of the nearest centroid. Test ratings are never read here (tested in tests/test_protocol.py).
 
+``grouping.clustering`` picks the clusterer (``CLUSTERINGS``): ``kmeans`` (scikit-learn's KMeans,
+Lloyd's algorithm: the paper's) costs users x k per pass, so with k growing with the users (groups
+of a fixed size) it grows as users^2; ``bisecting_kmeans`` (scikit-learn's BisectingKMeans: k - 1
+two-way splits of the largest cluster) costs users x log k, for data with tens of thousands of users
+and more, at a higher inertia (docs/performance.md, "Scaling to 10M ratings").
+
 KMeans runs on one thread (``KMEANS_THREADS``: OpenMP and BLAS), as the torch models train on one thread:
 sweeps parallelise by processes, and on this 2-core machine a second thread made KMeans 3-5x
 slower whenever anything else ran (1M ratings, k = 266, 10 restarts: 1.1 s on one thread, 3.2-5.4 s
@@ -14,19 +20,36 @@ on two, docs/performance.md "Scaling to 10M ratings"). The labels do not depend 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-from sklearn.cluster import KMeans
+from sklearn.cluster import BisectingKMeans, KMeans
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from benchmark.datasets import Dataset
 from benchmark.errors import require
+from benchmark.registry import Registry
 
 
 # threads of KMeans' OpenMP and BLAS pools (module docstring); None = the libraries' default (every core)
 KMEANS_THREADS: int | None = 1
+
+# grouping.clustering -> a scikit-learn clusterer of k clusters (fit / predict / inertia_)
+Clustering = Callable[[int, int, int], Any]
+CLUSTERINGS: Registry[Clustering] = Registry("clustering")
+
+
+@CLUSTERINGS.register("kmeans")
+def _kmeans(k: int, n_init: int, seed: int) -> KMeans:
+    return KMeans(n_clusters=k, n_init=n_init, random_state=seed)
+
+
+@CLUSTERINGS.register("bisecting_kmeans")
+def _bisecting_kmeans(k: int, n_init: int, seed: int) -> BisectingKMeans:
+    # n_init restarts of every two-way split; splitting the largest cluster keeps sizes even
+    return BisectingKMeans(n_clusters=k, n_init=n_init, random_state=seed, bisecting_strategy="largest_cluster")
 
 
 @dataclass
@@ -77,7 +100,9 @@ def user_profiles(dataset: Dataset, train: pd.DataFrame) -> pd.DataFrame:
 
 
 def kmeans(dataset: Dataset, train: pd.DataFrame, k: int, seed: int = 0, n_init: int = 10,
-           standardize: bool = True) -> Groups:
+           standardize: bool = True, clustering: str = "kmeans") -> Groups:
+    require(clustering in CLUSTERINGS,
+            f"grouping.clustering={clustering!r} is unknown; use one of {', '.join(CLUSTERINGS)}")
     trained_users = np.unique(train["user"].to_numpy())
     require(1 <= k <= len(trained_users),
             f"grouping.k={k} must be between 1 and the number of users with training ratings "
@@ -87,7 +112,7 @@ def kmeans(dataset: Dataset, train: pd.DataFrame, k: int, seed: int = 0, n_init:
     scaler = StandardScaler().fit(fit_rows) if standardize else None
     transform = scaler.transform if scaler is not None else (lambda x: x)
     with threadpool_limits(limits=KMEANS_THREADS):  # OpenMP and BLAS (scikit-learn's distances use both)
-        model = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(transform(fit_rows))
+        model = CLUSTERINGS[clustering](k, n_init, seed).fit(transform(fit_rows))
         labels = pd.Series(model.predict(transform(profiles.to_numpy())), index=profiles.index, name="group")
     return Groups(labels=labels, k=k, method="kmeans",
                   stats={"inertia": float(model.inertia_), "n_fit_users": float(len(trained_users)),
@@ -96,7 +121,7 @@ def kmeans(dataset: Dataset, train: pd.DataFrame, k: int, seed: int = 0, n_init:
 
 
 def real(dataset: Dataset, train: pd.DataFrame, k: int, seed: int = 0, n_init: int = 10,
-         standardize: bool = True) -> Groups:
+         standardize: bool = True, clustering: str = "kmeans") -> Groups:
     """Real groups (ITM-Rec's project teams) for group-level evaluation.
 
     ``membership`` is the dataset's real ``group, user`` table (many-to-many: a user may sit
@@ -106,7 +131,7 @@ def real(dataset: Dataset, train: pd.DataFrame, k: int, seed: int = 0, n_init: i
     require(dataset.groups is not None and dataset.group_ratings is not None,
             f"grouping=real: dataset {dataset.name} has no real groups with group ratings; "
             f"use dataset=itmrec or grouping=kmeans")
-    groups = kmeans(dataset, train, k, seed=seed, n_init=n_init, standardize=standardize)
+    groups = kmeans(dataset, train, k, seed=seed, n_init=n_init, standardize=standardize, clustering=clustering)
     membership = dataset.groups[["group", "user"]].drop_duplicates(ignore_index=True)
     per_user = membership.groupby("user").size()
     trained = np.unique(train["user"].to_numpy())

@@ -80,11 +80,13 @@ def parse_size(text: str) -> int:
     return int(float(text[:-1] if scale > 1 else text) * scale)
 
 
-def shape(n_ratings: int, group_size: int = GROUP_SIZE) -> dict[str, int]:
-    """Users and items of a synthetic dataset of ``n_ratings`` (ML-like: items ~ sqrt(ratings))."""
-    n_users = max(2 * group_size, n_ratings // RATINGS_PER_USER)
+def shape(n_ratings: int, group_size: int = GROUP_SIZE, n_groups: int | None = None) -> dict[str, int]:
+    """Users and items of a synthetic dataset of ``n_ratings`` (ML-like: items ~ sqrt(ratings)); groups of
+    ``group_size`` users, or ``n_groups`` groups whatever the size (their size then grows with the users)."""
+    n_users = max(2 * group_size, n_ratings // RATINGS_PER_USER, 2 * (n_groups or 0))
     n_items = int(5 * np.sqrt(n_ratings))
-    return {"n_users": n_users, "n_items": n_items, "n_ratings": n_ratings, "n_groups": n_users // group_size}
+    return {"n_users": n_users, "n_items": n_items, "n_ratings": n_ratings,
+            "n_groups": n_groups or n_users // group_size}
 
 
 # DMTL's own memory beside the harness's (encoded training rows, the model, Adam's state), from its
@@ -118,12 +120,13 @@ def estimate_bytes(model: str, n_ratings: int, full_catalogue: bool = False) -> 
 
 
 def compose_cfg(model: str, n_ratings: int, epochs: int | None, uri: str, fmt: str, cache_dir: str | None = None,
-                full_catalogue: bool = False, group_size: int = GROUP_SIZE):
+                full_catalogue: bool = False, group_size: int = GROUP_SIZE, n_groups: int | None = None,
+                overrides: tuple[str, ...] = ()):
     from hydra import compose, initialize_config_dir
 
     conf_name, extra = MODELS[model]
-    dims = shape(n_ratings, group_size)
-    overrides = [f"model={conf_name}", "dataset=synthetic", *extra,
+    dims = shape(n_ratings, group_size, n_groups)
+    overrides = [*overrides, f"model={conf_name}", "dataset=synthetic", *extra,
                  *(f"dataset.loader.{key}={value}" for key, value in dims.items()),
                  # epochs=None: conf/trainer's own (early stopping), as the job runs in a sweep
                  *([f"trainer.max_epochs={epochs}", f"trainer.patience={epochs + 1}"] if epochs else []),
@@ -141,7 +144,8 @@ def peak_rss_mb() -> float:
 
 
 def run_job(model: str, n_ratings: int, epochs: int | None, fmt: str, uri: str, cache_dir: str,
-            full_catalogue: bool = False, group_size: int = GROUP_SIZE) -> dict[str, Any]:
+            full_catalogue: bool = False, group_size: int = GROUP_SIZE, n_groups: int | None = None,
+            overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """One job through ``benchmark.runner.run`` (in a fresh process): its ``stage_*_seconds``
     metrics and the process's peak RSS."""
     import logging
@@ -150,7 +154,7 @@ def run_job(model: str, n_ratings: int, epochs: int | None, fmt: str, uri: str, 
     from benchmark.tracking import Tracker
 
     logging.getLogger().setLevel(logging.WARNING)
-    cfg = compose_cfg(model, n_ratings, epochs, uri, fmt, cache_dir, full_catalogue, group_size)
+    cfg = compose_cfg(model, n_ratings, epochs, uri, fmt, cache_dir, full_catalogue, group_size, n_groups, overrides)
     peaks: dict[str, float] = {}
     page_faults: dict[str, int] = {}  # minor page faults per stage (fresh memory the kernel maps in)
 
@@ -180,7 +184,8 @@ def run_job(model: str, n_ratings: int, epochs: int | None, fmt: str, uri: str, 
             "minor_page_faults_by_stage": page_faults,
             "seconds_per_epoch": metrics.get("seconds_per_epoch"), "epochs": metrics.get("epochs_trained"),
             "rmse": metrics.get("rmse"), "protocol_cache": tags.get("protocol_cache"),
-            "full_catalogue": full_catalogue, "shape": shape(n_ratings, group_size)}
+            "full_catalogue": full_catalogue, "shape": shape(n_ratings, group_size, n_groups),
+            "overrides": list(overrides)}
 
 
 def peak_stage(peaks: dict[str, float]) -> str | None:
@@ -414,6 +419,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="also run the full-catalogue evaluation (O(users x items); off by default)")
     parser.add_argument("--group-size", type=int, default=GROUP_SIZE,
                         help="users per planted group and KMeans k = users / this (default %(default)s)")
+    parser.add_argument("--groups", type=int, default=None, metavar="K",
+                        help="K groups at every size instead (KMeans k = K: groups grow with the users)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="a Hydra override for every job, e.g. --set grouping.algorithm=bisecting (repeatable)")
     parser.add_argument("--format", default="parquet", choices=("parquet", "csv"), help="artifacts.format")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per job before it is given up")
     parser.add_argument("--out", type=Path, default=Path("outputs/scale"), help="folder for scale.json and scale.png (default %(default)s)")
@@ -444,7 +453,7 @@ def main(argv: list[str] | None = None) -> None:
     header = {"machine": machine(), "argv": sys.argv[1:] if argv is None else list(argv),
               "load_average_start": load_average()}
     for n_ratings in sizes:
-        dims = shape(n_ratings, args.group_size)
+        dims = shape(n_ratings, args.group_size, args.groups)
         print(f"\n{n_ratings:,} ratings: {dims['n_users']:,} users x {dims['n_items']:,} items, "
               f"{dims['n_groups']:,} groups; load average {load_average()}", flush=True)
         for model in [HARNESS_JOB, *models]:
@@ -457,7 +466,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             started = time.perf_counter()
             job = (model, n_ratings, args.epochs, args.format, uri, f"{work.name}/cache", args.full_catalogue,
-                   args.group_size)
+                   args.group_size, args.groups, tuple(args.overrides))
             result = run_isolated(job, args.timeout)
             result.setdefault("model", model)
             result.setdefault("n_ratings", n_ratings)

@@ -11,7 +11,8 @@ as ``train_<name>`` / ``val_<name>`` next to ``train_loss`` / ``val_loss`` (the 
 What the trainer owns (docs/protocol.md, "Training"): the validated ``trainer.*`` config, the
 device, batching by gathering rows of tensors built once (one seeded permutation per epoch, losses summed
 on the device and read once per epoch: no per-row Python, no per-batch host sync), autograd +
-``torch.optim.Adam`` (fused where torch has a fused kernel for the device), early stopping on the
+``torch.optim.Adam`` (fused where torch has a fused kernel for the device; ``trainer.sparse_embeddings``:
+``SparseAdam`` for the embedding tables, see ``optimizers``), early stopping on the
 validation rows restoring the best weights, per-epoch metrics (MLflow via ``FitContext``) and a
 progress bar, and the NaN/inf check. It knows nothing about groups or any one model.
 """
@@ -77,6 +78,44 @@ def adam(params, device: torch.device, lr: float, weight_decay: float) -> torch.
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
+class Optimizers:
+    """Adam over the network's parameters; with ``sparse``, every ``nn.Embedding`` computes sparse
+    gradients (its ``sparse`` flag: the network's definition is unchanged) and ``torch.optim.SparseAdam``
+    updates only the rows a batch used, while Adam updates the dense layers.
+
+    Why: a dense embedding gradient is a table-sized tensor every step, and dense Adam then updates
+    every row, so an epoch costs steps x table rows: rows^2 as users and items grow with the ratings.
+    The price: SparseAdam is lazy Adam (a row's moments move only when the row is in a batch), so its
+    training differs from Adam's; it is off by default, and it cannot apply weight decay.
+    """
+
+    def __init__(self, net: nn.Module, device: torch.device, lr: float, weight_decay: float, sparse: bool):
+        self.tables = [module for module in net.modules() if isinstance(module, nn.Embedding)] if sparse else []
+        require(not (self.tables and weight_decay > 0),
+                f"trainer.sparse_embeddings=true cannot apply trainer.weight_decay={weight_decay} to the embedding "
+                f"tables (torch's SparseAdam has none); set trainer.weight_decay=0 or trainer.sparse_embeddings=false")
+        self.was_sparse = [table.sparse for table in self.tables]
+        for table in self.tables:
+            table.sparse = True
+        sparse_params = {id(table.weight) for table in self.tables}
+        dense = [param for param in net.parameters() if id(param) not in sparse_params]
+        self.all = ([torch.optim.SparseAdam([table.weight for table in self.tables], lr=lr)] if self.tables else []) \
+            + ([adam(dense, device, lr, weight_decay)] if dense else [])
+
+    def zero_grad(self) -> None:
+        for optimizer in self.all:
+            optimizer.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        for optimizer in self.all:
+            optimizer.step()
+
+    def restore(self) -> None:
+        """The embeddings' own ``sparse`` flags again (prediction and a saved model are unaffected either way)."""
+        for table, sparse in zip(self.tables, self.was_sparse):
+            table.sparse = sparse
+
+
 @dataclass(frozen=True)
 class TrainerConfig:
     """``conf/trainer/default.yaml``, validated: every torch model reads it as ``model.trainer``."""
@@ -89,6 +128,7 @@ class TrainerConfig:
     val_size: float = 0.1
     device: str = "auto"
     progress: bool = True
+    sparse_embeddings: bool = False
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None, model: str = "model") -> "TrainerConfig":
@@ -109,12 +149,13 @@ class TrainerConfig:
             require(integer(key) and values[key] >= 1, f"trainer.{key}={values[key]} must be an integer >= 1")
         require(number("val_size") and 0.0 < values["val_size"] < 1.0,
                 f"trainer.val_size={values['val_size']} must be in (0, 1)")
-        require(isinstance(values["progress"], bool), f"trainer.progress={values['progress']} must be true or false")
+        for key in ("progress", "sparse_embeddings"):
+            require(isinstance(values[key], bool), f"trainer.{key}={values[key]} must be true or false")
         require(values["device"] in DEVICES, f"trainer.device={values['device']!r} is unknown; use one of {sorted(DEVICES)}")
         return cls(lr=float(values["lr"]), weight_decay=float(values["weight_decay"]),
                    batch_size=int(values["batch_size"]), max_epochs=int(values["max_epochs"]),
                    patience=int(values["patience"]), val_size=float(values["val_size"]), device=str(values["device"]),
-                   progress=values["progress"])
+                   progress=values["progress"], sparse_embeddings=values["sparse_embeddings"])
 
 
 @dataclass
@@ -186,7 +227,7 @@ class Trainer:
             log.info("%s: %d fitting rows; batch %d -> %d and lr %g -> %g (at least %d steps per epoch)",
                      self.name, n, self.config.batch_size, batch, self.config.lr, lr, self.MIN_STEPS)
         context.log_metrics({"used_batch_size": float(batch), "used_lr": lr}, None)
-        optimizer = adam(net.parameters(), self.device, lr, self.config.weight_decay)
+        optimizer = Optimizers(net, self.device, lr, self.config.weight_decay, self.config.sparse_embeddings)
         generator = torch.Generator().manual_seed(self.seed)  # the epochs' shuffles
         best, best_state, best_epoch, waited = math.inf, None, 0, 0
         history: list[dict[str, float]] = []
@@ -204,7 +245,7 @@ class Trainer:
                 rows = order[start:start + batch]
                 part = [t.index_select(0, rows) for t in train]
                 total, parts = loss(net, part)
-                optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad()
                 total.backward()
                 optimizer.step()
                 names = names or [*parts, "loss"]
@@ -230,6 +271,7 @@ class Trainer:
                 if waited >= self.config.patience:
                     break
         bar.close()
+        optimizer.restore()
         net.load_state_dict(best_state)  # early stopping restores the best validation weights
         net.eval()
         log.info("%s: %d epochs, best epoch %d (val_%s %.4f)", self.name, len(history), best_epoch, monitor, best)

@@ -39,8 +39,10 @@ def test_forward_is_mean_plus_biases_plus_dot_product():
     assert rating[3].item() == pytest.approx(3.2 + bi[3], abs=1e-6) and bu[0] == 0 and not P[0].any()
 
 
-def test_learns_the_planted_ratings_far_better_than_the_mean(make_cfg, tracking_uri):
-    cfg = make_cfg(*FAST, "model=neural_mf")
+@pytest.mark.parametrize("model, sparse", [("neural_mf", False), ("neural_mf", True), ("dmtl", True)],
+                         ids=["neural_mf", "neural_mf sparse embeddings", "dmtl sparse embeddings"])
+def test_learns_the_planted_ratings_far_better_than_the_mean(make_cfg, tracking_uri, model, sparse):
+    cfg = make_cfg(*FAST, f"model={model}", f"trainer.sparse_embeddings={str(sparse).lower()}")
     result = run(cfg)
     dataset = instantiate(cfg.dataset.loader, root=None)
     split = instantiate(cfg.split)(dataset.ratings, seed=0)[0]
@@ -94,3 +96,35 @@ def test_same_seed_same_predictions_and_cold_pairs_get_the_mean(make_cfg):
     np.testing.assert_array_equal(first.predict(pairs), second.predict(pairs))
     cold = first.predict(pd.DataFrame({"user": [10_000], "item": [10_000]}))
     assert cold[0] == pytest.approx(first.net.mean_rating.item())
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_sparse_embeddings_move_only_the_rows_a_batch_used(sparse):
+    """Dense Adam keeps moving a row its momentum remembers; SparseAdam (lazy) moves only the batch's rows
+    (sparse gradients), while the dense layers train with Adam either way."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Embedding(6, 3), torch.nn.Linear(3, 1))
+    optimizers = trainer_module.Optimizers(net, torch.device("cpu"), lr=0.1, weight_decay=0.0, sparse=sparse)
+
+    def step(rows):
+        before = [p.detach().clone() for p in net.parameters()]
+        optimizers.zero_grad()
+        net(torch.tensor(rows)).pow(2).sum().backward()
+        assert net[0].weight.grad.is_sparse == sparse
+        optimizers.step()
+        return [(b != p.detach()) for b, p in zip(before, net.parameters())]
+
+    step([1, 2])
+    table, weight, bias = step([3])
+    assert table[3].all() and weight.all() and bias.all()
+    assert table[[1, 2]].any() != sparse  # rows 1 and 2 (not in this batch): moved by Adam's momentum only
+    assert not table[[0, 4, 5]].any()
+    optimizers.restore()
+    assert net[0].sparse is False
+
+
+def test_sparse_embeddings_refuse_weight_decay():
+    net = torch.nn.Sequential(torch.nn.Embedding(6, 3), torch.nn.Linear(3, 1))
+    with pytest.raises(Exception, match=r"trainer.sparse_embeddings=true cannot apply trainer.weight_decay=0.01"):
+        trainer_module.Optimizers(net, torch.device("cpu"), lr=0.1, weight_decay=0.01, sparse=True)
+    trainer_module.Optimizers(net, torch.device("cpu"), lr=0.1, weight_decay=0.01, sparse=False)  # dense: fine

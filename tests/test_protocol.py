@@ -78,7 +78,8 @@ def test_profiles_use_training_ratings_only(data):
     np.testing.assert_allclose(profiles.loc[user].filter(like="mean_").to_numpy(), expected)
 
 
-def test_kmeans_and_scaler_never_see_test_ratings(data, monkeypatch):
+@pytest.mark.parametrize("clustering", ["kmeans", "bisecting_kmeans"])
+def test_kmeans_and_scaler_never_see_test_ratings(data, monkeypatch, clustering):
     """Scramble every test rating and item: the scaler, KMeans input and labels must not change."""
     (s,) = split.holdout(data.ratings, 0.2, seed=0)
     seen = []
@@ -89,7 +90,7 @@ def test_kmeans_and_scaler_never_see_test_ratings(data, monkeypatch):
         return real_fit(self, X, *args, **kwargs)
 
     monkeypatch.setattr(StandardScaler, "fit", spy_fit)
-    groups = grouping.kmeans(data, s.train, k=4, seed=0)
+    groups = grouping.kmeans(data, s.train, k=4, seed=0, clustering=clustering)
 
     scrambled = data.ratings.copy()
     rng = np.random.default_rng(0)
@@ -98,7 +99,7 @@ def test_kmeans_and_scaler_never_see_test_ratings(data, monkeypatch):
     scrambled.loc[mask, "rating"] = rng.integers(1, 6, mask.sum())
     scrambled.loc[mask, "item"] = rng.integers(1, data.n_items + 1, mask.sum())
     data_scrambled = type(data)(**{**data.__dict__, "ratings": scrambled})
-    again = grouping.kmeans(data_scrambled, s.train, k=4, seed=0)
+    again = grouping.kmeans(data_scrambled, s.train, k=4, seed=0, clustering=clustering)
 
     assert groups.labels.equals(again.labels)
     np.testing.assert_array_equal(seen[0], seen[1])
@@ -107,9 +108,10 @@ def test_kmeans_and_scaler_never_see_test_ratings(data, monkeypatch):
     np.testing.assert_allclose(seen[0], expected)
 
 
-def test_kmeans_labels_every_user_and_refuses_large_k(data):
+@pytest.mark.parametrize("clustering", ["kmeans", "bisecting_kmeans"])
+def test_kmeans_labels_every_user_and_refuses_large_k(data, clustering):
     (s,) = split.holdout(data.ratings, 0.2, seed=0)
-    groups = grouping.kmeans(data, s.train, k=4, seed=0)
+    groups = grouping.kmeans(data, s.train, k=4, seed=0, clustering=clustering)
     assert groups.labels.index.equals(data.user_features.index)
     assert set(groups.labels.unique()) <= set(range(4))
     assert groups.stats["inertia"] > 0
@@ -119,7 +121,7 @@ def test_kmeans_labels_every_user_and_refuses_large_k(data):
     truth = data.groups.set_index("user").group.reindex(groups.labels.index)
     assert adjusted_rand_score(truth, groups.labels) > 0.9
     with pytest.raises(ConfigError, match="grouping.k=500"):
-        grouping.kmeans(data, s.train, k=500, seed=0)
+        grouping.kmeans(data, s.train, k=500, seed=0, clustering=clustering)
 
 
 def test_kmeans_matches_sklearn_on_standardized_profiles(data):
@@ -128,3 +130,18 @@ def test_kmeans_matches_sklearn_on_standardized_profiles(data):
     X = grouping.user_profiles(data, s.train).loc[np.unique(s.train.user)].to_numpy()
     reference = KMeans(n_clusters=4, n_init=3, random_state=7).fit(StandardScaler().fit_transform(X))
     assert groups.stats["inertia"] == pytest.approx(reference.inertia_)
+
+
+def test_bisecting_kmeans_matches_sklearn_and_refuses_unknown_clusterings(data):
+    from sklearn.cluster import BisectingKMeans
+
+    (s,) = split.holdout(data.ratings, 0.2, seed=0)
+    groups = grouping.kmeans(data, s.train, k=6, seed=3, n_init=2, clustering="bisecting_kmeans")
+    X = grouping.user_profiles(data, s.train)
+    scaler = StandardScaler().fit(X.loc[np.unique(s.train.user)].to_numpy())
+    reference = BisectingKMeans(n_clusters=6, n_init=2, random_state=3, bisecting_strategy="largest_cluster").fit(
+        scaler.transform(X.loc[np.unique(s.train.user)].to_numpy()))
+    assert groups.stats["inertia"] == pytest.approx(reference.inertia_)
+    np.testing.assert_array_equal(groups.labels.to_numpy(), reference.predict(scaler.transform(X.to_numpy())))
+    with pytest.raises(ConfigError, match=r"grouping.clustering='lloyd' is unknown; use one of kmeans, bisecting_kmeans"):
+        grouping.kmeans(data, s.train, k=4, clustering="lloyd")

@@ -93,7 +93,7 @@ def test_one_job_reports_the_runners_stages(tmp_path, monkeypatch):
     from benchmark import runner
 
     monkeypatch.setattr(runner, "Stages", runner.Stages)  # run_job meters the runner's stages: undone after
-    monkeypatch.setattr(scale, "shape", lambda n, group_size=scale.GROUP_SIZE: {
+    monkeypatch.setattr(scale, "shape", lambda n, group_size=scale.GROUP_SIZE, n_groups=None: {
         "n_users": 60, "n_items": 80, "n_ratings": n, "n_groups": 3})
     root, level = logging.getLogger(), logging.getLogger().level
     started = time.perf_counter()
