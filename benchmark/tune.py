@@ -7,7 +7,9 @@ A tuned job is one (model, dataset, seed). With the seed's split:
    DMTL's early-stopping part; the test part of the split is never read here;
 2. **study**: ``tune.trials`` trials of seeded Optuna TPE over the model's search space
    (``conf/search/<model>.yaml``); a trial fits on the fitting rows and scores the validation rows
-   with the project's own metric code (``tune.metric``: ``val_rmse`` or ``val_ndcg_at_<k>``);
+   with the project's own metric code (``tune.metric``: ``val_rmse`` or ``val_ndcg_at_<k>``).
+   Trial 0 is the untuned configuration itself (``default_trial``), so a study never chooses a
+   configuration that scores worse on validation than the defaults;
 3. **final run**: the best trial's values are applied to the config, refit on the whole training
    part and evaluated on test by the ordinary runner (one ``groupbench.role=job`` run).
 
@@ -144,9 +146,34 @@ def study_key(cfg: DictConfig, space: dict) -> str:
     from benchmark.runner import config_hash
 
     tune = {k: cfg.tune[k] for k in ("trials", "metric", "val_size", "sampler_seed")}
+    # "trial0": studies since trial 0 became the defaults (an older study's trials are not mixed in)
     blob = json.dumps({"job": config_hash(cfg), "tune": OmegaConf.to_container(OmegaConf.create(tune)),
-                       "space": space}, sort_keys=True, default=str)
+                       "space": space, "trial0": "defaults"}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def default_trial(cfg: DictConfig, dists: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
+    """Trial 0: the job's own values of the searched keys (conf/model/*.yaml, conf/trainer), each brought
+    into its range (DMTL's ``trainer.weight_decay=0`` becomes the log range's 1e-07), and notes on what
+    was moved; None when a value is not among a categorical key's choices or is unset."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    values, notes = {}, []
+    for key, dist in dists.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(dist, CategoricalDistribution):
+            if value not in dist.choices:
+                return None, [f"{key}={value} is not among the search space's choices {list(dist.choices)}"]
+        elif value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None, [f"{key}={value} is not a number"]
+        else:
+            inside = min(max(value, dist.low), dist.high)
+            inside = int(inside) if isinstance(dist, IntDistribution) else float(inside)
+            if inside != value:
+                notes.append(f"{key}={value} -> {inside} (the search range)")
+            value = inside
+        values[key] = value
+    return values, notes
 
 
 def finished_trials(tracker, key: str) -> dict[int, dict]:
@@ -217,11 +244,20 @@ def run_study(cfg: DictConfig, tracker, parent_run_id: str | None = None,
         if reused:
             log.info("%s: %d of %d trials already FINISHED, resuming", name, reused, trials)
         data = tuning_data(cfg) if reused < trials else None
-        while len(study.trials) < trials:
-            number = len(study.trials)
+        defaults, moved = default_trial(cfg, dists)
+        if defaults is None:
+            log.warning("%s: trial 0 cannot be the defaults (%s); every trial is sampled", name, "; ".join(moved))
+        elif not reused:
+            study.enqueue_trial(defaults)
+            study_log.set_tags({"tuned.trial0": json.dumps(defaults, sort_keys=True),
+                                **({"tuned.trial0_moved": "; ".join(moved)} if moved else {})})
+        ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+        while sum(t.state in ended for t in study.trials) < trials:  # an enqueued trial waits in study.trials
             trial = study.ask(dists)
+            number = trial.number
             values = dict(trial.params)
             trial_tags = {"groupbench.role": "trial", "tuned.study_key": key, "tuned.trial": str(number),
+                          "tuned.defaults": str(defaults is not None and number == 0 and not reused).lower(),
                           "tuned.values": json.dumps(values), "model": str(cfg.model.name),
                           "dataset": str(cfg.dataset.name), "seed": str(cfg.seed)}
             label = " ".join(f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"

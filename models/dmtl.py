@@ -287,6 +287,10 @@ class DMTL(Recommender):
     # fresh pages for every chunk (0.16-0.19 page faults per pair) and a pair costs 0.70-0.75 us
     # instead of 0.46 (1M-rating model, one thread, docs/performance.md "Scaling to 10M ratings")
     CHUNK = 16384
+    # with the profiling head, a chunk's logits and probabilities are rows x K: the rows shrink so that
+    # they stay ~2M floats (K = 2,666 at 10M ratings: 786 rows, 8 MB, instead of 16,384 rows, 175 MB
+    # of fresh pages per chunk)
+    PROFILE_CHUNK_VALUES = 1 << 21
 
     @torch.no_grad()
     def _chunks(self, frame: pd.DataFrame, profile: bool = False,
@@ -297,8 +301,9 @@ class DMTL(Recommender):
         self.net.eval()
         # a network edited from an older forward(user, item, xu, xi) computes every head
         heads = {"profile": profile} if "profile" in inspect.signature(self.net.forward).parameters else {}
-        for start in range(0, len(frame), self.CHUNK):
-            rows = frame.iloc[start:start + self.CHUNK]
+        size = max(64, min(self.CHUNK, self.PROFILE_CHUNK_VALUES // max(self.k, 1))) if profile else self.CHUNK
+        for start in range(0, len(frame), size):
+            rows = frame.iloc[start:start + size]
             rating, logits, alpha = self.net(*self._encode(rows).inputs(), **heads)
             yield start, rows, rating, logits, alpha
 

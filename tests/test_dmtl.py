@@ -387,3 +387,25 @@ def test_loss_gathers_the_side_features_of_each_row(fitted_dmtl):
         torch.mean((rating - model.fit_data.rating[picked]) ** 2).item(), rel=1e-6)
     assert parts["profile_loss"].item() == pytest.approx(
         torch.nn.functional.cross_entropy(logits, model.fit_data.group[picked]).item(), rel=1e-6)
+
+
+def test_predict_groups_in_small_chunks_equals_a_whole_pass(fitted_dmtl):
+    """The profiling pass works ~PROFILE_CHUNK_VALUES logits at a time (rows x K): the labels equal the
+    mean of the softmax over each user's training pairs computed in one pass (cold users: popular items)."""
+    model, _ = fitted_dmtl
+    users = np.r_[np.unique(model.fit_pairs["user"])[:40], [10_000]]
+    model.net.eval()
+    with torch.no_grad():
+        _, logits, _ = model.net(*model._encode(model.fit_pairs).inputs())
+    probabilities = pd.DataFrame(torch.softmax(logits, 1).double().numpy()).groupby(model.fit_pairs["user"].to_numpy()).mean()
+    with torch.no_grad():
+        cold = pd.DataFrame({"user": 10_000, "item": model.popular_items})
+        _, cold_logits, _ = model.net(*model._encode(cold).inputs())
+    expected = [int(probabilities.loc[u].to_numpy().argmax()) for u in users[:-1]]
+    expected.append(int(torch.softmax(cold_logits, 1).mean(0).argmax()))
+    model.PROFILE_CHUNK_VALUES = model.k * 64  # chunks of 64 rows (the floor)
+    try:
+        assert model.predict_groups(users).tolist() == expected
+    finally:
+        del model.PROFILE_CHUNK_VALUES
+    assert model.predict_groups(users).tolist() == expected

@@ -181,3 +181,35 @@ def test_lenskit_bias_model_matches_a_hand_computation(make_cfg):
     fallback.fit(dense, Context())
     grid = pd.DataFrame([(u, i) for u in range(30) for i in range(12)], columns=["user", "item"])
     assert np.mean(np.abs(knn.predict(grid) - fallback.predict(grid)) > 1e-3) > 0.5
+
+
+def test_trial_zero_is_the_untuned_configuration(make_cfg, tmp_path):
+    """Trial 0 scores the job's own config (conf/model/svd.yaml), so the chosen trial is never worse on
+    validation than the defaults; its score equals an independent fit of the untuned model."""
+    cfg = make_cfg("dataset=synthetic", "model=svd", "tune.enabled=true", "tune.trials=3")
+    tracker = tracker_at(tmp_path)
+    result = tune.run_study(cfg, tracker)
+    done = tune.finished_trials(tracker, tune.study_key(cfg, tune.search_space("svd")))
+    assert done[0]["values"] == {"model.params.n_factors": 100, "model.params.n_epochs": 20,
+                                 "model.params.lr_all": 0.005, "model.params.reg_all": 0.02}
+    assert result.value <= done[0]["value"]
+    untuned = tune.score_trial(cfg, tune.tuning_data(cfg))["val_rmse"]
+    assert done[0]["value"] == pytest.approx(untuned)
+    trial0 = [t for t in runs_with(tracker, "trial") if t.data.tags["tuned.trial"] == "0"]
+    assert [t.data.tags["tuned.defaults"] for t in trial0] == ["true"]
+
+
+def test_trial_zero_brings_defaults_into_the_range_or_gives_up(make_cfg):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    cfg = make_cfg("dataset=synthetic", "model=dmtl")  # trainer.weight_decay=0.0: below the log range
+    values, moved = tune.default_trial(cfg, tune.distributions(tune.search_space("dmtl")))
+    assert values["trainer.weight_decay"] == 1e-7 and values["model.lambda_profile"] == cfg.model.lambda_profile
+    assert moved == ["trainer.weight_decay=0.0 -> 1e-07 (the search range)"]
+    dists = {"model.attention": CategoricalDistribution(["none", "uniform"]),
+             "trainer.batch_size": IntDistribution(16, 64)}
+    values, moved = tune.default_trial(cfg, dists)
+    assert values is None and "model.attention=softmax is not among" in moved[0]
+    values, _ = tune.default_trial(cfg, {"trainer.batch_size": IntDistribution(16, 64),
+                                         "trainer.lr": FloatDistribution(0.01, 0.1)})
+    assert values == {"trainer.batch_size": 64, "trainer.lr": 0.01}
