@@ -28,9 +28,9 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
     return values[np.concatenate(([True], values[1:] != values[:-1]))] if len(values) else values
 
 
-def _draw_pairs(rng: np.random.Generator, n_users: int, n_items: int, n_ratings: int
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """``n_ratings`` distinct (user, item) pairs, sorted, every user with at least one.
+def _draw_pairs(rng: np.random.Generator, n_users: int, n_items: int, n_ratings: int) -> np.ndarray:
+    """``n_ratings`` distinct (user, item) pairs, sorted, every user with at least one, as the rows
+    of one ``(2, n_ratings)`` int64 array (user indices, item indices).
 
     Each user gets one item first; the rest are drawn uniformly over the other pairs as flat
     indices ``user * n_items + item`` (with replacement, deduplicated, topped up until enough),
@@ -42,7 +42,7 @@ def _draw_pairs(rng: np.random.Generator, n_users: int, n_items: int, n_ratings:
     population = n_users * n_items
     if population <= 4 * n_ratings:  # dense: draw from the explicit rest, no rejection loop
         rest = np.setdiff1d(np.arange(population, dtype=np.int64), first, assume_unique=True)
-        return np.divmod(np.sort(np.concatenate([first, rng.choice(rest, size=n_extra, replace=False)])), n_items)
+        return _split_flat(np.sort(np.concatenate([first, rng.choice(rest, size=n_extra, replace=False)])), n_items)
     extra = np.empty(0, dtype=np.int64)
     while len(extra) < n_extra:
         need = n_extra - len(extra)
@@ -54,7 +54,16 @@ def _draw_pairs(rng: np.random.Generator, n_users: int, n_items: int, n_ratings:
     # thin uniformly to the count; dropping keeps the order, so no second sort
     extra = np.delete(extra, rng.choice(len(extra), size=len(extra) - n_extra, replace=False))
     flat = np.sort(np.concatenate([first, extra]), kind="stable")
-    return np.divmod(flat, n_items)
+    return _split_flat(flat, n_items)
+
+
+def _split_flat(flat: np.ndarray, n_items: int) -> np.ndarray:
+    """Flat indices -> one (2, n) block of (user, item) indices. One block, so the ratings frame can
+    take it without a copy: a frame built from two separate int64 columns stacks them into a new
+    block (1.1 s at 10M ratings here, against 0.04 s for this)."""
+    ids = np.empty((2, len(flat)), dtype=np.int64)
+    np.divmod(flat, n_items, out=(ids[0], ids[1]))
+    return ids
 
 
 def load(n_users: int = 300, n_items: int = 200, n_ratings: int = 6000, n_groups: int = 5,
@@ -74,7 +83,8 @@ def load(n_users: int = 300, n_items: int = 200, n_ratings: int = 6000, n_groups
     genres[genres.sum(1) == 0, rng.integers(0, n_genres)] = 1.0
     bias = rng.normal(0.0, 0.3, size=n_users)
 
-    users, items = _draw_pairs(rng, n_users, n_items, n_ratings)
+    ids = _draw_pairs(rng, n_users, n_items, n_ratings)
+    users, items = ids
     # each rating's taste . genres / sqrt(#genres), a chunk of ratings at a time: linear in the ratings
     # (a group x item affinity matrix grows as users x sqrt(ratings): 337 MB and 1 s at 10M ratings)
     scaled = genres / np.sqrt(genres.sum(1))[:, None]
@@ -89,7 +99,9 @@ def load(n_users: int = 300, n_items: int = 200, n_ratings: int = 6000, n_groups
     user_ids = pd.Index(np.arange(1, n_users + 1), name="user")
     item_ids = pd.Index(np.arange(1, n_items + 1), name="item")
     # pairs come sorted by (user, item) from _draw_pairs
-    ratings = pd.DataFrame({"user": users + 1, "item": items + 1, "rating": rating.astype(np.float64)})
+    ids += 1  # 1-based ids, in place: the frame's user and item columns are this block (no copy)
+    ratings = pd.DataFrame(ids.T, columns=["user", "item"], copy=False)
+    ratings["rating"] = rating.astype(np.float64)
     user_features = pd.DataFrame(user_x, index=user_ids, columns=[f"x{j}" for j in range(n_user_features)])
     item_features = pd.DataFrame(genres, index=item_ids, columns=[f"genre_{j}" for j in range(n_genres)])
     planted = pd.DataFrame({"group": group + 1, "user": user_ids.to_numpy()})
