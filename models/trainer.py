@@ -12,7 +12,7 @@ What the trainer owns (docs/protocol.md, "Training"): the validated ``trainer.*`
 device, batching by gathering rows of tensors built once (one seeded permutation per epoch, losses summed
 on the device and read once per epoch: no per-row Python, no per-batch host sync), autograd +
 ``torch.optim.Adam`` (fused where torch has a fused kernel for the device; ``trainer.sparse_embeddings``:
-``SparseAdam`` for the embedding tables, see ``optimizers``), early stopping on the
+``SparseAdam`` for the embedding tables, see ``Optimizers``), early stopping on the
 validation rows restoring the best weights, per-epoch metrics (MLflow via ``FitContext``) and a
 progress bar, and the NaN/inf check. It knows nothing about groups or any one model.
 """
@@ -151,6 +151,10 @@ class TrainerConfig:
                 f"trainer.val_size={values['val_size']} must be in (0, 1)")
         for key in ("progress", "sparse_embeddings"):
             require(isinstance(values[key], bool), f"trainer.{key}={values[key]} must be true or false")
+        require(not (values["sparse_embeddings"] and values["weight_decay"] > 0),
+                f"trainer.sparse_embeddings=true cannot apply trainer.weight_decay={values['weight_decay']} to the "
+                f"embedding tables (torch's SparseAdam has none); set trainer.weight_decay=0 or "
+                f"trainer.sparse_embeddings=false")
         require(values["device"] in DEVICES, f"trainer.device={values['device']!r} is unknown; use one of {sorted(DEVICES)}")
         return cls(lr=float(values["lr"]), weight_decay=float(values["weight_decay"]),
                    batch_size=int(values["batch_size"]), max_epochs=int(values["max_epochs"]),

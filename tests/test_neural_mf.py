@@ -128,3 +128,15 @@ def test_sparse_embeddings_refuse_weight_decay():
     with pytest.raises(Exception, match=r"trainer.sparse_embeddings=true cannot apply trainer.weight_decay=0.01"):
         trainer_module.Optimizers(net, torch.device("cpu"), lr=0.1, weight_decay=0.01, sparse=True)
     trainer_module.Optimizers(net, torch.device("cpu"), lr=0.1, weight_decay=0.01, sparse=False)  # dense: fine
+
+
+def test_sparse_embeddings_with_weight_decay_fail_the_run_before_any_data_work(make_cfg, tracking_uri):
+    from benchmark.errors import ConfigError
+
+    cfg = make_cfg(*FAST, "model=neural_mf", "trainer.sparse_embeddings=true", "trainer.weight_decay=0.001")
+    with pytest.raises(ConfigError, match=r"^trainer.sparse_embeddings=true cannot apply trainer.weight_decay=0.001"):
+        run(cfg)
+    failed = MlflowClient(tracking_uri).search_runs(
+        [MlflowClient(tracking_uri).get_experiment_by_name(cfg.tracking.experiment).experiment_id])
+    assert [r.info.status for r in failed] == ["FAILED"]
+    assert "dataset_sha256" not in failed[0].data.tags  # refused when the model was built, before loading data
