@@ -146,9 +146,10 @@ def study_key(cfg: DictConfig, space: dict) -> str:
     from benchmark.runner import config_hash
 
     tune = {k: cfg.tune[k] for k in ("trials", "metric", "val_size", "sampler_seed")}
-    # "trial0": studies since trial 0 became the defaults (an older study's trials are not mixed in)
+    # "trial0", "sampler": studies since trial 0 became the defaults and each trial got its own seeded
+    # sampler (an older study's trials are not mixed in)
     blob = json.dumps({"job": config_hash(cfg), "tune": OmegaConf.to_container(OmegaConf.create(tune)),
-                       "space": space, "trial0": "defaults"}, sort_keys=True, default=str)
+                       "space": space, "trial0": "defaults", "sampler": "per trial"}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -174,6 +175,18 @@ def default_trial(cfg: DictConfig, dists: dict[str, Any]) -> tuple[dict[str, Any
             value = inside
         values[key] = value
     return values, notes
+
+
+def trial_sampler(cfg: DictConfig, number: int):
+    """TPE seeded for trial ``number`` (from ``tune.sampler_seed``, the job's seed and the number): a
+    trial's proposal depends only on them and the trials before it, so a study resumed after a kill
+    proposes what the uninterrupted study would have (one sampler for the whole study restarts its
+    random stream on resume and repeats the draws the killed run already made)."""
+    import numpy as np
+    import optuna
+
+    seed = np.random.SeedSequence([int(cfg.tune.sampler_seed), int(cfg.seed), int(number)]).generate_state(1)[0]
+    return optuna.samplers.TPESampler(seed=int(seed))
 
 
 def finished_trials(tracker, key: str) -> dict[int, dict]:
@@ -230,10 +243,10 @@ def run_study(cfg: DictConfig, tracker, parent_run_id: str | None = None,
                   "dataset": str(cfg.dataset.name), "seed": str(cfg.seed), **(tags or {})}
     with tracker.run(name, tags=study_tags, parent_run_id=parent_run_id) as study_log:
         study_log.log_params({"tune.trials": trials, "tune.metric": metric, "tune.val_size": cfg.tune.val_size,
-                              "tune.sampler": "optuna.TPESampler", "tune.sampler_seed": cfg.tune.sampler_seed,
+                              "tune.sampler": "optuna.TPESampler, seeded per trial (trial_sampler)",
+                              "tune.sampler_seed": cfg.tune.sampler_seed,
                               "search_space": json.dumps(space, sort_keys=True)})
-        sampler = optuna.samplers.TPESampler(seed=int(cfg.tune.sampler_seed) + int(cfg.seed))
-        study = optuna.create_study(direction=direction, sampler=sampler)
+        study = optuna.create_study(direction=direction, sampler=trial_sampler(cfg, 0))
         done = finished_trials(tracker, key)
         for number in sorted(done):
             if number < trials and done[number]["value"] is not None:
@@ -253,6 +266,7 @@ def run_study(cfg: DictConfig, tracker, parent_run_id: str | None = None,
                                 **({"tuned.trial0_moved": "; ".join(moved)} if moved else {})})
         ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
         while sum(t.state in ended for t in study.trials) < trials:  # an enqueued trial waits in study.trials
+            study.sampler = trial_sampler(cfg, len(study.trials))
             trial = study.ask(dists)
             number = trial.number
             values = dict(trial.params)

@@ -126,6 +126,13 @@ def test_killed_study_resumes_without_rerunning_trials(make_cfg, tmp_path, monke
     assert sorted(done) == [0, 1, 2, 3]
     best = min(done.values(), key=lambda t: t["value"])
     assert result.chosen == best["values"] and result.value == pytest.approx(best["value"])
+    # the resumed study proposed what an uninterrupted one proposes: the same trial by trial, no repeats
+    monkeypatch.setattr(tune, "score_trial", score)
+    whole = tracker_at(tmp_path / "uninterrupted")
+    tune.run_study(cfg, whole)
+    uninterrupted = tune.finished_trials(whole, tune.study_key(cfg, tune.search_space("svd")))
+    assert {n: t["values"] for n, t in done.items()} == {n: t["values"] for n, t in uninterrupted.items()}
+    assert len({json.dumps(t["values"], sort_keys=True) for t in done.values()}) == 4
 
 
 def test_every_model_is_in_the_tuned_sweep_with_one_budget():
