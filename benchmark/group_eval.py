@@ -262,7 +262,7 @@ def group_scores(model: Recommender, members: pd.DataFrame, group_items: pd.Data
             continue
         pairs = pd.DataFrame({"user": chunk_members["user"].to_numpy()[member_rows],
                               "item": chunk_items["item"].to_numpy()[item_rows]})
-        values = np.asarray(_predicted(model, pairs, truth, one_group_each), dtype=float)
+        values = _predicted(model, pairs, truth, one_group_each)  # floats (checked_predictions)
         keys = {"group": chunk_items["group"].to_numpy()[item_rows[starts]],
                 "item": chunk_items["item"].to_numpy()[item_rows[starts]]}
         for name in aggregations:
