@@ -23,26 +23,46 @@ class Split:
     test: pd.DataFrame
 
 
-def _shuffled_rank(ratings: pd.DataFrame, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each row: its random rank within its user's rows, and that user's row count."""
+def stable_argsort(codes: np.ndarray, n_codes: int) -> np.ndarray:
+    """``np.argsort(codes, kind="stable")`` for integer codes in ``[0, n_codes)``, in linear time.
+
+    An LSD radix sort by 16-bit digits: numpy's stable sort of a 16-bit array is a counting sort,
+    one pass per digit (one up to 65,536 codes, two up to 2**32). The comparison sort it replaces
+    was n log n and most of the split's time at 10M ratings (docs/performance.md).
+    """
+    order = np.arange(len(codes))
+    shift = 0
+    while True:
+        digit = ((codes[order] >> shift) & 0xFFFF).astype(np.uint16)
+        order = order[np.argsort(digit, kind="stable")]
+        shift += 16
+        if max(n_codes - 1, 0) >> shift == 0:
+            return order
+
+
+def _shuffled_runs(ratings: pd.DataFrame, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row numbers user by user, each user's rows in a random order; each user's row count; user ids.
+
+    Users come in their order of first appearance (``pd.factorize``: hashing, no sort); only the
+    order WITHIN a user is random, and it is the random permutation's, so the split is the one the
+    seed has always given.
+    """
     order = rng.permutation(len(ratings))
-    users = ratings["user"].to_numpy()[order]
-    # stable sort by user keeps the random order within each user
-    by_user = order[np.argsort(users, kind="stable")]
-    sorted_users = ratings["user"].to_numpy()[by_user]
-    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
-    counts = np.diff(np.r_[starts, len(by_user)])
-    rank = np.arange(len(by_user)) - np.repeat(starts, counts)
-    return by_user, rank, np.repeat(counts, counts)
+    codes, users = pd.factorize(ratings["user"].to_numpy())
+    by_user = order[stable_argsort(codes[order], len(users))]
+    return by_user, np.bincount(codes, minlength=len(users)), users
 
 
 def holdout_mask(ratings: pd.DataFrame, test_size: float, seed: int) -> np.ndarray:
     """Boolean mask of test rows: round(test_size * n) of each user's n ratings, at most n - 1."""
     require(0.0 < test_size < 1.0, f"split.test_size={test_size} must be in (0, 1)")
-    by_user, rank, count = _shuffled_rank(ratings, np.random.default_rng(seed))
-    n_test = np.minimum(np.rint(test_size * count), count - 1)
+    by_user, counts, _ = _shuffled_runs(ratings, np.random.default_rng(seed))
+    n_test = np.minimum(np.rint(test_size * counts), counts - 1).astype(np.int64)
+    # each user's run: n_test True (its first shuffled rows) then False; built from per-user counts
+    # with one boolean repeat (no per-row integer temporaries: 10M rows are 80 MB apiece)
+    in_test = np.repeat(np.tile([True, False], len(counts)), np.column_stack([n_test, counts - n_test]).ravel())
     mask = np.zeros(len(ratings), dtype=bool)
-    mask[by_user] = rank < n_test
+    mask[by_user] = in_test
     return mask
 
 
@@ -74,11 +94,12 @@ def kfold(ratings: pd.DataFrame, n_folds: int = 5, seed: int = 0, cold_users: fl
     cold = cold_user_mask(ratings, cold_users, seed)
     require(n_folds >= 2, f"split.n_folds={n_folds} must be >= 2")
     rng = np.random.default_rng(seed)
-    by_user, rank, _ = _shuffled_rank(ratings, rng)
-    users, user_of_row = np.unique(ratings["user"].to_numpy()[by_user], return_inverse=True)
-    offset = rng.integers(0, n_folds, size=len(users))
+    by_user, counts, users = _shuffled_runs(ratings, rng)
+    rank = np.arange(len(by_user)) - np.repeat(np.cumsum(counts) - counts, counts)
+    # one random start fold per user, drawn in sorted user-id order
+    offset = rng.integers(0, n_folds, size=len(users))[np.argsort(np.argsort(users))]
     fold = np.empty(len(ratings), dtype=np.int64)
-    fold[by_user] = (rank + offset[user_of_row]) % n_folds
+    fold[by_user] = (rank + np.repeat(offset, counts)) % n_folds
     return [Split(f, ratings[(fold != f) & ~cold].reset_index(drop=True),
                   ratings[fold == f].reset_index(drop=True))
             for f in range(n_folds)]

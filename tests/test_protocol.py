@@ -40,6 +40,44 @@ def test_holdout_single_rating_user_stays_in_training():
     assert (s.test.user == 2).sum() == 2  # round(0.5 * 5) = 2 (banker's rounding of 2.5)
 
 
+@pytest.mark.parametrize("n_codes", [1, 300, 70_000, 5_000_000])  # one radix pass, two passes
+def test_stable_argsort_is_numpys_stable_argsort(n_codes):
+    codes = np.random.default_rng(n_codes).integers(0, n_codes, size=200_000)
+    np.testing.assert_array_equal(split.stable_argsort(codes, n_codes), np.argsort(codes, kind="stable"))
+
+
+def test_holdout_matches_an_independent_pandas_reference():
+    """Each user's test rows are the first round(0.2 n) of its rows in the seed's permutation order,
+    computed here with a pandas sort and group-by (no radix sort, no factorize); user ids are sparse,
+    above 2**16 (two radix passes) and shuffled."""
+    rng = np.random.default_rng(3)
+    ratings = (pd.DataFrame({"user": rng.integers(0, 90_000, 60_000) * 7 + 3, "item": rng.integers(0, 500, 60_000),
+                             "rating": 1.0}).drop_duplicates(["user", "item"], ignore_index=True))
+    position = np.empty(len(ratings), dtype=np.int64)
+    position[np.random.default_rng(11).permutation(len(ratings))] = np.arange(len(ratings))
+    ranked = ratings.assign(position=position).sort_values(["user", "position"])
+    n = ranked.groupby("user")["item"].transform("size")
+    expected = (ranked.groupby("user").cumcount() < np.minimum(np.rint(0.2 * n), n - 1)).sort_index().to_numpy()
+    np.testing.assert_array_equal(split.holdout_mask(ratings, 0.2, seed=11), expected)
+
+
+def test_kfold_matches_an_independent_pandas_reference():
+    """A row's fold = (its rank among its user's rows in the seed's permutation + the user's start fold)
+    mod n_folds; start folds are the seed's next draw, one per user in sorted id order."""
+    rng = np.random.default_rng(4)
+    ratings = (pd.DataFrame({"user": rng.integers(0, 90_000, 30_000) * 5 + 1, "item": rng.integers(0, 300, 30_000),
+                             "rating": 1.0}).drop_duplicates(["user", "item"], ignore_index=True))
+    draws = np.random.default_rng(2)
+    position = np.empty(len(ratings), dtype=np.int64)
+    position[draws.permutation(len(ratings))] = np.arange(len(ratings))
+    users = np.sort(ratings["user"].unique())
+    start = pd.Series(draws.integers(0, 5, size=len(users)), index=users)
+    ranked = ratings.assign(position=position).sort_values(["user", "position"])
+    fold = ((ranked.groupby("user").cumcount() + start.reindex(ranked["user"]).to_numpy()) % 5).sort_index()
+    for f, part in enumerate(split.kfold(ratings, n_folds=5, seed=2)):
+        pd.testing.assert_frame_equal(part.test, ratings[(fold == f).to_numpy()].reset_index(drop=True))
+
+
 def test_splits_are_seeded(data):
     a = split.holdout(data.ratings, 0.2, seed=5)[0].test
     b = split.holdout(data.ratings, 0.2, seed=5)[0].test
