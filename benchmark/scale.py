@@ -422,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--groups", type=int, default=None, metavar="K",
                         help="K groups at every size instead (KMeans k = K: groups grow with the users)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="a Hydra override for every job, e.g. --set grouping.algorithm=bisecting (repeatable)")
+                        help="a Hydra override for every job, e.g. --set grouping.clustering=bisecting_kmeans (repeatable)")
     parser.add_argument("--format", default="parquet", choices=("parquet", "csv"), help="artifacts.format")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per job before it is given up")
     parser.add_argument("--out", type=Path, default=Path("outputs/scale"), help="folder for scale.json and scale.png (default %(default)s)")

@@ -74,6 +74,8 @@ def cold_user_mask(ratings: pd.DataFrame, fraction: float, seed: int) -> np.ndar
     with ``split.cold_users=0``.
     """
     require(0.0 <= fraction < 1.0, f"split.cold_users={fraction} must be in [0, 1) (a fraction of users)")
+    if fraction == 0.0:  # the default: no sort of every row's user id (0.1 s at 10M ratings) to draw no one
+        return np.zeros(len(ratings), dtype=bool)
     users = np.unique(ratings["user"].to_numpy())
     n_cold = int(np.rint(fraction * len(users)))
     require(n_cold < len(users), f"split.cold_users={fraction} leaves no user with training ratings; lower it")
