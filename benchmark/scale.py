@@ -3,6 +3,8 @@
     python -m benchmark.scale                                   # 100k, 300k, 1M ratings (this 2-core machine)
     python -m benchmark.scale --sizes 10m --models dmtl --epochs 1 --memory-limit-gb 14 --out outputs/scale-10m
     python -m benchmark.scale --from-json outputs/scale/scale.json outputs/scale-10m/scale.json   # merged
+    python -m benchmark.scale --groups 250 --models dmtl --epochs 2 --set trainer.sparse_embeddings=true
+        --set grouping.clustering=bisecting_kmeans          # (one line) the method's k fixed: linear epoch
 
 At 10M the harness and DMTL jobs fit the default 4 GB limit (peaks 1.6 and 2.6 GB); SVD and the
 item k-NN are skipped by their estimates. The 10M command took 8 min on the 2-core, 24 GB machine
