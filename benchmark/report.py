@@ -687,10 +687,10 @@ def build_report(client, experiment: str, uri: str, out: Path, prov: Provenance,
     show_n = not same_n(real_main, MAIN_COLUMNS, k, col.expected_seeds)
     header = sections.header_lines(client, col.parent_run_id)
     md = [f"# Benchmark report: experiment `{experiment}`", "", *prov.lines(), "", *header, "",
-          (f"Cells are mean ± sample std (ddof=1) over seeds, with the number of seeds n in brackets; "
+          ("Cells are mean ± sample std (ddof=1) over seeds, with the number of seeds n in brackets; "
            if show_n else f"Cells are mean ± sample std (ddof=1) over n = {col.expected_seeds} seed(s) each; ")
           + f"‡ marks n below the expected {col.expected_seeds} seed(s) ({col.expected_source}). The best mean per "
-          f"column is in bold; ↑ = higher is better, ↓ = lower is better. RMSE and MAE are pooled over all test "
+          "column is in bold; ↑ = higher is better, ↓ = lower is better. RMSE and MAE are pooled over all test "
           f"pairs (`rmse`); the per-user RMSE (`user_rmse`) is named as such. Runs: the latest FINISHED "
           f"run per config_hash among the experiment's job runs. Reference predictors (oracle, constant, random, "
           f"item mean, popularity) are in their own block per dataset, never in bold.", ""]

@@ -177,9 +177,9 @@ def full_catalogue_tables(runs: pd.DataFrame, dataset: str, k: int, display, mar
     if not user_metrics:
         return [], pd.DataFrame()
     lines = [f"## Full-catalogue ranking: {dataset}", "",
-             f"Every test user ranks every catalogue item not in their training part; relevant = their test items "
-             f"rated ≥ the threshold; binary gain; averaged over users with a relevant item. ↑ = higher is better. "
-             f"Reference predictors come last, marked (reference), never bold; the oracle is the ceiling.", ""]
+             "Every test user ranks every catalogue item not in their training part; relevant = their test items "
+             "rated ≥ the threshold; binary gain; averaged over users with a relevant item. ↑ = higher is better. "
+             "Reference predictors come last, marked (reference), never bold; the oracle is the ceiling.", ""]
     if order:  # the main table's row order
         rank = {label: i for i, label in enumerate(order)}
         in_dataset = in_dataset.sort_values("label", key=lambda s: s.map(rank).fillna(len(rank)), kind="stable")
@@ -200,8 +200,8 @@ def full_catalogue_tables(runs: pd.DataFrame, dataset: str, k: int, display, mar
         columns = [(m, m[len("full_group_"):].replace(f"_ndcg_at_{k}", f" NDCG@{k} ↑")
                     .replace(f"_recall_at_{k}", f" R@{k} ↑").replace("_", " ")) for m in group_metrics]
         tables = [display(part, columns, bold) for part, bold in ((real, True), (refs, False)) if len(part)]
-        lines += [f"Groups (full catalogue): each group ranks every item not rated in training by all its members, "
-                  f"scored by the aggregation of all members' predictions.", "",
+        lines += ["Groups (full catalogue): each group ranks every item not rated in training by all its members, "
+                  "scored by the aggregation of all members' predictions.", "",
                   markdown(pd.concat(tables, ignore_index=True)), ""]
     summary_metrics = user_metrics + group_metrics
     summary = in_dataset.groupby("label", sort=False)[summary_metrics].agg(["mean", "std", "count"])

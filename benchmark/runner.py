@@ -29,7 +29,6 @@ import benchmark.group_eval  # registers the group-level and cold-start evaluato
 from benchmark.cache import ProtocolCache
 import benchmark.full_ranking  # registers the full-catalogue top-N evaluator (full_* metrics)
 from benchmark import provenance, saved_models
-from benchmark.provenance import flatten  # noqa: F401 - importable from here, as before
 from benchmark.tracking import Tracker, git_commit
 from models.base import Diagnosed, FitContext
 from models.trainer import check_removed_keys

@@ -312,7 +312,7 @@ def test_report_from_real_runner_runs(make_cfg, tracking_uri, tmp_path):
     block = md.split("## Reference predictors: synthetic")[1].split("\n## ")[0]
     assert "| Oracle (true rating) |" in block and "| Constant (top of scale) |" in block
     oracle = csv[csv["model"] == "oracle"].iloc[0]
-    assert oracle["rmse_mean"] == 0.0 and f"| Oracle (true rating) | 0.0000 |" in block
+    assert oracle["rmse_mean"] == 0.0 and "| Oracle (true rating) | 0.0000 |" in block
     constant_r = csv.loc[csv["model"] == "constant", "recall_at_10_mean"].iloc[0]
     real_r = csv.loc[~csv["model"].isin(["oracle", "constant"]), "recall_at_10_mean"]
     if (real_r < constant_r).any():
