@@ -8,8 +8,12 @@ started together on a fresh store both ran the migration. Here the first use
 * checks the folder and the file are writable (a one-line error at once, not a hang);
 * takes an exclusive lock on ``<store>.lock`` beside the file, so one process initialises;
 * builds the tables in a temporary file beside the store and renames it into place: a kill at
-  any moment leaves either no store or a complete one (never a partial one);
-* repairs a store left half-made by an older version (no alembic head, no runs): it is re-made.
+  any moment leaves either no store or a complete one (never a partial one), and the next use
+  removes the killed process's ``.<store>.init-<pid>`` temporary and starts again;
+* never deletes or rewrites a file that exists under the store's name. Only an empty (0-byte) file
+  is replaced; any other file that is not an MLflow store at this MLflow's schema is refused in one
+  line: a foreign sqlite database ("not an MLflow store"), an MLflow store at an older schema
+  (with the ``mlflow db upgrade`` command to run, runs or no runs) or at a newer one.
 
 The same lock serialises job claims (:mod:`benchmark.claims`). Servers (``http://``) manage
 their own database and are left alone.
@@ -98,9 +102,10 @@ def check_writable(path: Path) -> None:
 
 
 @functools.lru_cache(maxsize=1)
-def _alembic_head() -> str:
-    """MLflow's newest schema revision: the revision no migration names as its ``down_revision``.
-    Read off the migration files' text (alembic's ScriptDirectory imports them all: seconds)."""
+def _migrations() -> tuple[frozenset[str], frozenset[str]]:
+    """(every schema revision MLflow's migrations define, every revision one names as its
+    ``down_revision``), read off the migration files' text (alembic's ScriptDirectory imports them
+    all: seconds)."""
     import mlflow.store
 
     folder = Path(mlflow.store.__file__).parent / "db_migrations" / "versions"
@@ -109,18 +114,28 @@ def _alembic_head() -> str:
         text = script.read_text(encoding="utf-8")
         revisions.update(re.findall(r"^revision\s*=\s*['\"](\w+)['\"]", text, re.M))
         parents.update(re.findall(r"^down_revision\s*=\s*['\"](\w+)['\"]", text, re.M))
+    return frozenset(revisions), frozenset(parents)
+
+
+@functools.lru_cache(maxsize=1)
+def _alembic_head() -> str:
+    """MLflow's newest schema revision: the revision no migration names as its ``down_revision``."""
+    revisions, parents = _migrations()
     heads = revisions - parents
     if len(heads) != 1:  # an unexpected layout: ask alembic
         from alembic.script import ScriptDirectory
         from mlflow.store.db.utils import _get_alembic_config
 
         return ScriptDirectory.from_config(_get_alembic_config("sqlite://")).get_current_head()
-    return heads.pop()
+    return next(iter(heads))
 
 
 def store_state(path: Path) -> str:
-    """``missing``, ``ready`` (tables at MLflow's head revision), ``partial`` (no head and no runs:
-    a setup that was cut short) or ``outdated`` (runs, but an older schema)."""
+    """``missing`` (no file, or an empty one), ``ready`` (MLflow's tables at this MLflow's head
+    revision), ``outdated`` (an MLflow store at an older revision, with or without runs), ``newer``
+    (an MLflow store at a revision this MLflow does not know) or ``foreign`` (a sqlite database
+    without MLflow's ``alembic_version`` table: somebody else's file). Read-only: the file is never
+    written."""
     if not path.exists() or path.stat().st_size == 0:
         return "missing"
     try:
@@ -128,13 +143,28 @@ def store_state(path: Path) -> str:
             tables = {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
             version = (db.execute("select version_num from alembic_version").fetchall()
                        if "alembic_version" in tables else [])
-            has_runs = "runs" in tables and db.execute("select 1 from runs limit 1").fetchone() is not None
     except sqlite3.DatabaseError as exc:
         raise TrackingError(f"tracking store {path} is not a readable sqlite database ({exc}); move it away "
                             f"or set tracking.uri to another file") from None
-    if version and version[0][0] == _alembic_head():
+    if not version or "experiments" not in tables:
+        return "foreign"
+    if version[0][0] == _alembic_head():
         return "ready"
-    return "outdated" if has_runs else "partial"
+    return "outdated" if version[0][0] in _migrations()[0] else "newer"
+
+
+def refuse(path: Path, state: str) -> None:
+    """The one-line error for a file under the store's name that is not a usable store (never deleted)."""
+    fix = "or set tracking.uri=sqlite:////another/file.db"
+    if state == "foreign":
+        raise TrackingError(f"tracking store {path} is a sqlite database but not an MLflow store (no MLflow "
+                            f"schema); it is left untouched: name another file, {fix}")
+    if state == "outdated":
+        raise TrackingError(f"tracking store {path} is an MLflow store at an older schema; upgrade it with "
+                            f"`mlflow db upgrade sqlite:///{path}` (back it up first), {fix}")
+    if state == "newer":
+        raise TrackingError(f"tracking store {path} was made by a newer MLflow (unknown schema revision); "
+                            f"use that MLflow's version, {fix}")
 
 
 def _create(path: Path) -> None:
@@ -195,19 +225,14 @@ def prepare_store(uri: str) -> None:
         return
     install_sqlite_pragmas()
     check_writable(path)
-    if store_state(path) != "ready":
+    state = store_state(path)
+    refuse(path, state)
+    if state != "ready":
         with store_lock(uri):
             _remove_stale_temporaries(path)
             state = store_state(path)  # another process may have made it while we waited
-            if state == "outdated":
-                raise TrackingError(f"tracking store {path} has runs but an older MLflow schema; upgrade it with "
-                                    f"`mlflow db upgrade sqlite:///{path}` (back it up first)")
-            if state != "ready":
-                if state == "partial":
-                    log.warning("tracking store %s was left half-initialised (a killed first use): re-creating it",
-                                path)
-                    for suffix in ("", "-journal", "-wal", "-shm"):
-                        path.with_name(path.name + suffix).unlink(missing_ok=True)
+            refuse(path, state)
+            if state != "ready":  # missing: no file, or an empty one (nothing in it to lose)
                 log.info("creating the tracking store %s", path)
                 try:
                     _create(path)

@@ -10,6 +10,7 @@ data and send real signals.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -248,20 +249,74 @@ def test_sigterm_during_store_setup_then_rerun_completes(tmp_path: Path):
     assert not temporaries()
 
 
-def test_half_initialised_store_is_repaired(tmp_path: Path):
-    """A store an older version left half-made (tables, no alembic head, no runs) is re-made."""
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
+
+
+@pytest.mark.parametrize("tables", [["create table secrets (id integer)", "insert into secrets values (42)"],
+                                    ["create table secrets (id integer)", "create table experiments (id integer)"]],
+                         ids=["user table", "tables named like MLflow's, no schema"])
+def test_foreign_sqlite_file_survives_byte_for_byte(tmp_path: Path, tables: list[str]):
+    """A sqlite database that is not an MLflow store, named as the store, is refused (rc 2, one line)
+    by the job and by the report, and is never deleted or rewritten."""
+    from benchmark.report import main as report_main
+
+    db = tmp_path / "precious.db"
+    with sqlite3.connect(db) as connection:
+        for statement in tables:
+            connection.execute(statement)
+    before = db.read_bytes()
+    code, stderr = finish(start(tmp_path, "model=baseline_only", "dataset=synthetic", db=db))
+    assert code == 2, stderr[-3000:]
+    errors = _error_lines(stderr)
+    assert len(errors) == 1 and "not an MLflow store" in errors[0] and str(db) in errors[0], stderr[-3000:]
+    assert db.read_bytes() == before
+    assert report_main(["--tracking-uri", f"sqlite:///{db}", "--out", str(tmp_path / "report")]) == 2
+    assert db.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("precious")) == ["precious.db"]
+
+
+def test_mlflow_store_without_runs_at_an_older_schema_survives(tmp_path: Path):
+    """An MLflow store with zero runs at an older schema revision is refused with the upgrade command
+    (it used to be taken for a half-made store and deleted); one at the head revision is used as is."""
     from mlflow.tracking import MlflowClient
 
+    from benchmark.errors import TrackingError
+    from benchmark.store import _migrations, prepare_store, store_state
+
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    prepare_store(uri)
+    client = MlflowClient(tracking_uri=uri)
+    client.create_experiment("kept")
+    assert store_state(db) == "ready" and not client.search_runs([client.get_experiment_by_name("kept").experiment_id])
+    older = sorted(_migrations()[1])[0]  # a revision some migration follows: not the head
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as connection:
+        connection.execute("update alembic_version set version_num = ?", (older,))
+        connection.execute("pragma wal_checkpoint(truncate)")
+    before = db.read_bytes()
+    from benchmark import store as store_module
+    store_module._ready.discard(uri)
+    assert store_state(db) == "outdated"
+    with pytest.raises(TrackingError, match=r"older schema; upgrade it with `mlflow db upgrade"):
+        prepare_store(uri)
+    assert db.read_bytes() == before
+    with sqlite3.connect(db) as connection:
+        connection.execute("update alembic_version set version_num = 'f00dfeed1234'")
+    assert store_state(db) == "newer"
+    with pytest.raises(TrackingError, match="newer MLflow"):
+        prepare_store(uri)
+    assert db.exists() and store_state(db) == "newer"
+
+
+def test_empty_file_named_as_store_becomes_a_store(tmp_path: Path):
+    """A 0-byte file (``touch mlflow.db``) holds nothing to lose: it is made a store."""
     from benchmark.store import prepare_store, store_state
 
     db = tmp_path / "mlflow.db"
-    with sqlite3.connect(db) as connection:
-        connection.execute("create table secrets (id integer)")
-        connection.execute("create table experiments (experiment_id integer)")
-    assert store_state(db) == "partial"
+    db.touch()
     prepare_store(f"sqlite:///{db}")
     assert store_state(db) == "ready"
-    assert MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
 
 
 def test_sigkill_mid_job_then_rerun_marks_orphan_killed(tmp_path: Path):
