@@ -18,8 +18,9 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(PY) -m benchmark $(ARGS)
 
-# Tests; pytest exits 5 when no test ran, which fails this target.
+# Tests; the layers contract first (docs/architecture.md); pytest exits 5 when no test ran, which fails this target.
 test: $(VENV)/.installed
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(ARGS)
 
 clean:

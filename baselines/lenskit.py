@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from hydra.utils import get_class
 
-from benchmark.errors import ConfigError
+from benchmark.core.errors import ConfigError
 from models.base import FitContext, Recommender
 
 

@@ -14,17 +14,15 @@ import inspect
 from collections import defaultdict
 from typing import Any
 
-from hydra.utils import get_class
-
 import numpy as np
 import pandas as pd
+from hydra.utils import get_class
 from surprise import Dataset as SurpriseDataset
-from surprise import Reader
-from surprise import Trainset
+from surprise import Reader, Trainset
 
 from baselines import surprise_predict
 from baselines.surprise_predict import TrainsetRows
-from benchmark.errors import ConfigError
+from benchmark.core.errors import ConfigError
 from models.base import FitContext, Recommender
 
 

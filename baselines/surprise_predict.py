@@ -31,7 +31,7 @@ import pandas as pd
 import surprise
 from scipy import sparse
 
-from benchmark.registry import Registry
+from benchmark.core.registry import Registry
 
 # Pairs per block of gathered factor rows / similarity entries: bounds memory for a full catalogue.
 BLOCK = 1 << 16

@@ -9,7 +9,13 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from benchmark.errors import GroupbenchError, one_line
+from benchmark.core.errors import GroupbenchError, one_line
+from benchmark.run import preflight, summary
+from benchmark.run.job import build_tracker, run
+from benchmark.sweeps.sweep import in_sweep, run_sweep_job
+from benchmark.sweeps.tune import run_tuned, tuning
+from benchmark.tracking import provenance, saved_models
+from models.trainer import REMOVED_KEYS
 
 log = logging.getLogger("benchmark")
 
@@ -22,7 +28,6 @@ def admit_removed_keys(argv: list[str]) -> list[str]:
     """``trainer.KEY=x`` -> ``+trainer.KEY=x`` for a removed KEY: Hydra refuses a key its config lacks with a multi-line
     error before any run exists; admitted, the key reaches the runner, which refuses it in one line
     with a FAILED run (models/trainer.py, REMOVED_KEYS)."""
-    from models.trainer import REMOVED_KEYS
 
     removed = tuple(f"trainer.{key}=" for key in REMOVED_KEYS)
     return [f"+{arg}" if arg.startswith(removed) else arg for arg in argv]
@@ -30,9 +35,6 @@ def admit_removed_keys(argv: list[str]) -> list[str]:
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | dict | None:
-    from benchmark.runner import build_tracker, run
-    from benchmark.sweep import in_sweep, run_sweep_job
-    from benchmark.tune import run_tuned, tuning
 
     if in_sweep(cfg):  # a job launched by the sweeper: a failure is reported to it, never exits
         return run_sweep_job(cfg)
@@ -51,7 +53,6 @@ def main(cfg: DictConfig) -> float | dict | None:
 
 def print_summary(cfg: DictConfig, tracker, result) -> None:
     """Headline metrics and the next commands (UI, report, recommend) at the end of a single run."""
-    from benchmark import provenance, saved_models, summary
 
     saved = any(f.path == saved_models.ARTIFACT for f in tracker.client.list_artifacts(result.run_id))
     summary.print_run(provenance.display_name(cfg), result.run_id, result.metrics, tracker.uri,
@@ -60,7 +61,6 @@ def print_summary(cfg: DictConfig, tracker, result) -> None:
 
 if __name__ == "__main__":
     sys.argv[1:] = admit_removed_keys(sys.argv[1:])
-    from benchmark import preflight
 
     preflight.check(sys.argv[1:])  # a config that does not compose: one line, exit 2, a FAILED run
     main()

@@ -26,10 +26,12 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from benchmark.artifacts import download_table
-from benchmark.errors import ConfigError, DataError, GroupbenchError, TrackingError
-from benchmark.group_eval import AGGREGATIONS, aggregate, member_predictions
-from benchmark.saved_models import ARTIFACT, deserialize
+from benchmark.core.config import instantiate
+from benchmark.core.errors import ConfigError, DataError, GroupbenchError, TrackingError
+from benchmark.evaluation.groups import AGGREGATIONS, aggregate, member_predictions
+from benchmark.tracking.artifacts import download_table
+from benchmark.tracking.saved_models import ARTIFACT, deserialize
+from benchmark.tracking.tracker import resolve_uri
 
 log = logging.getLogger("benchmark.recommend")
 
@@ -46,7 +48,6 @@ class LoadedRun:
 
 def load_run(client, run_id: str, workdir: Path, data_root: str | None = None) -> LoadedRun:
     """The run's config, fitted model and data; one-line errors for a bad id or a missing model."""
-    from benchmark.runner import instantiate
 
     try:
         run = client.get_run(run_id)
@@ -146,7 +147,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from mlflow.tracking import MlflowClient
 
-        from benchmark.tracking import resolve_uri
 
         if args.k < 1:
             raise ConfigError(f"--k {args.k} must be >= 1")

@@ -12,7 +12,7 @@ of docs/performance.md (its higher limit is a margin, not a need).
 
 For each size the synthetic generator (``dataset=synthetic``: planted groups, ~150 ratings per
 user, items growing as the square root of the ratings) feeds every model through the real job,
-``benchmark.runner.run`` (one pipeline definition), and the stage times are the runner's own
+``benchmark.run.job.run`` (one pipeline definition), and the stage times are the runner's own
 ``stage_*_seconds`` metrics: load (generate), split, grouping (KMeans), fit, predict (every
 prediction the model makes: the test pairs, and those the evaluation asks for: group members'
 pairs, the catalogue, profiling labels), evaluate (the harness's own evaluation work: merges,
@@ -22,7 +22,7 @@ Each job runs in its own spawned process, so its peak RSS (``ru_maxrss``) is tha
 The first job of each size is the harness alone (``model=global_mean``: the training mean, no
 fitting): its peak RSS is the harness's, and it runs with the protocol cache cold, paying load,
 split and KMeans as the first job of a sweep does. The models' jobs then find split and groups
-in the cache (``benchmark/cache.py``), as every later job of a sweep does; the harness share is
+in the cache (``benchmark/data/cache.py``), as every later job of a sweep does; the harness share is
 printed both ways (cold: with the harness job's load, split and grouping). A model whose
 estimated memory exceeds ``--memory-limit-gb`` is skipped with the estimate printed, never started.
 
@@ -51,7 +51,10 @@ from typing import Any
 
 import numpy as np
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+from benchmark.core.config import CONF
+from benchmark.run import job as runner
+from benchmark.tracking.tracker import Tracker
+
 # the harness's stages (the model's are fit and predict); open_store is apart: a per-process cost
 HARNESS_STAGES = ("load", "split", "grouping", "evaluate", "log")
 PROTOCOL_STAGES = ("load", "split", "grouping")  # what the protocol cache saves a warm job
@@ -148,12 +151,10 @@ def peak_rss_mb() -> float:
 def run_job(model: str, n_ratings: int, epochs: int | None, fmt: str, uri: str, cache_dir: str,
             full_catalogue: bool = False, group_size: int = GROUP_SIZE, n_groups: int | None = None,
             overrides: tuple[str, ...] = ()) -> dict[str, Any]:
-    """One job through ``benchmark.runner.run`` (in a fresh process): its ``stage_*_seconds``
+    """One job through ``benchmark.run.job.run`` (in a fresh process): its ``stage_*_seconds``
     metrics and the process's peak RSS."""
     import logging
 
-    from benchmark import runner
-    from benchmark.tracking import Tracker
 
     logging.getLogger().setLevel(logging.WARNING)
     cfg = compose_cfg(model, n_ratings, epochs, uri, fmt, cache_dir, full_catalogue, group_size, n_groups, overrides)
@@ -448,7 +449,6 @@ def main(argv: list[str] | None = None) -> None:
     # existing store, so creating one (schema migrations, seconds) would be charged to no job's stage
     work = tempfile.TemporaryDirectory(prefix="groupbench-scale-")
     uri = f"sqlite:///{work.name}/mlflow.db"
-    from benchmark.tracking import Tracker
 
     Tracker(uri, "scale")
     results: list[dict[str, Any]] = []

@@ -5,7 +5,7 @@
     python -m benchmark.speed --models svd,knn_baseline     # some families only
     python -m benchmark.speed --sweep paper                 # a logged sweep (experiment "paper")
 
-Job mode runs real jobs (``benchmark.runner.run``, a temporary MLflow store) and prints, per
+Job mode runs real jobs (``benchmark.run.job.run``, a temporary MLflow store) and prints, per
 family, the seconds of each stage the runner logs (load, split, grouping, fit, predict,
 evaluate incl. group-level evaluation, log; ``other`` = the rest of the job: MLflow run
 setup, model construction), the share of the job outside fit + predict, the protocol cache's
@@ -24,7 +24,6 @@ import platform
 import re
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,11 +31,12 @@ from hydra import compose, initialize_config_dir
 
 from baselines import surprise_predict
 from baselines.surprise import SurpriseRecommender
-from benchmark.cache import ProtocolCache
-from benchmark.runner import instantiate, run
-from benchmark.sweep import fit_predict_seconds
+from benchmark.core.config import CONF, instantiate
+from benchmark.data.cache import ProtocolCache
+from benchmark.run.job import build_tracker, run
+from benchmark.sweeps.sweep import fit_predict_seconds
+from benchmark.tracking.tracker import resolve_uri
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
 FAMILIES = ("dmtl", "neural_mf", "svd", "svdpp", "knn_baseline", "slope_one", "baseline_only")
 STAGES = ("load", "split", "grouping", "fit", "predict", "evaluate", "log")
 OUTSIDE_TARGET, DMTL_TARGET, SWEEP_TARGET = 0.25, 0.5, 1.3
@@ -116,7 +116,6 @@ def job_mode(args) -> dict[str, float]:
         # once per process, not per job (a sweep worker pays them once): MLflow's store setup, and
         # the torch._dynamo import torch.optim does on its first optimizer
         started = time.perf_counter()
-        from benchmark.runner import build_tracker
 
         build_tracker(compose_config(base))
         importlib.import_module("torch._dynamo")
@@ -213,7 +212,6 @@ def workers_of(parent) -> tuple[int, str]:
 def sweep_mode(args) -> dict[str, float]:
     from mlflow.tracking import MlflowClient
 
-    from benchmark.tracking import resolve_uri
 
     client = MlflowClient(tracking_uri=resolve_uri(args.tracking_uri))
     experiment = client.get_experiment_by_name(args.sweep)

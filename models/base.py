@@ -14,8 +14,8 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from benchmark.datasets import Dataset
-from benchmark.grouping import Groups
+from benchmark.data import Dataset
+from benchmark.protocol.grouping import Groups
 
 
 def _no_log(metrics: dict[str, float], step: int | None = None) -> None:
@@ -73,7 +73,7 @@ class GroupProfiler(Protocol):
 class ScoresAll(Protocol):
     """A model that scores a whole user x item grid at once, faster than ``predict`` on the pairs.
 
-    Full-catalogue evaluation (benchmark/full_ranking.py) uses it when offered, else ``predict`` on
+    Full-catalogue evaluation (benchmark/evaluation/full_ranking.py) uses it when offered, else ``predict`` on
     the pairs in chunks. It must equal ``predict`` on the same pairs (one definition per model).
     """
 
@@ -97,7 +97,7 @@ class Diagnosed(Protocol):
 @runtime_checkable
 class ValidationScored(Protocol):
     """A model that early-stops on a validation part carved from its training data, and reports
-    its rating error there, so the runner can refuse a diverged fit (benchmark/divergence.py)."""
+    its rating error there, so the runner can refuse a diverged fit (benchmark/evaluation/divergence.py)."""
 
     def validation_scores(self) -> tuple[float, float]:
         """(rating MSE of the kept weights on the validation part, MSE there of the fitting part's

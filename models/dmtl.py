@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from benchmark.errors import TrainingError, require
+from benchmark.core.errors import TrainingError, require
 from models.base import FitContext, Recommender
 from models.trainer import Trainer, TrainerConfig
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.errors import TrainingError, require
+from benchmark.core.errors import TrainingError, require
 from models.base import FitContext, Recommender
 from models.trainer import Trainer, TrainerConfig
 

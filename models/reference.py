@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from benchmark.errors import ConfigError, require
+from benchmark.core.errors import ConfigError, require
 from models.base import FitContext, Recommender
 
 CONSTANT_VALUES = ("top", "mean")

@@ -33,8 +33,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from benchmark.errors import ConfigError, TrainingError, require
-from benchmark.split import holdout_mask
+from benchmark.core.errors import ConfigError, TrainingError, require
+from benchmark.protocol.split import holdout_mask
 from models.base import FitContext
 
 log = logging.getLogger(__name__)

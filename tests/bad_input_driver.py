@@ -51,13 +51,13 @@ def child(case: dict, stderr_path: str) -> None:
 
 
 def main(cases_path: str, results_path: str) -> None:
-    import benchmark.runner  # noqa: F401  (torch, MLflow, Hydra, pandas, Surprise: imported once)
-    import benchmark.sweep  # noqa: F401
+    import benchmark.run.job  # noqa: F401  (torch, MLflow, Hydra, pandas, Surprise: imported once)
+    import benchmark.sweeps.sweep  # noqa: F401
     import hydra  # noqa: F401
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
     from sqlalchemy.orm import configure_mappers
 
-    from benchmark.store import _alembic_head
+    from benchmark.tracking.store import _alembic_head
 
     configure_mappers()  # MLflow's ORM set up once (seconds), not in every child
     _alembic_head()

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from benchmark.datasets import itmrec, ml100k, resolve_root
-from benchmark.errors import DataError
+from benchmark.data import itmrec, ml100k, resolve_root
+from benchmark.core.errors import DataError
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
@@ -28,7 +28,7 @@ def data_root() -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def protocol_cache_dir(tmp_path_factory) -> Path:
-    """The protocol cache (benchmark/cache.py) of every run in the tests: one fresh folder per
+    """The protocol cache (benchmark/data/cache.py) of every run in the tests: one fresh folder per
     session, never the user's ~/.cache (subprocesses inherit it through the environment)."""
     folder = tmp_path_factory.mktemp("protocol-cache")
     with pytest.MonkeyPatch.context() as patch:

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from benchmark.artifacts import download_table, read_table, write_table
-from benchmark.errors import ConfigError
-from benchmark.runner import run
+from benchmark.tracking.artifacts import download_table, read_table, write_table
+from benchmark.core.errors import ConfigError
+from benchmark.run.job import run
 
 
 def test_write_and_read_round_trip_both_formats(tmp_path: Path):

@@ -1,4 +1,4 @@
-"""The protocol cache (benchmark/cache.py): keys, exact hits, verification, concurrency, off switch."""
+"""The protocol cache (benchmark/data/cache.py): keys, exact hits, verification, concurrency, off switch."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from benchmark.cache import ProtocolCache
-from benchmark.errors import DataError
+from benchmark.data.cache import ProtocolCache
+from benchmark.core.errors import DataError
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -24,7 +24,7 @@ def compose_cfg(*overrides: str):
 
 
 def protocol(cfg):
-    """The runner's three cached steps (benchmark/runner.py wires them the same way)."""
+    """The runner's three cached steps (benchmark/run/job.py wires them the same way)."""
     cache = ProtocolCache(cfg)
     dataset = cache.dataset(lambda: instantiate(cfg.dataset.loader, root=cfg.data.root, download=cfg.data.download,
                                                 verify=cfg.data.verify))
@@ -155,7 +155,7 @@ def test_an_unreadable_entry_is_recomputed(itmrec, tmp_path):
 def test_runs_log_their_stages_and_cache_outcome(make_cfg, tracking_uri, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from benchmark.runner import run
+    from benchmark.run.job import run
 
     overrides = ("dataset=synthetic", "model=baseline_only", f"cache.dir={tmp_path / 'runs'}")
     first, second = run(make_cfg(*overrides)), run(make_cfg(*overrides))
@@ -190,7 +190,7 @@ def test_an_unwritable_cache_slows_a_job_down_never_fails_it(tmp_path):
 def test_model_clock_counts_the_models_prediction_calls_once_and_restores_them():
     import time
 
-    from benchmark.evaluation import model_clock
+    from benchmark.evaluation.base import model_clock
 
     class Slow:
         def predict(self, pairs):

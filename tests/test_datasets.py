@@ -7,8 +7,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from benchmark.datasets import base, itmrec, ml100k, synthetic
-from benchmark.errors import DataError
+from benchmark.data import base, itmrec, ml100k, synthetic
+from benchmark.core.errors import DataError
 
 # sha256 values as published in shared/data/SOURCES.md (independent of the loader's table)
 SOURCES_SHA256 = {

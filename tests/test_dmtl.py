@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from benchmark.runner import instantiate, run  # instantiate re-raises our one-line errors, unlike Hydra's wrapper
+from benchmark.run.job import instantiate, run  # instantiate re-raises our one-line errors, unlike Hydra's wrapper
 from mlflow.tracking import MlflowClient
 
 import models.dmtl as dmtl
-from benchmark.artifacts import read_table
-from benchmark.errors import ConfigError, TrainingError
-from benchmark.split import holdout_mask
+from benchmark.tracking.artifacts import read_table
+from benchmark.core.errors import ConfigError, TrainingError
+from benchmark.protocol.split import holdout_mask
 
-from benchmark.tracking import Tracker
+from benchmark.tracking.tracker import Tracker
 from models.base import Diagnosed, FitContext, GroupProfiler
 
 CONF = Path(__file__).resolve().parent.parent / "conf"

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import ndcg_score
 
-from benchmark.metrics import per_user_metrics, summarize
+from benchmark.evaluation.metrics import per_user_metrics, summarize
 
 
 def frame(rows):
@@ -103,7 +103,7 @@ def test_group_key():
 
 
 def test_rank_by_prediction_equals_a_pandas_sort_with_ties():
-    from benchmark.metrics import rank_by_prediction
+    from benchmark.evaluation.metrics import rank_by_prediction
 
     rng = np.random.default_rng(7)
     frame = pd.DataFrame({"user": rng.integers(0, 30, 2000), "item": rng.permutation(2000),

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark.datasets import ml1m
-from benchmark.errors import DataError
+from benchmark.data import ml1m
+from benchmark.core.errors import DataError
 
 USERS = ["1::F::1::10::48067", "2::M::56::16::70072", "3::M::25::15::55117", "4::M::45::7::02460"]
 MOVIES = ["1::Toy Story (1995)::Animation|Children's|Comedy",
@@ -107,7 +107,7 @@ def test_bad_rows_name_file_line_and_field(tmp_path, pinned, file, lines, messag
 
 def test_runs_through_the_harness(tmp_path, pinned, make_cfg):
     """dataset=ml1m composes and runs a baseline end to end (20 users x 4 movies, k=2)."""
-    from benchmark.runner import run
+    from benchmark.run.job import run
 
     users = [f"{u}::{'MF'[u % 2]}::{ml1m.AGE_BANDS[u % 7]}::{u % 21}::00000" for u in range(1, 21)]
     ratings = [f"{u}::{i}::{(u + i) % 5 + 1}::978300000" for u in range(1, 21) for i in range(1, 5)]

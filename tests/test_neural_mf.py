@@ -12,7 +12,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import models.trainer as trainer_module
-from benchmark.runner import instantiate, run
+from benchmark.core.config import instantiate
+from benchmark.run.job import run
 from models.base import FitContext
 from models.dmtl import DMTL
 from models.neural_mf import NeuralMF, NeuralMFNetwork
@@ -131,7 +132,7 @@ def test_sparse_embeddings_refuse_weight_decay():
 
 
 def test_sparse_embeddings_with_weight_decay_fail_the_run_before_any_data_work(make_cfg, tracking_uri):
-    from benchmark.errors import ConfigError
+    from benchmark.core.errors import ConfigError
 
     cfg = make_cfg(*FAST, "model=neural_mf", "trainer.sparse_embeddings=true", "trainer.weight_decay=0.001")
     with pytest.raises(ConfigError, match=r"^trainer.sparse_embeddings=true cannot apply trainer.weight_decay=0.001"):

@@ -8,9 +8,9 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.preprocessing import StandardScaler
 
-from benchmark import grouping, split
-from benchmark.datasets import synthetic
-from benchmark.errors import ConfigError
+from benchmark.protocol import grouping, split
+from benchmark.data import synthetic
+from benchmark.core.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

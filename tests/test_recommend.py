@@ -13,11 +13,14 @@ from mlflow.tracking import MlflowClient
 
 from hydra import compose, initialize_config_dir
 
-from benchmark.artifacts import download_table
-from benchmark import provenance, recommend, summary
-from benchmark.datasets import synthetic
-from benchmark.errors import ConfigError
-from benchmark.runner import RESULT_KEYS, run
+from benchmark.tracking.artifacts import download_table
+from benchmark import recommend
+from benchmark.run import summary
+from benchmark.tracking import provenance
+from benchmark.data import synthetic
+from benchmark.core.errors import ConfigError
+from benchmark.core.config import RESULT_KEYS
+from benchmark.run.job import run
 from tests.conftest import CONF
 
 SIZE = dict(n_users=40, n_items=60, n_ratings=400, n_groups=5)

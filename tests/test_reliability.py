@@ -138,7 +138,7 @@ def test_bad_inputs_one_line_exit_2_failed_run(tmp_path: Path):
     from mlflow.entities import ViewType
     from mlflow.tracking import MlflowClient
 
-    from benchmark.store import prepare_store
+    from benchmark.tracking.store import prepare_store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     prepare_store(uri)  # created once here: the children's logs then hold no store-creation lines
@@ -259,7 +259,7 @@ def _error_lines(stderr: str) -> list[str]:
 def test_foreign_sqlite_file_survives_byte_for_byte(tmp_path: Path, tables: list[str]):
     """A sqlite database that is not an MLflow store, named as the store, is refused (rc 2, one line)
     by the job and by the report, and is never deleted or rewritten."""
-    from benchmark.report import main as report_main
+    from benchmark.report.build import main as report_main
 
     db = tmp_path / "precious.db"
     with sqlite3.connect(db) as connection:
@@ -281,8 +281,8 @@ def test_mlflow_store_without_runs_at_an_older_schema_survives(tmp_path: Path):
     (it used to be taken for a half-made store and deleted); one at the head revision is used as is."""
     from mlflow.tracking import MlflowClient
 
-    from benchmark.errors import TrackingError
-    from benchmark.store import _migrations, prepare_store, store_state
+    from benchmark.core.errors import TrackingError
+    from benchmark.tracking.store import _migrations, prepare_store, store_state
 
     db = tmp_path / "mlflow.db"
     uri = f"sqlite:///{db}"
@@ -295,7 +295,7 @@ def test_mlflow_store_without_runs_at_an_older_schema_survives(tmp_path: Path):
         connection.execute("update alembic_version set version_num = ?", (older,))
         connection.execute("pragma wal_checkpoint(truncate)")
     before = db.read_bytes()
-    from benchmark import store as store_module
+    from benchmark.tracking import store as store_module
     store_module._ready.discard(uri)
     assert store_state(db) == "outdated"
     with pytest.raises(TrackingError, match=r"older schema; upgrade it with `mlflow db upgrade"):
@@ -311,7 +311,7 @@ def test_mlflow_store_without_runs_at_an_older_schema_survives(tmp_path: Path):
 
 def test_empty_file_named_as_store_becomes_a_store(tmp_path: Path):
     """A 0-byte file (``touch mlflow.db``) holds nothing to lose: it is made a store."""
-    from benchmark.store import prepare_store, store_state
+    from benchmark.tracking.store import prepare_store, store_state
 
     db = tmp_path / "mlflow.db"
     db.touch()
@@ -353,7 +353,7 @@ def test_sigkill_mid_sweep_then_rerun_completes(tmp_path: Path):
 
 @pytest.mark.parametrize("initialised", [False, True], ids=["fresh store", "initialised store"])
 def test_two_sweeps_at_once_never_finish_a_configuration_twice(tmp_path: Path, initialised: bool):
-    from benchmark.store import prepare_store
+    from benchmark.tracking.store import prepare_store
 
     db = tmp_path / "mlflow.db"
     if initialised:
@@ -383,7 +383,7 @@ def _undo_read_only(path: Path) -> None:
 
 
 PROBE = """import sys, time
-from benchmark.store import prepare_store
+from benchmark.tracking.store import prepare_store
 started = time.perf_counter()
 try:
     prepare_store(sys.argv[1])
@@ -395,7 +395,7 @@ print(time.perf_counter() - started)
 
 @pytest.mark.parametrize("what", ["folder", "file"])
 def test_read_only_store_fails_fast_in_one_line(tmp_path: Path, what: str):
-    from benchmark.store import prepare_store
+    from benchmark.tracking.store import prepare_store
 
     folder = tmp_path / "store"
     folder.mkdir()
@@ -424,7 +424,7 @@ def test_read_only_store_fails_fast_in_one_line(tmp_path: Path, what: str):
 
 
 def test_report_output_stays_under_its_folder():
-    from benchmark.results import safe_name
+    from benchmark.report.results import safe_name
 
     for name in ("../../x", "/etc/passwd", "..", "a/../../b", "~root", ""):
         cleaned = safe_name(name)
@@ -445,8 +445,8 @@ def _zip(path: Path, entries: dict[str, bytes]) -> Path:
     ({"a.txt": b"ok", "b.txt": b"tampered"}, {"b.txt": "0" * 64}, "has sha256"),
 ], ids=["zip-slip", "file under a file", "pinned sha256"])
 def test_extraction_checks_every_entry_before_writing_any(tmp_path: Path, entries, sha256, message):
-    from benchmark.datasets.base import safe_extract
-    from benchmark.errors import DataError
+    from benchmark.data.base import safe_extract
+    from benchmark.core.errors import DataError
 
     archive = _zip(tmp_path / "archive.zip", entries)
     target = tmp_path / "out"
@@ -456,8 +456,8 @@ def test_extraction_checks_every_entry_before_writing_any(tmp_path: Path, entrie
 
 
 def test_divergence_is_refused_against_the_training_mean():
-    from benchmark.divergence import check_not_diverged
-    from benchmark.errors import TrainingError
+    from benchmark.evaluation.divergence import check_not_diverged
+    from benchmark.core.errors import TrainingError
 
     check_not_diverged("m", 0.9, 1.2)  # better than the mean: fine
     with pytest.raises(TrainingError, match=r"m diverged: validation rating MSE 1.6 is worse than 1.25x the "
@@ -489,7 +489,7 @@ def test_resume_does_not_reuse_a_result_on_other_data(tmp_path: Path):
 def test_report_keeps_one_result_per_config_and_data_on_the_latest_data():
     import pandas as pd
 
-    from benchmark.results import latest_results
+    from benchmark.report.results import latest_results
 
     runs = pd.DataFrame({"config_hash": ["a", "a", "b", "a", "c"], "dataset": ["ml", "ml", "ml", "ml", "it"],
                          "dataset_sha256": ["bad", "good", "good", "good", "x"], "start_time": [1, 2, 3, 4, 5],
@@ -503,8 +503,8 @@ def test_a_weak_fit_is_tagged_a_far_worse_one_diverged():
     improving at its last epoch); beyond it, or not finite: diverged."""
     from types import SimpleNamespace
 
-    from benchmark.divergence import DIVERGED_FACTOR, check_model
-    from benchmark.errors import TrainingError
+    from benchmark.evaluation.divergence import DIVERGED_FACTOR, check_model
+    from benchmark.core.errors import TrainingError
 
     def model(val_losses, best, val_mse, trivial):
         history = [{"epoch": e, "val_rating_loss": v} for e, v in enumerate(val_losses, 1)]
@@ -524,7 +524,7 @@ def test_sqlite_store_commits_through_a_write_ahead_log(tmp_path: Path):
     """Runs logged through the Tracker leave the store in WAL mode (commits without an fsync each);
     a plain sqlite reader (another process, e.g. mlflow ui) sees every committed run, and so does a
     copy of the file alone: each run's end checkpoints the log into it."""
-    from benchmark.tracking import Tracker
+    from benchmark.tracking.tracker import Tracker
 
     store = tmp_path / "mlflow.db"
     tracker = Tracker(f"sqlite:///{store}", "wal")

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from benchmark import report
-from benchmark.tracking import Tracker
+from benchmark.report import build as report
+from benchmark.tracking.tracker import Tracker
 
 PROV = report.Provenance(command="python -m benchmark.report --experiment smoke", date="2026-01-01 00:00 UTC",
                          uri="sqlite:///test.db", experiment="smoke", commit="test")
@@ -38,7 +38,7 @@ def per_user(shift: float, seed: int) -> pd.DataFrame:
 def log_job(tracker: Tracker, model: str, lam, attention, shift: float, seed: int, dataset: str = "synthetic",
             parent: str | None = None, fail: bool = False, extra: dict | None = None) -> str:
     params = {"model.name": model, "dataset.name": dataset, "seed": seed, "eval.k": 10,
-              "split._target_": "benchmark.split.holdout", "grouping.k": 5}
+              "split._target_": "benchmark.protocol.split.holdout", "grouping.k": 5}
     if lam is not None:
         params.update({"model.lambda_profile": lam, "model.attention": attention})
     config_hash = json.dumps([model, lam, attention, dataset, seed])
@@ -68,7 +68,7 @@ def log_job(tracker: Tracker, model: str, lam, attention, shift: float, seed: in
 def make_sweep(tmp_path, fail_one: bool = False, extra: dict | None = None) -> Tracker:
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "smoke")
     with tracker.run("sweep", tags={"groupbench.role": "sweep", "sweep": "smoke"}) as parent:
-        # as benchmark/sweep.py logs them
+        # as benchmark/sweeps/sweep.py logs them
         parent.log_params({"overrides": "trainer.max_epochs=1",
                            "grids": json.dumps({"smoke": {"model": "dmtl,svd,knn_basic", "seed": "0,1,2"}})})
         for model, lam, attention, shift in CONFIGS:
@@ -279,8 +279,8 @@ def test_unknown_experiment_is_a_one_line_error(sweep, tmp_path, caplog):
 
 
 def test_report_from_real_runner_runs(make_cfg, tracking_uri, tmp_path):
-    """Two Surprise models x 2 seeds on the synthetic data through benchmark.runner.run."""
-    from benchmark.runner import run
+    """Two Surprise models x 2 seeds on the synthetic data through benchmark.run.job.run."""
+    from benchmark.run.job import run
 
     tracker = Tracker(tracking_uri, "smoke")
     with tracker.run("sweep", tags={"groupbench.role": "sweep", "sweep": "smoke"}) as parent:
@@ -350,7 +350,7 @@ def test_default_experiment_is_paper_else_the_latest_sweep(sweep, tmp_path):
 
 
 def test_k_grid_variants_stay_out_of_the_lambda_sweep():
-    from benchmark.report_sections import modal_grouping
+    from benchmark.report.sections import modal_grouping
 
     runs = pd.DataFrame({"dataset": ["ml100k"] * 4 + ["itmrec"] * 2,
                          "config": [{"grouping.k": "250"}, {"grouping.k": "250"}, {"grouping.k": "20"},

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from benchmark.artifacts import read_table
-from benchmark.runner import config_hash, run
-from benchmark.tracking import Tracker
+from benchmark.tracking.artifacts import read_table
+from benchmark.core.config import config_hash
+from benchmark.run.job import run
+from benchmark.tracking.tracker import Tracker
 from tests.conftest import data_root
 
 REPO = Path(__file__).resolve().parent.parent

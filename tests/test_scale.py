@@ -15,8 +15,9 @@ import threadpoolctl
 import torch
 from torch import nn
 
-from benchmark import grouping, scale
-from benchmark.datasets.synthetic import load
+from benchmark import scale
+from benchmark.protocol import grouping
+from benchmark.data.synthetic import load
 from models.base import FitContext
 from models.trainer import Trainer, TrainerConfig
 
@@ -90,7 +91,7 @@ def test_merging_runs_prints_exponents_across_them(tmp_path, capsys):
 
 
 def test_one_job_reports_the_runners_stages(tmp_path, monkeypatch):
-    from benchmark import runner
+    from benchmark.run import job as runner
 
     monkeypatch.setattr(runner, "Stages", runner.Stages)  # run_job meters the runner's stages: undone after
     monkeypatch.setattr(scale, "shape", lambda n, group_size=scale.GROUP_SIZE, n_groups=None: {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark.stats import holm, paired_test, rank_biserial, verdict
+from benchmark.report.stats import holm, paired_test, rank_biserial, verdict
 
 
 def test_holm_known_example():
@@ -69,7 +69,7 @@ def test_not_significant_shift_is_no_difference():
 def test_per_unit_means_give_one_row_per_user():
     import pandas as pd
 
-    from benchmark.stats import per_unit_means
+    from benchmark.report.stats import per_unit_means
 
     table = pd.DataFrame({"user": [1, 1, 2, 2, 2], "seed": [0, 1, 0, 1, 2], "ndcg": [0.2, 0.4, 1.0, 0.5, 0.0]})
     means = per_unit_means(table, ["ndcg", "absent"])
@@ -78,7 +78,7 @@ def test_per_unit_means_give_one_row_per_user():
 
 
 def test_bootstrap_ci_is_seeded_and_covers_the_mean():
-    from benchmark.stats import bootstrap_ci
+    from benchmark.report.stats import bootstrap_ci
 
     diff = np.random.default_rng(0).normal(0.05, 0.2, 400)
     low, high = bootstrap_ci(diff, seed=3)

@@ -10,8 +10,8 @@ import pytest
 import surprise
 
 from baselines import surprise_predict
-from benchmark.datasets import synthetic
-from benchmark.split import holdout
+from benchmark.data import synthetic
+from benchmark.protocol.split import holdout
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.runner import RESULT_KEYS
+from benchmark.core.config import RESULT_KEYS
 
 TIMEOUT = 600  # per subprocess; a hang fails the test instead of the suite
 

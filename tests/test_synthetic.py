@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.datasets import synthetic
-from benchmark.errors import ConfigError
+from benchmark.data import synthetic
+from benchmark.core.errors import ConfigError
 
 
 def test_large_draw_is_exact_distinct_sorted_and_uniform():

@@ -1,4 +1,4 @@
-"""Equal-budget tuning (benchmark/tune.py), selection by validation data, and the LensKit wrapper.
+"""Equal-budget tuning (benchmark/sweeps/tune.py), selection by validation data, and the LensKit wrapper.
 
 Small synthetic data and few trials: the point is what the code reads and counts, not quality.
 """
@@ -13,13 +13,14 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-import benchmark.split
-import benchmark.tune as tune
-from benchmark import report
-from benchmark.runner import config_hash, run
-from benchmark.claims import finished_keys
-from benchmark.report_sections import REFERENCE_MODELS
-from benchmark.tracking import Tracker
+import benchmark.protocol.split
+import benchmark.sweeps.tune as tune
+from benchmark.report import build as report
+from benchmark.core.config import config_hash
+from benchmark.run.job import run
+from benchmark.tracking.claims import finished_keys
+from benchmark.report.sections import REFERENCE_MODELS
+from benchmark.tracking.tracker import Tracker
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 TUNED_MODELS = ("svd", "knn_basic", "lenskit_item_knn", "dmtl")
@@ -35,7 +36,7 @@ def scrambled(split):
         for part in split(ratings, **kwargs):
             test = part.test.copy()
             test["rating"] = np.random.default_rng(99).integers(1, 6, len(test)).astype(float)
-            out.append(benchmark.split.Split(part.fold, part.train, test))
+            out.append(benchmark.protocol.split.Split(part.fold, part.train, test))
         return out
     return wrapper
 
@@ -92,7 +93,7 @@ def test_scrambled_test_ratings_change_no_choice(make_cfg, tmp_path, monkeypatch
     # a rerun of the sweep skips the jobs: their grid hash (the untuned config) counts as finished
     assert config_hash(make_cfg(*FAST, "model=svd")) in {digest for digest, _ in finished_keys(tracker)}
 
-    monkeypatch.setattr(benchmark.split, "holdout", scrambled(benchmark.split.holdout))
+    monkeypatch.setattr(benchmark.protocol.split, "holdout", scrambled(benchmark.protocol.split.holdout))
     chosen2, test_rmse2, selected2 = tuned_and_selected(make_cfg, tracker_at(tmp_path / "scrambled"))
     assert chosen2 == chosen
     assert selected2 == selected

@@ -24,7 +24,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
-from benchmark.errors import ConfigError
+from benchmark.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """Hydra finds sweepers only inside the ``hydra_plugins`` namespace: this registers groupbench's.
 
 The logic (grids, dedupe by config hash, resume, the parent MLflow run, the summary) lives in
-``benchmark.sweep``; conf/hydra/sweeper/groupbench.yaml selects this class.
+``benchmark.sweeps.sweep``; conf/hydra/sweeper/groupbench.yaml selects this class.
 """
 
-from benchmark.sweep import SweeperBase
+from benchmark.sweeps.sweep import SweeperBase
 
 
 class GroupbenchSweeper(SweeperBase):

@@ -1,0 +1,213 @@
+"""One benchmark job: conf -> dataset -> groups -> split -> model -> predictions -> metrics -> tracker.
+
+The runner is model-agnostic: the model, the split, the grouping and the dataset loader
+are all built with Hydra's ``instantiate`` from their config groups.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+import benchmark.evaluation.full_ranking  # registers the full-catalogue top-N evaluator (full_* metrics)
+import benchmark.evaluation.groups  # registers the group-level and cold-start evaluators; validates eval.group
+from benchmark.core.config import RESULT_KEYS, config_hash, instantiate, run_name
+from benchmark.core.schema import check_threshold, validate_config
+from benchmark.data.cache import ProtocolCache
+from benchmark.evaluation import divergence
+from benchmark.evaluation.base import EvalContext, checked_predictions, evaluate, model_clock
+from benchmark.tracking import claims, orphans, provenance, saved_models
+from benchmark.tracking.artifacts import check_format, table_name
+from benchmark.tracking.tracker import Tracker, git_commit
+from models.base import Diagnosed, FitContext
+from models.trainer import check_removed_keys
+
+log = logging.getLogger(__name__)
+
+@dataclass
+class JobResult:
+    run_id: str
+    metrics: dict[str, float]
+    predictions: pd.DataFrame = field(repr=False)
+    models: list = field(default_factory=list, repr=False)  # the fitted model of each fold
+
+
+class Stages:
+    """Seconds per stage of a job (summed over folds), logged as ``stage_<name>_seconds``."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+    def move(self, source: str, target: str, seconds: float) -> None:
+        """Count ``seconds`` measured inside ``source`` under ``target`` instead."""
+        self.seconds[source] = self.seconds.get(source, 0.0) - seconds
+        self.seconds[target] = self.seconds.get(target, 0.0) + seconds
+
+    def metrics(self) -> dict[str, float]:
+        return {f"stage_{name}_seconds": value for name, value in self.seconds.items()}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks that do not belong to one component (components validate their own kwargs)."""
+    validate_config(cfg)  # types and ranges of every known key (benchmark/core/schema.py)
+    benchmark.evaluation.groups.validate_config(cfg.eval)
+    check_removed_keys(cfg.get("trainer"))  # every model: a removed key must not pass silently
+    check_format(artifact_format(cfg))
+
+
+def artifact_format(cfg: DictConfig) -> str:
+    return OmegaConf.select(cfg, "artifacts.format", default="parquet")
+
+
+def build_tracker(cfg: DictConfig) -> Tracker:
+    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment, base_dir=os.environ.get("GROUPBENCH_CWD"))
+    orphans.reap(tracker)  # runs left RUNNING by a killed process -> KILLED, with a note
+    return tracker
+
+
+def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | None = None,
+        tags: dict[str, str] | None = None, claim: bool | None = None) -> JobResult:
+    """Run one job and log it as one MLflow run (FAILED, with the error, if anything raises).
+
+    ``claim`` (sweep jobs): once the data hash is known, claim (config hash, data hash) or stop as a
+    duplicate (:class:`benchmark.tracking.claims.AlreadyClaimed`); True also yields to FINISHED runs (resume)."""
+    tracker = tracker or build_tracker(cfg)
+    base_tags = {"groupbench.role": "job", "config_hash": config_hash(cfg), "git_commit": git_commit(),
+                 "model": cfg.model.name,
+                 "dataset": cfg.dataset.name, "seed": str(cfg.seed), **(tags or {})}
+    # sweep jobs tag what varies; the run name shows it first (e.g. λ=0.5 · dmtl · ml100k · s0)
+    varies = {key.split(".", 1)[1]: value for key, value in base_tags.items() if key.startswith("varies.")}
+    base_tags.update({**provenance.config_tags(cfg, RESULT_KEYS), **provenance.package_versions(),
+                      **provenance.source_tags(base_tags["git_commit"]),
+                      "mlflow.note.content": provenance.describe_run(cfg, varies, base_tags.get("sweep"))})
+    if parent_run_id is None:
+        provenance.set_experiment_description(tracker.client, tracker.experiment_id,
+                                              provenance.describe_experiment(tracker.experiment_name))
+    with tracker.run(provenance.display_name(cfg, varies), tags=base_tags, parent_run_id=parent_run_id) as logger:
+        stage, models = Stages(), []
+        with stage("log"):
+            logger.log_params(provenance.run_params(cfg, RESULT_KEYS))
+            logger.log_artifacts({"config.yaml": OmegaConf.to_yaml(cfg, resolve=True)})
+        validate(cfg)
+        saved_models.policy(cfg.get("artifacts"))
+        instantiate(cfg.model, seed=cfg.seed)  # validates the model's config before any data work
+        protocol = ProtocolCache(cfg)
+
+        with stage("load"):  # loading, split and grouping come from the protocol cache when they can
+            dataset = protocol.dataset(lambda: instantiate(cfg.dataset.loader, root=cfg.data.root,
+                                                           download=cfg.data.download, verify=cfg.data.verify))
+        log.info("%s", dataset.summary())
+        if claim is not None:
+            claims.claim(tracker, logger, base_tags["config_hash"], dataset.sha256, include_finished=claim)
+        logger.set_tags({"dataset_sha256": dataset.sha256,
+                         **{f"dataset_sha256.{name}": digest for name, digest in dataset.files_sha256.items()},
+                         **{f"dataset_note.{key}": note for key, note in dataset.notes.items()}})
+        check_threshold(cfg.eval.threshold, dataset.rating_scale)
+        with stage("log"):
+            provenance.log_dataset_input(logger, dataset)
+
+        with stage("split"):
+            splits = protocol.splits(lambda: instantiate(cfg.split)(dataset.ratings, seed=cfg.seed))
+        fold_metrics, frames, tables = [], [], {}
+        for split in splits:
+            metrics, frame, fold_tables = run_fold(cfg, dataset, split, logger, n_folds=len(splits),
+                                                   stage=stage, protocol=protocol, models=models)
+            fold_metrics.append(metrics)
+            frames.append(frame)
+            for name, table in fold_tables.items():
+                tables.setdefault(name, []).append(table.assign(fold=split.fold) if len(splits) > 1 else table)
+
+        metrics = aggregate(fold_metrics)
+        predictions = pd.concat(frames, ignore_index=True)
+        with stage("log"):
+            logger.log_metrics(metrics)
+            fmt = artifact_format(cfg)
+            artifacts: dict[str, Any] = {table_name("predictions", fmt): predictions}
+            artifacts.update({table_name(name, fmt): pd.concat(parts, ignore_index=True)
+                              for name, parts in tables.items()})
+            logger.log_artifacts(artifacts)
+        log.debug("%s: %s", run_name(cfg), ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        metrics.update(stage.metrics())  # the last log stage's own writes excluded
+        logger.log_metrics(stage.metrics())
+        logger.set_tags({"protocol_cache": protocol.summary()})
+        return JobResult(logger.run_id, metrics, predictions, models)
+
+
+def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int, stage: Stages | None = None,
+             protocol: ProtocolCache | None = None, models: list | None = None):
+    prefix = f"fold{split.fold}_" if n_folds > 1 else ""
+    stage = stage or Stages()
+    with stage("grouping"):
+        make_groups = lambda: instantiate(cfg.grouping)(dataset, split.train, seed=cfg.seed)  # noqa: E731
+        groups = protocol.groups(split.fold, make_groups) if protocol is not None else make_groups()
+    model = instantiate(cfg.model, seed=cfg.seed)
+
+    def log_epoch(values: dict[str, float], step: int | None = None) -> None:
+        logger.log_metrics({f"{prefix}{k}": v for k, v in values.items()}, step=step)
+
+    context = FitContext(dataset=dataset, groups=groups, seed=cfg.seed, log_metrics=log_epoch)
+    with stage("fit"):
+        started = time.perf_counter()
+        model.fit(split.train, context)
+        fit_seconds = time.perf_counter() - started
+    weak = divergence.check_model(model)  # far worse than the training mean on validation: a failure
+    if weak:
+        logger.set_tags(weak)
+    if split.fold == 0:  # k-fold runs keep the first fold's model
+        with stage("log"):
+            blob, note = saved_models.serialize(model, cfg.get("artifacts"))
+            logger.set_tags({"model_artifact": note})
+            if blob is not None:
+                logger.log_artifacts({saved_models.ARTIFACT: blob})
+
+    with stage("predict"):
+        started = time.perf_counter()
+        prediction = checked_predictions(model, split.test)
+        predict_seconds = time.perf_counter() - started
+    if models is not None:
+        models.append(model)
+
+    frame = split.test[["user", "item", "rating"]].assign(prediction=prediction)
+    # the predictions evaluation asks the model for (catalogue, group members, profiling) are the
+    # model's work: the predict stage, not the harness's evaluate stage (ranking, aggregation, metrics)
+    with stage("evaluate"), model_clock(model) as eval_predict:
+        result = evaluate(EvalContext(dataset, split.train, frame, groups, model, cfg.eval))
+    stage.move("evaluate", "predict", eval_predict[0])
+    metrics = {**result.metrics, "fit_seconds": fit_seconds, "predict_seconds": predict_seconds,
+               "eval_predict_seconds": eval_predict[0],
+               **{f"grouping_{k}": v for k, v in groups.stats.items()}}
+    tables = dict(result.tables)
+    tables["groups"] = groups.labels.rename("group").reset_index()
+    if isinstance(model, Diagnosed):
+        metrics.update(model.diagnostics())
+        for name, table in model.artifacts().items():
+            tables[name] = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
+    if n_folds > 1:
+        frame = frame.assign(fold=split.fold)
+        # per-fold values under their own names: the headline names hold the mean over folds
+        logger.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()})
+    return metrics, frame, tables
+
+
+def aggregate(fold_metrics: list[dict[str, float]]) -> dict[str, float]:
+    """Mean over folds (a hold-out has one fold); k-fold also reports ``<metric>_std``."""
+    frame = pd.DataFrame(fold_metrics)
+    metrics = {k: float(v) for k, v in frame.mean().items()}
+    if len(frame) > 1:
+        metrics.update({f"{k}_std": float(v) for k, v in frame.std(ddof=1).items()})
+    return metrics

@@ -1,0 +1,80 @@
+"""The lines a run or a sweep ends with: the headline metrics, then what to run next."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+# (label, [(metric name pattern, short name)]): one line each, shown when the run logged them
+HEADLINES = (
+    ("rating", [("rmse", "RMSE"), ("mae", "MAE")]),
+    ("ranking", [(r"precision_at_(\d+)", "P@{}"), (r"recall_at_(\d+)", "R@{}"), (r"ndcg_at_(\d+)", "NDCG@{}")]),
+    ("groups (mean)", [(r"group_mean_precision_at_(\d+)", "P@{}"), (r"group_mean_ndcg_at_(\d+)", "NDCG@{}"),
+                       ("group_n_groups", "groups")]),
+    ("profiling", [("profile_accuracy", "accuracy"), ("profile_f1_macro", "macro-F1")]),
+    ("time", [("fit_seconds", "fit s"), ("predict_seconds", "predict s")]),
+)
+from benchmark.tracking.tracker import resolve_uri
+
+
+def _format(value: float) -> str:
+    return f"{value:.0f}" if float(value).is_integer() and abs(value) >= 1 else f"{value:.4f}"
+
+
+def headline(metrics: dict[str, float]) -> list[str]:
+    """A few aligned lines (``rating   RMSE 0.9312  MAE 0.7352``) instead of every metric."""
+    lines = []
+    for label, wanted in HEADLINES:
+        cells = []
+        for pattern, short in wanted:
+            for name, value in metrics.items():
+                found = re.fullmatch(pattern, name)
+                if found:
+                    cells.append(f"{short.format(*found.groups())} {_format(value)}")
+                    break
+        if cells:
+            lines.append(f"  {label:<14}" + "  ".join(cells))
+    return lines
+
+
+def _command(tool: str) -> str:
+    """``.venv/bin/mlflow`` when running from a virtual environment under the start dir, else ``tool``."""
+    executable = Path(sys.executable).parent / tool
+    base = Path(os.environ.get("GROUPBENCH_CWD", os.getcwd())).resolve()
+    if sys.prefix != sys.base_prefix and executable.exists():
+        try:
+            return str(executable.relative_to(base))
+        except ValueError:
+            return str(executable)
+    return tool
+
+
+def next_steps(uri: str, experiment: str, run_id: str | None = None, user=None) -> list[str]:
+    """The UI command for the store, the report command, and (for a run with a model) recommend."""
+    python = _command("python")
+    if uri.startswith("sqlite:///"):
+        browse = f"{_command('mlflow')} ui --backend-store-uri {uri}   # then open http://127.0.0.1:5000"
+    else:
+        browse = f"open {uri} in a browser"
+    lines = ["next:", f"  browse runs    {browse}",
+             f"  report         {python} -m benchmark.report --experiment {experiment}"
+             + ("" if uri == _default_uri() else f" --tracking-uri {uri}")]
+    if run_id:
+        lines.append(f"  top-10         {python} -m benchmark.recommend --run {run_id} --user {user} --k 10"
+                     + ("" if uri == _default_uri() else f" --tracking-uri {uri}"))
+    return lines
+
+
+def _default_uri() -> str:
+
+    return resolve_uri(None, os.environ.get("GROUPBENCH_CWD"))
+
+
+def print_run(name: str, run_id: str, metrics: dict[str, float], uri: str, experiment: str,
+              model_saved: bool, user=None) -> None:
+    """The end of a single run, on stderr (stdout stays clean)."""
+    lines = [f"{name}: FINISHED (run {run_id}, experiment {experiment!r})", *headline(metrics),
+             *next_steps(uri, experiment, run_id if model_saved else None, user)]
+    print("\n".join(lines), file=sys.stderr, flush=True)

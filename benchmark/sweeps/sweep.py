@@ -1,0 +1,452 @@
+"""Sweeps: ``python -m benchmark +sweep=NAME`` runs a grid (or several) as nested MLflow runs.
+
+The sweeper (``hydra/sweeper=groupbench``, the default) does, in order:
+
+1. expands each grid of ``hydra.sweeper.grids`` (and ``hydra.sweeper.params``, Hydra's single
+   grid) into jobs, exactly as Hydra's basic sweeper does: a command-line override replaces the
+   grid's values for the same key, so ``+sweep=lambda dataset=ml100k seed=0`` narrows the grid;
+2. composes every job's config once and drops jobs whose config hash was already seen: grids are
+   concatenated, not multiplied, and an overlap (attention=softmax at the default λ is also in
+   the λ grid) runs once; a bad override fails here, before anything runs;
+3. skips jobs whose config hash already has a FINISHED job run in the experiment (``resume=true``);
+4. opens the parent run ``sweep:<name>`` (tags ``groupbench.role=sweep``, ``sweep=<name>``) before
+   any job starts, and hands its id, the sweep's name, the absolute tracking URI and the job's
+   swept values to each job as one ``hydra.job.env_set.GROUPBENCH_SWEEP_RUN`` override: it travels
+   with the job's config to joblib and submitit workers, Hydra sets it as an environment variable
+   around the job only, launchers do not print ``hydra.*`` overrides, and it is never a param;
+5. launches the rest with the configured launcher (basic, joblib, submitit); a failing job is
+   FAILED in MLflow and reported, never fatal;
+6. logs n_jobs / n_finished / n_failed / n_skipped / wall_seconds on the parent, prints a summary
+   and exits 1 when any job failed (the parent is then FAILED, else FINISHED).
+
+The job side is :func:`run_sweep_job`, called by ``benchmark.__main__`` when ``GROUPBENCH_SWEEP_RUN`` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any, Mapping, Sequence
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from benchmark.core.config import config_hash, run_name
+from benchmark.core.errors import ConfigError, GroupbenchError, TrackingError, one_line
+from benchmark.run import summary
+from benchmark.run.job import build_tracker, run, validate
+from benchmark.run.preflight import record_failure
+from benchmark.sweeps.tune import run_tuned, tuning
+from benchmark.tracking import claims, provenance
+from benchmark.tracking.claims import AlreadyClaimed
+from benchmark.tracking.tracker import Tracker, git_commit, resolve_uri
+
+log = logging.getLogger("benchmark.sweeps.sweep")
+
+KEY_METRIC = "rmse"  # the metric of the per-job progress line
+SWEEP_ENV = "GROUPBENCH_SWEEP_RUN"  # the sweep's bookkeeping for one job (JSON), set by Hydra around the job
+
+
+class SweepFailed(GroupbenchError):
+    """Some jobs of a sweep failed (the parent run is FAILED with this message)."""
+
+
+@dataclass
+class Job:
+    """One unique configuration of a sweep."""
+
+    overrides: list[str]          # Hydra overrides that compose the job's config
+    varies: dict[str, str]        # swept key -> value, tagged ``varies.<key>`` on the child run
+    config_hash: str
+    name: str                     # model/dataset/seedN, the child run's name
+
+
+@dataclass
+class Outcome:
+    """What a job returns to the sweeper (picklable: it crosses joblib and submitit processes)."""
+
+    status: str                   # FINISHED | FAILED | SKIPPED
+    name: str
+    run_id: str | None = None
+    metric: float | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    fit_seconds: float = 0.0
+    predict_seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# grids -> jobs
+
+
+def _key(override: str) -> str:
+    """``+model.x=1`` -> ``model.x``; ``model=svd`` -> ``model``."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _grid_overrides(grid: Mapping[str, Any]) -> list[str]:
+    """A grid value may be Hydra's sweep string (``0,0.1,0.5``) or a YAML list."""
+    items = []
+    for key, values in grid.items():
+        if isinstance(values, (list, tuple)) or OmegaConf.is_list(values):
+            values = ",".join(str(v) for v in values)
+        items.append(f"{key}={values}")
+    return items
+
+
+def expand(grid: Mapping[str, Any], arguments: Sequence[str], parser: OverridesParser) -> list[tuple[list[str], dict]]:
+    """Cartesian product of one grid, command-line overrides winning per key (Hydra's rule)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    overrides = parser.parse_overrides(_grid_overrides(grid) + list(arguments))
+    swept = {_key(o) for o in _grid_overrides(grid)}
+    swept |= {o.get_key_element().lstrip("+~") for o in overrides if o.is_sweep_override()}
+    jobs = []
+    for combination in BasicSweeper.split_arguments(overrides, None)[0]:
+        varies = {_key(o): o.split("=", 1)[1] for o in combination if _key(o) in swept}
+        jobs.append((list(combination), varies))
+    return jobs
+
+
+class Composer:
+    """Job configs for hashing: one full Hydra compose per set of config-group choices (model=...,
+    dataset=...), then the value overrides applied with Hydra's own function, as Hydra does after
+    composing the defaults. A full compose re-reads every YAML file (~0.1-0.3 s); the paper sweep's
+    230 jobs share 26 group choices."""
+
+    def __init__(self, compose, parser: OverridesParser, repository):
+        self.compose = compose        # overrides -> config (a full Hydra compose)
+        self.parser = parser
+        self.repository = repository  # Hydra's ConfigRepository: which keys are config groups
+        self.cache: dict[tuple[str, ...], DictConfig] = {}
+
+    def __call__(self, overrides: list[str]) -> DictConfig:
+        import copy
+
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+        parsed = self.parser.parse_overrides(list(overrides))
+        is_group = [self.repository.group_exists(o.key_or_group) for o in parsed]
+        groups = tuple(o.input_line for o, g in zip(parsed, is_group) if g)
+        if groups not in self.cache:
+            self.cache[groups] = self.compose(list(groups))
+        cfg = copy.deepcopy(self.cache[groups])
+        try:
+            ConfigLoaderImpl._apply_overrides_to_config([o for o, g in zip(parsed, is_group) if not g], cfg)
+        except Exception:  # let the full compose raise Hydra's own error for this job
+            return self.compose(list(overrides))
+        return cfg
+
+
+def plan(grids: Mapping[str, Mapping[str, Any]], arguments: Sequence[str], parser: OverridesParser,
+         compose) -> list[Job]:
+    """Jobs of all grids in order, one per config hash (swept values of duplicates are merged)."""
+    from tqdm import tqdm
+
+
+    candidates = [job for grid in grids.values() for job in expand(grid, arguments, parser)]
+    unique: dict[str, Job] = {}
+    for overrides, varies in tqdm(candidates, desc="composing jobs", unit="job", leave=False,
+                                  disable=len(candidates) < 50):
+        cfg = compose(overrides)
+        digest = config_hash(cfg)
+        if digest in unique:
+            for key, value in varies.items():
+                unique[digest].varies.setdefault(key, value)
+        else:
+            unique[digest] = Job(overrides, dict(varies), digest, run_name(cfg))
+    return list(unique.values())
+
+
+# --------------------------------------------------------------------------------------------
+# tracking
+
+
+def _quote(value: str) -> str:
+    """A Hydra override value as a quoted string (run ids may look like numbers)."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+# --------------------------------------------------------------------------------------------
+# the sweeper
+
+
+class SweeperBase(Sweeper):
+    """See the module docstring; registered as ``hydra_plugins.groupbench_sweeper.GroupbenchSweeper``."""
+
+    def __init__(self, name: str | None = None, params: Mapping[str, Any] | None = None,
+                 grids: Mapping[str, Mapping[str, Any]] | None = None, max_batch_size: int | None = None,
+                 dry_run: bool = False):
+        super().__init__()
+        self.name = name or "multirun"
+        self.dry_run = dry_run
+        self.grids = {k: dict(v) for k, v in (grids or {}).items() if v}
+        if params:
+            self.grids["params"] = dict(params)
+        self.max_batch_size = max_batch_size
+        self.hydra_context: HydraContext | None = None
+        self.config: DictConfig | None = None
+        self.launcher = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.hydra_context = hydra_context
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> Any:
+        # SIGTERM (a scheduler, `kill`) ends the sweep like Ctrl-C: runs are marked KILLED, not left RUNNING
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            outcomes = self._sweep(list(arguments))
+        except SweepFailed:
+            sys.exit(1)
+        except GroupbenchError as exc:
+
+            if not isinstance(exc, TrackingError):  # a FAILED run holds the line, where the store opens
+                record_failure(self.config.tracking.uri, self.config.tracking.experiment, one_line(exc), arguments,
+                               name=f"sweep:{self.name}")
+            log.error("error: %s", one_line(exc))
+            sys.exit(2)
+        return outcomes
+
+    def _compose(self, overrides: list[str]) -> DictConfig:
+        try:
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(cfg):  # the job sees its config without the hydra node, as Hydra hands it over
+                del cfg["hydra"]
+            return cfg
+        except Exception as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"sweep {self.name}: job {' '.join(overrides)} does not compose ({message}); "
+                              f"fix the sweep file conf/sweep/{self.name}.yaml or the command-line override") from None
+
+    def _sweep(self, arguments: list[str]) -> list[Outcome]:
+        from pathlib import Path
+
+
+        started = time.perf_counter()
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        composer = Composer(self._compose, parser, self.hydra_context.config_loader.repository)
+        jobs = plan(self.grids or {"command line": {}}, arguments, parser, composer)
+        configs = [composer(job.overrides) for job in jobs]  # cached: no second full compose
+        for cfg in configs:  # a bad value (eval.k=abc, seed=true) fails here, before anything runs
+            validate(cfg)
+        if self.dry_run:  # the plan on stdout, one job a line; nothing is run or logged
+            print(f"sweep {self.name}: {len(jobs)} jobs")
+            for job in jobs:
+                print(f"{job.config_hash} {job.name} {' '.join(job.overrides)}")
+            return []
+        tracker = build_tracker(self.config)  # creates the store and experiment before any worker starts
+        # a result is (config hash, data hash): one on other data (corrupt, edited) is not resumed
+        done = claims.finished_keys(tracker) if self.config.get("resume", True) else set()
+        keys = [(job.config_hash, claims.dataset_sha256(cfg)) if done else None for job, cfg in zip(jobs, configs)]
+        todo = [job for job, key in zip(jobs, keys) if key not in done]
+        skipped = [job for job, key in zip(jobs, keys) if key in done]
+        log.info("sweep %s: %d jobs (%d already FINISHED, skipped), experiment %r at %s", self.name, len(jobs),
+                 len(skipped), tracker.experiment_name, tracker.uri)
+        for job in skipped:
+            log.info("skipped %s (config_hash %s has a FINISHED run on the same data)", job.name, job.config_hash)
+
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+
+        tags = {"groupbench.role": "sweep", "sweep": self.name, "git_commit": git_commit(),
+                **provenance.package_versions(),
+                "mlflow.note.content": f"Sweep `{self.name}`: {len(jobs)} jobs ({len(skipped)} already FINISHED); "
+                                       f"overrides: `{' '.join(arguments) or '(none)'}`."}
+        provenance.set_experiment_description(tracker.client, tracker.experiment_id, provenance.describe_experiment(
+            tracker.experiment_name, self.name, self.grids))
+        outcomes: list[Outcome] = [Outcome("SKIPPED", job.name) for job in skipped]
+        try:
+            with tracker.run(f"sweep:{self.name}", tags=tags) as parent:
+                parent.log_params({"overrides": " ".join(arguments) or "(none)",
+                                   "grids": json.dumps(self.grids, sort_keys=True, default=str),
+                                   "launcher": self.config.hydra.launcher.get("_target_", "?"),
+                                   # parallel workers, for python -m benchmark.speed --sweep (1: basic launcher)
+                                   "launcher_workers": self.config.hydra.launcher.get(
+                                       "n_jobs", self.config.hydra.launcher.get("array_parallelism", 1)),
+                                   "resume": self.config.get("resume", True)})
+                parent.log_metrics({"n_jobs": len(jobs), "n_skipped": len(skipped)})
+                common = {"name": self.name, "parent_run_id": parent.run_id, "total": len(todo),
+                          "tracking_uri": tracker.uri}
+                size = self.max_batch_size or max(len(todo), 1)
+                for start in range(0, len(todo), size):
+                    batch = todo[start:start + size]
+                    overrides = [job.overrides + [f"hydra.job.env_set.{SWEEP_ENV}=" + _quote(json.dumps(
+                        {**common, "index": start + n + 1, "varies": job.varies}))] for n, job in enumerate(batch)]
+                    outcomes += self._launch(batch, overrides, start)
+                counts = {status: sum(o.status == status for o in outcomes) for status in ("FINISHED", "FAILED")}
+                wall = time.perf_counter() - started
+                parent.log_metrics({"n_finished": counts["FINISHED"], "n_failed": counts["FAILED"],
+                                    "wall_seconds": wall})
+                failures = [o for o in outcomes if o.status == "FAILED"]
+                report(self.name, outcomes, wall)
+                print("\n".join(summary.next_steps(tracker.uri, tracker.experiment_name)), file=sys.stderr, flush=True)
+                if failures:
+                    raise SweepFailed(f"{len(failures)} of {len(jobs)} jobs failed: "
+                                      + "; ".join(f"{o.name}: {o.error}" for o in failures)[:1000])
+        except KeyboardInterrupt:
+            log.error("sweep %s interrupted: rerun the same command to resume (FINISHED jobs are skipped)", self.name)
+            sys.exit(130)
+        return outcomes
+
+    def _launch(self, batch: list[Job], overrides: list[list[str]], index: int) -> list[Outcome]:
+        try:
+            returns: Sequence[JobReturn] = self.launcher.launch(overrides, initial_job_idx=index)
+        except Exception as exc:  # a launcher error (a lost worker, a cluster refusal) fails its batch only
+            log.error("launcher error for jobs %d..%d: %s: %s", index + 1, index + len(batch), type(exc).__name__, exc)
+            return [Outcome("FAILED", job.name, error=f"launcher: {type(exc).__name__}: {exc}") for job in batch]
+        outcomes = []
+        for job, ret in zip(batch, returns):
+            value = getattr(ret, "_return_value", None)
+            if ret.status == JobStatus.COMPLETED and isinstance(value, dict):
+                outcomes.append(Outcome(**value))
+            else:  # the task function raised outside run_sweep_job's guard
+                outcomes.append(Outcome("FAILED", job.name, error=f"{type(value).__name__}: {value}"))
+        return outcomes
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def report(name: str, outcomes: list[Outcome], wall: float) -> None:
+    """The end-of-sweep summary: counts, time split, and one line per failure."""
+    count = {s: sum(o.status == s for o in outcomes) for s in ("FINISHED", "FAILED", "SKIPPED")}
+    ran = [o for o in outcomes if o.status != "SKIPPED"]
+    compute = sum(o.fit_seconds + o.predict_seconds for o in ran)
+    log.info("sweep %s: %d jobs: %d finished, %d failed, %d skipped in %.1f s (job time %.1f s, of which "
+             "fit+predict %.1f s)", name, len(outcomes), count["FINISHED"], count["FAILED"], count["SKIPPED"], wall,
+             sum(o.seconds for o in ran), compute)
+    for outcome in outcomes:
+        if outcome.status == "FAILED":
+            log.error("FAILED %s (run %s): %s", outcome.name, outcome.run_id or "-", outcome.error)
+
+
+# --------------------------------------------------------------------------------------------
+# the job side
+
+
+def in_sweep(cfg: DictConfig) -> bool:
+    return bool(os.environ.get(SWEEP_ENV))
+
+
+@lru_cache(maxsize=4)
+def _tracker(uri: str, experiment: str):
+    """One MlflowClient per worker process: a sequential sweep reuses it job after job."""
+
+    return Tracker(uri, experiment, base_dir=os.environ.get("GROUPBENCH_CWD"))
+
+
+def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:
+    """Run one sweep job as a child run; never raises (the sweep goes on), returns an Outcome dict."""
+
+    info = json.loads(os.environ[SWEEP_ENV])
+    started = time.perf_counter()
+    name = run_name(cfg)
+    with open_dict(cfg):  # the store the sweeper opened, as an absolute URI (the job may run elsewhere)
+        cfg.tracking.uri = info["tracking_uri"]
+    tags = {"sweep": str(info["name"]), **{f"varies.{k}": v for k, v in info["varies"].items()}}
+    outcome = Outcome("FAILED", name)
+    try:
+        tracker = _tracker(cfg.tracking.uri, cfg.tracking.experiment)
+        if tuning(cfg):  # a tuned job resumes through its study's finished trials and its grid hash
+            result = run_tuned(cfg, tracker=tracker, parent_run_id=str(info["parent_run_id"]), tags=tags)
+        else:
+            result = run(cfg, tracker=tracker, parent_run_id=str(info["parent_run_id"]), tags=tags,
+                         claim=bool(cfg.get("resume", True)))
+        outcome = Outcome("FINISHED", name, run_id=result.run_id, metric=result.metrics.get(KEY_METRIC),
+                          fit_seconds=result.metrics.get("stage_fit_seconds", result.metrics.get("fit_seconds", 0.0)),
+                          # every prediction the job asked of the model: test pairs and evaluation's
+                          predict_seconds=result.metrics.get("stage_predict_seconds",
+                                                             result.metrics.get("predict_seconds", 0.0)))
+    except AlreadyClaimed as exc:  # another sweep runs (or ran) this configuration on this data
+        outcome = Outcome("SKIPPED", name, error=str(exc))
+    except Exception as exc:  # the child run is already FAILED with this message (runner/tracking)
+
+        message = str(exc) if isinstance(exc, GroupbenchError) else f"{type(exc).__name__}: {exc}"
+        outcome.error = one_line(message) or type(exc).__name__
+        if not isinstance(exc, GroupbenchError):
+            log.debug("job %s failed", name, exc_info=True)
+    outcome.seconds = time.perf_counter() - started
+    metric = f"{KEY_METRIC}={outcome.metric:.4f}" if outcome.metric is not None else f"{KEY_METRIC}=-"
+    swept = "".join(f" {value}" for value in provenance.swept_values(info["varies"]))
+    line = (f"[{info['index']}/{info['total']}] {outcome.status} {cfg.model.name} {cfg.dataset.name} seed={cfg.seed}"
+            f"{swept} {metric} {outcome.seconds:.1f}s")
+    if outcome.status == "FAILED":
+        log.error("%s: %s", line, outcome.error)
+    elif outcome.status == "SKIPPED":
+        log.info("%s (%s)", line, outcome.error)
+    else:
+        log.info("%s", line)
+    return asdict(outcome)
+
+
+# --------------------------------------------------------------------------------------------
+# figures for docs/performance.md: python -m benchmark.sweeps.sweep [--experiment NAME] [--tracking-uri URI]
+
+
+def fit_predict_seconds(metrics: dict[str, float]) -> float:
+    """A job's fit + predict (every prediction asked of the model, evaluation's included); runs
+    logged before stage timing: the per-fold means of fit_seconds + predict_seconds."""
+    if "stage_fit_seconds" in metrics:
+        return metrics["stage_fit_seconds"] + metrics.get("stage_predict_seconds", 0.0)
+    return metrics.get("fit_seconds", 0.0) + metrics.get("predict_seconds", 0.0)
+
+
+def timing(client, experiment_id: str, parent) -> dict[str, float]:
+    """Wall time of one sweep invocation and how it splits: fit+predict vs everything else."""
+    children = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                                  max_results=5000)
+    ran = [c for c in children if c.info.end_time]
+    compute = sum(fit_predict_seconds(c.data.metrics) for c in ran)
+    in_runs = sum((c.info.end_time - c.info.start_time) / 1000 for c in ran)
+    wall = parent.data.metrics.get("wall_seconds", float("nan"))
+    n = max(len(ran), 1)
+    return {"jobs": len(ran), "skipped": parent.data.metrics.get("n_skipped", 0), "wall_s": wall,
+            "fit_predict_s": compute, "inside_runs_s": in_runs,
+            "overhead_per_job_s": (wall - compute) / n,          # everything but fit+predict
+            "outside_runs_per_job_s": (wall - in_runs) / n}       # Hydra compose/launch, sweeper, MLflow run setup
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+
+    parser = argparse.ArgumentParser(description="Wall time and harness overhead of logged sweeps.")
+    parser.add_argument("--experiment", action="append", help="experiment name (repeatable); default: all")
+    parser.add_argument("--tracking-uri", default=None, help="default: sqlite:///<cwd>/mlflow.db")
+    args = parser.parse_args(argv)
+    client = MlflowClient(tracking_uri=resolve_uri(args.tracking_uri))
+    experiments = [client.get_experiment_by_name(n) for n in args.experiment] if args.experiment \
+        else client.search_experiments()
+    rows = []
+    for experiment in filter(None, experiments):
+        for parent in client.search_runs([experiment.experiment_id], "tags.`groupbench.role` = 'sweep'",
+                                         order_by=["attributes.start_time ASC"]):
+            rows.append({"experiment": experiment.name, "parent": parent.info.run_id[:8],
+                         "launcher": parent.data.params.get("launcher", "?").rsplit(".", 1)[-1],
+                         "overrides": parent.data.params.get("overrides", ""),
+                         **timing(client, experiment.experiment_id, parent)})
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 60):
+        print(pd.DataFrame(rows).round(2).to_string(index=False) if rows else "no sweep runs found")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+"""Equal-budget tuning on validation data (``+sweep=tuned``, or ``tune.enabled=true`` for one job).
+
+A tuned job is one (model, dataset, seed). With the seed's split:
+
+1. **validation part**: each user's training ratings are dealt to fitting and validation rows by
+   :func:`benchmark.protocol.split.holdout_mask` (``tune.val_size``, the job's seed) — the rule that carves
+   DMTL's early-stopping part; the test part of the split is never read here;
+2. **study**: ``tune.trials`` trials of seeded Optuna TPE over the model's search space
+   (``conf/search/<model>.yaml``); a trial fits on the fitting rows and scores the validation rows
+   with the project's own metric code (``tune.metric``: ``val_rmse`` or ``val_ndcg_at_<k>``).
+   Trial 0 is the untuned configuration itself (``default_trial``), so a study never chooses a
+   configuration that scores worse on validation than the defaults;
+3. **final run**: the best trial's values are applied to the config, refit on the whole training
+   part and evaluated on test by the ordinary runner (one ``groupbench.role=job`` run).
+
+Every seed has its own study: a configuration chosen on seed 0's data would have seen ratings that
+are in seed 1's test part. Models without a search space skip the study and run once.
+
+MLflow: the study is a run (``groupbench.role=study``) with one child per trial
+(``groupbench.role=trial``, never a result) and the final run as a child; the chosen values are
+logged on the study (params ``chosen.*``, tag ``tuned.chosen``) and on the final run (tag
+``tuned.chosen``, ``varies.*``). Trial seconds and the study's tuning seconds are logged.
+Resume: a study rebuilds its Optuna history from the FINISHED trial runs with its ``study_key``
+tag and runs only the missing trials; the sweeper skips a job whose final run finished (tag
+``groupbench.grid_hash``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from benchmark.core.config import CONF, config_hash, instantiate
+from benchmark.core.errors import ConfigError, require
+from benchmark.evaluation.base import checked_predictions
+from benchmark.evaluation.metrics import summarize
+from benchmark.protocol.split import holdout_mask
+from benchmark.run.job import build_tracker, run
+from benchmark.tracking.queries import retry_locked
+from benchmark.tracking.tracker import RunLogger
+from models.base import FitContext
+
+log = logging.getLogger("benchmark.sweeps.tune")
+
+SEARCH_DIR = CONF / "search"
+METRICS = ("val_rmse", "val_mae", "val_ndcg_at_{k}", "val_precision_at_{k}", "val_recall_at_{k}")
+
+
+# --------------------------------------------------------------------------------------------
+# search spaces
+
+
+def search_space(model: str) -> dict[str, dict[str, Any]]:
+    """``conf/search/<model>.yaml``: dotted config key -> {type: int|float|categorical, ...}; {} if none."""
+    path = SEARCH_DIR / f"{model}.yaml"
+    if not path.exists():
+        return {}
+    space = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+    for key, spec in space.items():
+        require(isinstance(spec, dict) and spec.get("type") in ("int", "float", "categorical"),
+                f"{path}: {key} needs type int, float or categorical")
+    return space
+
+
+def distributions(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    made = {}
+    for key, spec in space.items():
+        if spec["type"] == "categorical":
+            made[key] = CategoricalDistribution(list(spec["choices"]))
+        elif spec["type"] == "int":
+            made[key] = IntDistribution(int(spec["low"]), int(spec["high"]), log=bool(spec.get("log", False)))
+        else:
+            made[key] = FloatDistribution(float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)))
+    return made
+
+
+def apply(cfg: DictConfig, values: dict[str, Any]) -> DictConfig:
+    """A copy of ``cfg`` with the dotted keys set (``trainer.lr`` reaches DMTL through ``${trainer}``)."""
+    out = copy.deepcopy(cfg)
+    with open_dict(out):
+        for key, value in values.items():
+            OmegaConf.update(out, key, value, merge=True, force_add=True)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the validation part and one trial
+
+
+@dataclass
+class TuningData:
+    dataset: Any
+    fit_rows: pd.DataFrame
+    val_rows: pd.DataFrame
+    groups: Any
+
+
+def tuning_data(cfg: DictConfig) -> TuningData:
+    """The seed's training part, split into fitting and validation rows; test is dropped unread."""
+
+    dataset = instantiate(cfg.dataset.loader, root=cfg.data.root, download=cfg.data.download, verify=cfg.data.verify)
+    train = instantiate(cfg.split)(dataset.ratings, seed=cfg.seed)[0].train  # k-fold: tuned on fold 0
+    mask = holdout_mask(train, float(cfg.tune.val_size), int(cfg.seed))
+    require(mask.any() and (~mask).any(), f"tune.val_size={cfg.tune.val_size} leaves no validation rows")
+    fit_rows, val_rows = train[~mask].reset_index(drop=True), train[mask].reset_index(drop=True)
+    groups = instantiate(cfg.grouping)(dataset, fit_rows, seed=cfg.seed)
+    return TuningData(dataset, fit_rows, val_rows, groups)
+
+
+def score_trial(cfg: DictConfig, data: TuningData) -> dict[str, float]:
+    """Fit on the fitting rows, predict the validation rows, and score them like test (metrics.summarize)."""
+
+    model = instantiate(cfg.model, seed=cfg.seed)
+    model.fit(data.fit_rows, FitContext(dataset=data.dataset, groups=data.groups, seed=cfg.seed))
+    frame = data.val_rows[["user", "item", "rating"]].assign(
+        prediction=checked_predictions(model, data.val_rows, what="validation pairs"))
+    return summarize(frame, int(cfg.eval.k), float(cfg.eval.threshold), prefix="val_")
+
+
+def objective(cfg: DictConfig) -> tuple[str, str]:
+    """(metric name, optuna direction) of ``tune.metric``."""
+    k = int(cfg.eval.k)
+    names = [m.format(k=k) for m in METRICS]
+    metric = str(cfg.tune.metric).format(k=k)
+    if metric not in names:
+        raise ConfigError(f"tune.metric={cfg.tune.metric} is not one of {', '.join(names)}")
+    return metric, "minimize" if metric in ("val_rmse", "val_mae") else "maximize"
+
+
+# --------------------------------------------------------------------------------------------
+# the study
+
+
+def study_key(cfg: DictConfig, space: dict) -> str:
+    """Same key = same study: the job's result-deciding config, the tuning settings, the space."""
+
+    tune = {k: cfg.tune[k] for k in ("trials", "metric", "val_size", "sampler_seed")}
+    # "trial0", "sampler": studies since trial 0 became the defaults and each trial got its own seeded
+    # sampler (an older study's trials are not mixed in)
+    blob = json.dumps({"job": config_hash(cfg), "tune": OmegaConf.to_container(OmegaConf.create(tune)),
+                       "space": space, "trial0": "defaults", "sampler": "per trial"}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def default_trial(cfg: DictConfig, dists: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
+    """Trial 0: the job's own values of the searched keys (conf/model/*.yaml, conf/trainer), each brought
+    into its range (DMTL's ``trainer.weight_decay=0`` becomes the log range's 1e-07), and notes on what
+    was moved; None when a value is not among a categorical key's choices or is unset."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    values, notes = {}, []
+    for key, dist in dists.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(dist, CategoricalDistribution):
+            if value not in dist.choices:
+                return None, [f"{key}={value} is not among the search space's choices {list(dist.choices)}"]
+        elif value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None, [f"{key}={value} is not a number"]
+        else:
+            inside = min(max(value, dist.low), dist.high)
+            inside = int(inside) if isinstance(dist, IntDistribution) else float(inside)
+            if inside != value:
+                notes.append(f"{key}={value} -> {inside} (the search range)")
+            value = inside
+        values[key] = value
+    return values, notes
+
+
+def trial_sampler(cfg: DictConfig, number: int):
+    """TPE seeded for trial ``number`` (from ``tune.sampler_seed``, the job's seed and the number): a
+    trial's proposal depends only on them and the trials before it, so a study resumed after a kill
+    proposes what the uninterrupted study would have (one sampler for the whole study restarts its
+    random stream on resume and repeats the draws the killed run already made)."""
+    import numpy as np
+    import optuna
+
+    seed = np.random.SeedSequence([int(cfg.tune.sampler_seed), int(cfg.seed), int(number)]).generate_state(1)[0]
+    return optuna.samplers.TPESampler(seed=int(seed))
+
+
+def finished_trials(tracker, key: str) -> dict[int, dict]:
+    """trial number -> {values, value, seconds} of the FINISHED trial runs of a study (newest wins)."""
+
+    runs = retry_locked(tracker.client.search_runs, [tracker.experiment_id],
+                         filter_string=f"tags.`tuned.study_key` = '{key}' and tags.`groupbench.role` = 'trial' "
+                                       f"and attributes.status = 'FINISHED'", max_results=5000,
+                         order_by=["attributes.start_time ASC"])
+    found = {}
+    for trial in runs:
+        number = int(trial.data.tags["tuned.trial"])
+        found[number] = {"values": json.loads(trial.data.tags["tuned.values"]),
+                         "value": trial.data.metrics.get("objective"),
+                         "seconds": trial.data.metrics.get("trial_seconds", 0.0)}
+    return found
+
+
+def _override(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str):
+        text = "'" + value.replace("'", "\\'") + "'"
+    else:
+        text = repr(value)
+    return f"++{key}={text}"
+
+
+@dataclass
+class StudyResult:
+    run_id: str
+    chosen: dict[str, Any]
+    value: float
+    trials_run: int
+    tuning_seconds: float
+
+
+def run_study(cfg: DictConfig, tracker, parent_run_id: str | None = None,
+              tags: dict[str, str] | None = None) -> StudyResult:
+    """Run (or finish) the study of one job; returns the chosen values. Never reads the test part."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = search_space(str(cfg.model.name))
+    require(space, f"model {cfg.model.name} has no search space (conf/search/{cfg.model.name}.yaml)")
+    trials = int(cfg.tune.trials)
+    require(trials >= 1, f"tune.trials={cfg.tune.trials} must be >= 1")
+    metric, direction = objective(cfg)
+    dists = distributions(space)
+    key = study_key(cfg, space)
+    name = f"study:{cfg.model.name}/{cfg.dataset.name}/seed{cfg.seed}"
+    study_tags = {"groupbench.role": "study", "tuned.study_key": key, "model": str(cfg.model.name),
+                  "dataset": str(cfg.dataset.name), "seed": str(cfg.seed), **(tags or {})}
+    with tracker.run(name, tags=study_tags, parent_run_id=parent_run_id) as study_log:
+        study_log.log_params({"tune.trials": trials, "tune.metric": metric, "tune.val_size": cfg.tune.val_size,
+                              "tune.sampler": "optuna.TPESampler, seeded per trial (trial_sampler)",
+                              "tune.sampler_seed": cfg.tune.sampler_seed,
+                              "search_space": json.dumps(space, sort_keys=True)})
+        study = optuna.create_study(direction=direction, sampler=trial_sampler(cfg, 0))
+        done = finished_trials(tracker, key)
+        for number in sorted(done):
+            if number < trials and done[number]["value"] is not None:
+                study.add_trial(optuna.trial.create_trial(params=done[number]["values"], distributions=dists,
+                                                          value=done[number]["value"]))
+        seconds = sum(done[n]["seconds"] for n in done if n < trials)
+        reused = len(study.trials)
+        if reused:
+            log.info("%s: %d of %d trials already FINISHED, resuming", name, reused, trials)
+        data = tuning_data(cfg) if reused < trials else None
+        defaults, moved = default_trial(cfg, dists)
+        if defaults is None:
+            log.warning("%s: trial 0 cannot be the defaults (%s); every trial is sampled", name, "; ".join(moved))
+        elif not reused:
+            study.enqueue_trial(defaults)
+            study_log.set_tags({"tuned.trial0": json.dumps(defaults, sort_keys=True),
+                                **({"tuned.trial0_moved": "; ".join(moved)} if moved else {})})
+        ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+        while sum(t.state in ended for t in study.trials) < trials:  # an enqueued trial waits in study.trials
+            study.sampler = trial_sampler(cfg, len(study.trials))
+            trial = study.ask(dists)
+            number = trial.number
+            values = dict(trial.params)
+            trial_tags = {"groupbench.role": "trial", "tuned.study_key": key, "tuned.trial": str(number),
+                          "tuned.defaults": str(defaults is not None and number == 0 and not reused).lower(),
+                          "tuned.values": json.dumps(values), "model": str(cfg.model.name),
+                          "dataset": str(cfg.dataset.name), "seed": str(cfg.seed)}
+            label = " ".join(f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                             for k, v in values.items())
+            started = time.perf_counter()
+            try:
+                with tracker.run(f"trial{number} {label}", tags=trial_tags, parent_run_id=study_log.run_id) as trial_log:
+                    trial_log.log_params(values)
+                    scores = score_trial(apply(cfg, values), data)
+                    elapsed = time.perf_counter() - started
+                    value = scores[metric]
+                    require(math.isfinite(value), f"trial {number}: {metric} is not finite")
+                    trial_log.log_metrics({**scores, "objective": value, "trial_seconds": elapsed})
+            except Exception as exc:  # a diverging configuration is a failed trial, not a failed study
+                seconds += time.perf_counter() - started
+                log.warning("%s trial %d failed: %s", name, number, str(exc).splitlines()[0] if str(exc) else exc)
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                continue
+            seconds += elapsed
+            study.tell(trial, value)
+        completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        require(completed, f"{name}: all {trials} trials failed; see the trial runs' errors")
+        best = study.best_trial
+        study_log.log_params({f"chosen.{k}": v for k, v in best.params.items()})
+        study_log.set_tags({"tuned.chosen": json.dumps(best.params, sort_keys=True)})
+        study_log.log_metrics({"tuning_seconds": seconds, "n_trials": len(study.trials),
+                               "n_trials_failed": len(study.trials) - len(completed),
+                               "n_trials_reused": reused, f"best_{metric}": best.value,
+                               "mean_trial_seconds": seconds / max(len(study.trials), 1)})
+        log.info("%s: best %s=%.4f with %s (%d trials, %.1f s)", name, metric, best.value, best.params,
+                 len(study.trials), seconds)
+        return StudyResult(study_log.run_id, dict(best.params), float(best.value), len(study.trials) - reused,
+                           seconds)
+
+
+# --------------------------------------------------------------------------------------------
+# a tuned job: study, then the final run
+
+
+def tuning(cfg: DictConfig) -> bool:
+    return bool(OmegaConf.select(cfg, "tune.enabled", default=False))
+
+
+def run_tuned(cfg: DictConfig, tracker=None, parent_run_id: str | None = None, tags: dict[str, str] | None = None):
+    """Tune on validation data, then refit the chosen configuration on the training part and test it."""
+
+    tracker = tracker or build_tracker(cfg)
+    tags = dict(tags or {})
+    grid_hash = config_hash(cfg)  # the sweep's job before tuning: a rerun skips it once its final run finished
+    if not search_space(str(cfg.model.name)):
+        return run(cfg, tracker, parent_run_id, {**tags, "groupbench.grid_hash": grid_hash, "tuned.trials": "0"})
+    study = run_study(cfg, tracker, parent_run_id, {k: v for k, v in tags.items() if not k.startswith("varies.")})
+    final_tags = {**tags, "groupbench.grid_hash": grid_hash, "tuned.study_run_id": study.run_id,
+                  "tuned.chosen": json.dumps(study.chosen, sort_keys=True), "tuned.trials": str(cfg.tune.trials),
+                  "tuned.metric": str(cfg.tune.metric),
+                  **{f"varies.{k}": (f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in study.chosen.items()}}
+    result = run(apply(cfg, study.chosen), tracker, study.run_id, final_tags)
+    RunLogger(tracker.client, result.run_id).log_metrics({"tuning_seconds": study.tuning_seconds,
+                                                          f"tuned_best_{objective(cfg)[0]}": study.value})
+    return result
+
+
+def chosen_overrides(chosen: dict[str, Any]) -> list[str]:
+    """The chosen values as Hydra overrides (to rerun a tuned configuration by hand)."""
+    return [_override(k, v) for k, v in chosen.items()]
