@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.data import Dataset
+from benchmark.protocol.folds import Fold
 from benchmark.protocol.grouping import Groups
 
 
@@ -22,15 +23,31 @@ def _no_log(metrics: dict[str, float], step: int | None = None) -> None:
     return None
 
 
+@dataclass(frozen=True)
+class RankingMetric:
+    """A score to maximise of a model's predictions on the validation candidates, for early stopping
+    (``FitContext.ranking_metric``): ``score`` reads the validation rows (``user, item, rating``) with a
+    ``prediction`` column; logged as ``val_<name>``. The layer that owns the metric code builds it
+    (models do not import evaluation)."""
+
+    name: str
+    score: Callable[[pd.DataFrame], float]
+
+
 @dataclass
 class FitContext:
     """What a model may use besides the training ratings: side features, group labels
-    (fit on training data only), the seed, and a callback for per-epoch metrics."""
+    (fit on training data only), the seed, a callback for per-epoch metrics, the fold whose training
+    part ``fit`` receives (its validation part, carved once, is what a model early-stops on; None
+    outside a job: the trainer then makes a fold of the frame), and an optional ranking metric to
+    early-stop on instead of the validation loss."""
 
     dataset: Dataset
     groups: Groups
     seed: int = 0
     log_metrics: Callable[[dict[str, float], int | None], None] = field(default=_no_log)
+    fold: Fold | None = None
+    ranking_metric: RankingMetric | None = None
 
     @property
     def rating_scale(self) -> tuple[float, float]:
@@ -96,7 +113,7 @@ class Diagnosed(Protocol):
 
 @runtime_checkable
 class ValidationScored(Protocol):
-    """A model that early-stops on a validation part carved from its training data, and reports
+    """A model that early-stops on the validation part of its fold (benchmark/protocol/folds.py), and reports
     its rating error there, so the runner can refuse a diverged fit (benchmark/evaluation/divergence.py)."""
 
     def validation_scores(self) -> tuple[float, float]:

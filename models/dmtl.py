@@ -1,4 +1,5 @@
 """DMTL (arXiv 2504.06274): joint group profiling and rating prediction, one shared network.
+(Over 400 lines on purpose: network, encoding, loss, inference and diagnostics are one model's definition.)
 
     hu = act(E_u[user] + W_u xu + b_u)          user id embedding + standardized side features
     hi = act(E_i[item] + W_i xi + b_i)          item id embedding + standardized side features
@@ -31,6 +32,7 @@ from torch import nn
 
 from benchmark.core.errors import TrainingError, require
 from models.base import FitContext, Recommender
+from models.samplers import RowSampler
 from models.trainer import Trainer, TrainerConfig
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -240,8 +242,8 @@ class DMTL(Recommender):
         if labels.isna().any():
             raise TrainingError(f"DMTL: {int(labels.isna().sum())} training rows have users without a group "
                                 f"label; the grouping must label every user with training ratings")
-        val_mask = self.trainer.validation_mask(train)
-        fit_rows = train[~val_mask]
+        part = self.trainer.validation(train, context)  # the fold's early-stopping part, carved once
+        val_mask, fit_rows = part.mask, part.fit
         self._prepare_encoders(fit_rows, context)
         self.k = int(context.groups.k)
         # every training row encoded once, then split: fitting and validation rows share one side-feature
@@ -266,14 +268,15 @@ class DMTL(Recommender):
             user_dim=self.sizes["user_dim"], item_dim=self.sizes["item_dim"], shared_dim=self.sizes["shared_dim"],
             activation=self.activation, dropout=self.dropout, attention=self.attention,
             rating_scale=(low, high), mean_rating=float(fit_rows["rating"].mean())).to(self.device)
-        result = self.trainer.fit(self.net, self.loss, self.fit_data.rows(), self.val_data.rows(), context)
+        validation = self.trainer.early_stopping(self.loss, self.val_data.rows(), context, part, self.predict)
+        result = self.trainer.fit(self.net, self.loss, RowSampler(self.fit_data.rows()), validation, context)
         self.history, self.best_epoch = result.history, result.best_epoch
         self._summarize()
         return self
 
     def loss(self, net: nn.Module, batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The trainer's loss: batch = (user, item, xu row, xi row, rating, group) (``_Encoded.rows``)
-        -> (L, {L_rec, L_profile}); xu and xi are gathered from the training feature tables here."""
+        """The model's loss on a batch of rows (``RowSampler``): (user, item, xu row, xi row, rating, group)
+        (``_Encoded.rows``) -> (L, {L_rec, L_profile}); xu and xi are gathered from the feature tables here."""
         user, item, user_row, item_row, target, group = batch
         user_table, item_table = self._train_tables
         rating, logits, _ = net(user, item, user_table.index_select(0, user_row), item_table.index_select(0, item_row))

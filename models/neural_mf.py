@@ -22,6 +22,7 @@ from torch import nn
 
 from benchmark.core.errors import TrainingError, require
 from models.base import FitContext, Recommender
+from models.samplers import RowSampler
 from models.trainer import Trainer, TrainerConfig
 
 
@@ -79,13 +80,14 @@ class NeuralMF(Recommender):
         return tensors
 
     def loss(self, net: nn.Module, batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The model's loss on a batch of rows (user, item, rating): MSE + reg x the L2 of what it read."""
         rating, norms = net(batch[0], batch[1])
         mse = F.mse_loss(rating, batch[2])
         return mse + self.reg * norms.mean(), {"rating_loss": mse}
 
     def fit(self, train: pd.DataFrame, context: FitContext) -> "NeuralMF":
-        val_mask = self.trainer.validation_mask(train)
-        fit_rows, val_rows = train[~val_mask], train[val_mask]
+        part = self.trainer.validation(train, context)  # the fold's early-stopping part, carved once
+        fit_rows, val_rows = part.fit, part.val
         self.user_vocab = pd.Index(np.unique(fit_rows["user"].to_numpy()))
         self.item_vocab = pd.Index(np.unique(fit_rows["item"].to_numpy()))
         self.rating_scale = context.rating_scale
@@ -93,8 +95,9 @@ class NeuralMF(Recommender):
         self.net = NeuralMFNetwork(len(self.user_vocab), len(self.item_vocab), self.factors,
                                    float(fit_rows["rating"].mean()), self.init_std).to(self.device)
         # early stopping on the validation MSE: the L2 term is a training device, not the target
-        result = self.trainer.fit(self.net, self.loss, self._encode(fit_rows), self._encode(val_rows), context,
-                                  monitor="rating_loss")
+        validation = self.trainer.early_stopping(self.loss, self._encode(val_rows), context, part, self.predict,
+                                                 monitor="rating_loss")
+        result = self.trainer.fit(self.net, self.loss, RowSampler(self._encode(fit_rows)), validation, context)
         self.history, self.best_epoch = result.history, result.best_epoch
         # the trivial predictor's validation MSE (the fitting rows' mean): the runner's divergence check
         self._mean_val_mse = float(((val_rows["rating"].to_numpy() - fit_rows["rating"].mean()) ** 2).mean())

@@ -16,10 +16,11 @@ import torch
 from torch import nn
 
 from benchmark import scale
-from benchmark.protocol import grouping
 from benchmark.data.synthetic import load
+from benchmark.protocol import grouping
 from models.base import FitContext
-from models.trainer import Trainer, TrainerConfig
+from models.samplers import RowSampler
+from models.trainer import Trainer, TrainerConfig, ValidationLoss
 
 
 def _result(model: str, n: int, seconds: dict[str, float], rss: float = 500.0, **extra) -> dict:
@@ -141,7 +142,7 @@ def test_trainer_batches_are_the_slices_of_a_shuffled_copy():
     trainer = Trainer(config, seed=7, name="test")
     values = torch.randn(n)
     context = FitContext(dataset=SimpleNamespace(name="x", rating_scale=(1.0, 5.0)), groups=None, seed=7)
-    trainer.fit(net, loss, [rows, values], [rows[:10], values[:10]], context)
+    trainer.fit(net, loss, RowSampler([rows, values]), ValidationLoss(loss, [rows[:10], values[:10]]), context)
     generator = torch.Generator().manual_seed(7)
     expected = []
     for _ in range(2):

@@ -23,6 +23,7 @@ from benchmark.core.schema import check_threshold, validate_config
 from benchmark.data.cache import ProtocolCache
 from benchmark.evaluation import divergence
 from benchmark.evaluation.base import EvalContext, checked_predictions, evaluate, model_clock
+from benchmark.protocol.folds import Fold
 from benchmark.tracking import claims, orphans, provenance, saved_models
 from benchmark.tracking.artifacts import check_format, table_name
 from benchmark.tracking.tracker import Tracker, git_commit
@@ -160,7 +161,8 @@ def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int, stage: Stage
     def log_epoch(values: dict[str, float], step: int | None = None) -> None:
         logger.log_metrics({f"{prefix}{k}": v for k, v in values.items()}, step=step)
 
-    context = FitContext(dataset=dataset, groups=groups, seed=cfg.seed, log_metrics=log_epoch)
+    context = FitContext(dataset=dataset, groups=groups, seed=cfg.seed, log_metrics=log_epoch,
+                         fold=Fold.from_split(split, seed=cfg.seed))  # its validation part: carved once
     with stage("fit"):
         started = time.perf_counter()
         model.fit(split.train, context)
