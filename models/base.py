@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.data import Dataset
+from benchmark.protocol import ranking
 from benchmark.protocol.folds import Fold
 from benchmark.protocol.grouping import Groups
 
@@ -72,10 +73,13 @@ class Recommender(ABC):
         """Predicted ratings for ``pairs[['user', 'item']]``, one float per row, in row order."""
 
     def rank(self, user, items, k: int = 10) -> pd.DataFrame:
-        """Top-k of ``items`` for ``user`` by predicted rating (Cornac's rank, built on predict)."""
+        """Top-k of ``items`` for ``user`` by predicted rating, ties by the protocol's tie rule
+        (benchmark.protocol.ranking; Cornac's rank, built on predict)."""
         pairs = pd.DataFrame({"user": user, "item": np.asarray(items)})
         pairs["prediction"] = self.predict(pairs)
-        return pairs.sort_values(["prediction", "item"], ascending=[False, True]).head(k).reset_index(drop=True)
+        order = ranking.order_rows(pairs["user"].to_numpy(), pairs["prediction"].to_numpy(dtype=float),
+                                   pairs["item"].to_numpy())
+        return pairs.take(order[:k]).reset_index(drop=True)
 
 
 @runtime_checkable
@@ -96,6 +100,33 @@ class ScoresAll(Protocol):
 
     def score_all(self, users, items) -> np.ndarray:
         """Predicted ratings, shape ``(len(users), len(items))``; row u, column i = (users[u], items[i])."""
+        ...
+
+
+@runtime_checkable
+class GroupScorer(Protocol):
+    """A model that scores groups itself, instead of having its members' ratings aggregated.
+
+    Group recommenders with group embeddings or member attention (AGREE, ConsRec, ...) implement
+    it. The evaluation then ranks every group's candidates (test items, the catalogue) by these
+    scores, through the same ranking and metrics as users and as the member-aggregated groups of a
+    user-level model (benchmark/evaluation/scoring.py); its group metrics are logged under the
+    strategy ``model`` (``group_model_ndcg_at_10``, ``full_group_model_ndcg_at_10``) in place of
+    ``mean`` / ``least_misery`` / ``most_pleasure``. Such a model is still a Recommender: ``predict``
+    gives the user-level metrics.
+    """
+
+    def score_groups(self, members: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
+        """One score per row of ``pairs`` (``group, item``), in row order: the group's predicted rating.
+
+        ``members`` (``group, user``, one row per distinct membership) lists the members of every
+        group in ``pairs``: a model with learned group embeddings looks the group up by id (the ids of
+        ``FitContext.groups.members`` for harness-made groups, of ``dataset.groups`` for real ones),
+        a member-based model reads the members (it then also scores groups it never saw). Scores are
+        on the rating scale: the test-items metrics read them as ratings (recommended = in the top k
+        and >= ``eval.threshold``; group RMSE). They must be finite, and a (group, item) pair must get
+        the same score whatever else the call asks for (the evaluation asks a run of groups at a time).
+        """
         ...
 
 

@@ -187,11 +187,12 @@ def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int, stage: Stage
     frame = split.test[["user", "item", "rating"]].assign(prediction=prediction)
     # the predictions evaluation asks the model for (catalogue, group members, profiling) are the
     # model's work: the predict stage, not the harness's evaluate stage (ranking, aggregation, metrics)
-    with stage("evaluate"), model_clock(model) as eval_predict:
-        result = evaluate(EvalContext(dataset, split.train, frame, groups, model, cfg.eval))
-    stage.move("evaluate", "predict", eval_predict[0])
+    eval_context = EvalContext(dataset, split.train, frame, groups, model, cfg.eval)
+    with stage("evaluate"), model_clock(eval_context) as eval_predict:
+        result = evaluate(eval_context)
+    stage.move("evaluate", "predict", eval_predict.seconds)
     metrics = {**result.metrics, "fit_seconds": fit_seconds, "predict_seconds": predict_seconds,
-               "eval_predict_seconds": eval_predict[0],
+               "eval_predict_seconds": eval_predict.seconds,
                **{f"grouping_{k}": v for k, v in groups.stats.items()}}
     tables = dict(result.tables)
     tables["groups"] = groups.labels.rename("group").reset_index()
