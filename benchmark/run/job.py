@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import benchmark.evaluation.full_ranking  # registers the full-catalogue top-N evaluator (full_* metrics)
 import benchmark.evaluation.groups  # registers the group-level and cold-start evaluators; validates eval.group
-from benchmark.core.config import RESULT_KEYS, config_hash, instantiate, run_name
+from benchmark.core.config import RESULT_KEYS, build_model, config_hash, instantiate, run_name
 from benchmark.core.schema import check_threshold, validate_config
 from benchmark.data.cache import ProtocolCache
 from benchmark.evaluation import divergence
@@ -106,7 +106,7 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
             logger.log_artifacts({"config.yaml": OmegaConf.to_yaml(cfg, resolve=True)})
         validate(cfg)
         saved_models.policy(cfg.get("artifacts"))
-        instantiate(cfg.model, seed=cfg.seed)  # validates the model's config before any data work
+        build_model(cfg.model, seed=cfg.seed)  # validates the model's config before any data work
         protocol = ProtocolCache(cfg)
 
         with stage("load"):  # loading, split and grouping come from the protocol cache when they can
@@ -156,7 +156,7 @@ def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int, stage: Stage
     with stage("grouping"):
         make_groups = lambda: instantiate(cfg.grouping)(dataset, split.train, seed=cfg.seed)  # noqa: E731
         groups = protocol.groups(split.fold, make_groups) if protocol is not None else make_groups()
-    model = instantiate(cfg.model, seed=cfg.seed)
+    model = build_model(cfg.model, seed=cfg.seed)
 
     def log_epoch(values: dict[str, float], step: int | None = None) -> None:
         logger.log_metrics({f"{prefix}{k}": v for k, v in values.items()}, step=step)

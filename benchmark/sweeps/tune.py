@@ -41,7 +41,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from benchmark.core.config import CONF, config_hash, instantiate
+from benchmark.core.config import CONF, build_model, config_hash, instantiate
 from benchmark.core.errors import ConfigError, require
 from benchmark.evaluation.base import checked_predictions
 from benchmark.evaluation.metrics import summarize
@@ -134,7 +134,7 @@ def tuning_data(cfg: DictConfig) -> TuningData:
 def score_trial(cfg: DictConfig, data: TuningData) -> dict[str, float]:
     """Fit on the fitting rows, predict the validation rows, and score them like test (metrics.summarize)."""
 
-    model = instantiate(cfg.model, seed=cfg.seed)
+    model = build_model(cfg.model, seed=cfg.seed)
     model.fit(data.fit_rows, FitContext(dataset=data.dataset, groups=data.groups, seed=cfg.seed, fold=data.fold))
     frame = data.val_rows[["user", "item", "rating"]].assign(
         prediction=checked_predictions(model, data.val_rows, what="validation pairs"))
