@@ -7,7 +7,8 @@ The sweeper (``hydra/sweeper=groupbench``, the default) does, in order:
    grid's values for the same key, so ``+sweep=lambda dataset=ml100k seed=0`` narrows the grid;
 2. composes every job's config once and drops jobs whose config hash was already seen: grids are
    concatenated, not multiplied, and an overlap (attention=softmax at the default λ is also in
-   the λ grid) runs once; a bad override fails here, before anything runs;
+   the λ grid) runs once; a bad override, or a value the harness or the model refuses, fails
+   here, before anything runs;
 3. skips jobs whose config hash already has a FINISHED job run in the experiment (``resume=true``);
 4. opens the parent run ``sweep:<name>`` (tags ``groupbench.role=sweep``, ``sweep=<name>``) before
    any job starts, and hands its id, the sweep's name, the absolute tracking URI and the job's
@@ -40,7 +41,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from benchmark.core.config import config_hash, run_name
+from benchmark.core.config import config_hash, instantiate, run_name
 from benchmark.core.errors import ConfigError, GroupbenchError, TrackingError, one_line
 from benchmark.run import summary
 from benchmark.run.job import build_tracker, run, validate
@@ -241,8 +242,13 @@ class SweeperBase(Sweeper):
         composer = Composer(self._compose, parser, self.hydra_context.config_loader.repository)
         jobs = plan(self.grids or {"command line": {}}, arguments, parser, composer)
         configs = [composer(job.overrides) for job in jobs]  # cached: no second full compose
-        for cfg in configs:  # a bad value (eval.k=abc, seed=true) fails here, before anything runs
+        models_checked: set[str] = set()
+        for cfg in configs:  # a bad value (eval.k=abc, seed=true, model.params.k=0) fails here, before anything runs
             validate(cfg)
+            model = json.dumps(OmegaConf.to_container(cfg.model, resolve=True), sort_keys=True, default=str)
+            if model not in models_checked:  # the model's own keys: its typed config, checked on construction
+                instantiate(cfg.model, seed=cfg.seed)
+                models_checked.add(model)
         if self.dry_run:  # the plan on stdout, one job a line; nothing is run or logged
             print(f"sweep {self.name}: {len(jobs)} jobs")
             for job in jobs:
