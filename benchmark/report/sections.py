@@ -10,14 +10,13 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import platform
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from benchmark.report.stats import ALPHA, BOOTSTRAP_RESAMPLES
+from benchmark.tracking import provenance
 
 # Reference predictors (models/reference.py): shown in their own block, never bold, never "best",
 # never a baseline of the significance tests.
@@ -54,13 +53,10 @@ def arrow(higher_is_better: bool) -> str:
 # ---------------------------------------------------------------------------------- header
 
 def package_versions() -> str:
-    found = [f"Python {platform.python_version()}"]
-    for name in PACKAGES:
-        try:
-            found.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return ", ".join(found)
+    """The report's header line: the versions of the report's packages installed (those missing left out)."""
+    found = provenance.package_versions(PACKAGES)
+    return ", ".join([f"Python {found['version.python']}"] + [f"{name} {found[f'version.{name}']}" for name in PACKAGES
+                                                              if found[f"version.{name}"] != "not installed"])
 
 
 def sweep_overrides(client, parent_run_id: str | None) -> str:

@@ -73,11 +73,12 @@ def config_tags(cfg: DictConfig, result_keys) -> dict[str, str]:
     return {f"config.{key}": str(value) for key, value in rest.items()}
 
 
-@lru_cache(maxsize=1)
-def package_versions() -> dict[str, str]:
-    """``version.<distribution>`` tags (and ``version.python``)."""
+@lru_cache(maxsize=8)
+def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """``version.<distribution>`` tags (and ``version.python``); "not installed" for a missing one.
+    The one place versions are read: the runs' tags, and the report's header line."""
     versions = {"version.python": platform.python_version()}
-    for name in PACKAGES:
+    for name in packages:
         try:
             versions[f"version.{name}"] = metadata.version(name)
         except metadata.PackageNotFoundError:
