@@ -11,7 +11,7 @@ known side's bias); predictions are clipped to the rating scale, as Surprise doe
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.core.errors import TrainingError, require
+from benchmark.core.errors import TrainingError
+from benchmark.core.schema import INT_POS, NONNEG, Rule, Settings, setting
 from models.base import FitContext, Recommender
 from models.samplers import RowSampler
 from models.trainer import Trainer, TrainerConfig
@@ -50,17 +51,21 @@ class NeuralMFNetwork(nn.Module):
         return rating, (p * p).sum(dim=1) + (q * q).sum(dim=1) + bu * bu + bi * bi
 
 
+@dataclass(frozen=True)
+class NeuralMFConfig(Settings):
+    """conf/model/neural_mf.yaml's hyperparameters (``model.*``; ``model.trainer`` is TrainerConfig's)."""
+
+    factors: int = setting(INT_POS, 64)
+    reg: float = setting(NONNEG, 0.1)
+    init_std: float = setting(Rule(float, low=0, low_open=True), 0.1)
+
+
 class NeuralMF(Recommender):
     """Biased MF behind the Recommender interface, fitted by the shared trainer."""
 
     def __init__(self, name: str = "neural_mf", factors: int = 64, reg: float = 0.1, init_std: float = 0.1,
                  trainer: dict[str, Any] | None = None, seed: int = 0):
-        require(isinstance(factors, int) and not isinstance(factors, bool) and factors >= 1,
-                f"model.factors={factors} must be a positive integer")
-        require(isinstance(reg, (int, float)) and math.isfinite(reg) and reg >= 0,
-                f"model.reg={reg} must be a finite number >= 0")
-        require(isinstance(init_std, (int, float)) and math.isfinite(init_std) and init_std > 0,
-                f"model.init_std={init_std} must be a finite number > 0")
+        NeuralMFConfig(factors=factors, reg=reg, init_std=init_std)  # refuses a bad value, naming its key
         self.name = name
         self.factors, self.reg, self.init_std = int(factors), float(reg), float(init_std)
         self.seed = int(seed)

@@ -11,7 +11,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
@@ -82,11 +82,14 @@ def build_tracker(cfg: DictConfig) -> Tracker:
 
 
 def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | None = None,
-        tags: dict[str, str] | None = None, claim: bool | None = None) -> JobResult:
+        tags: dict[str, str] | None = None, claim: bool | None = None,
+        stages: Callable[[], Stages] = Stages) -> JobResult:
     """Run one job and log it as one MLflow run (FAILED, with the error, if anything raises).
 
     ``claim`` (sweep jobs): once the data hash is known, claim (config hash, data hash) or stop as a
-    duplicate (:class:`benchmark.tracking.claims.AlreadyClaimed`); True also yields to FINISHED runs (resume)."""
+    duplicate (:class:`benchmark.tracking.claims.AlreadyClaimed`); True also yields to FINISHED runs (resume).
+    ``stages`` makes the job's stage timer: a tool measuring more per stage passes its own
+    (``benchmark.timing.MeteredStages``: peak memory too) instead of patching this module."""
     tracker = tracker or build_tracker(cfg)
     base_tags = {"groupbench.role": "job", "config_hash": config_hash(cfg), "git_commit": git_commit(),
                  "model": cfg.model.name,
@@ -100,7 +103,7 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
         provenance.set_experiment_description(tracker.client, tracker.experiment_id,
                                               provenance.describe_experiment(tracker.experiment_name))
     with tracker.run(provenance.display_name(cfg, varies), tags=base_tags, parent_run_id=parent_run_id) as logger:
-        stage, models = Stages(), []
+        stage, models = stages(), []
         with stage("log"):
             logger.log_params(provenance.run_params(cfg, RESULT_KEYS))
             logger.log_artifacts({"config.yaml": OmegaConf.to_yaml(cfg, resolve=True)})

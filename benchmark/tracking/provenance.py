@@ -76,11 +76,13 @@ def config_tags(cfg: DictConfig, result_keys) -> dict[str, str]:
     return {f"config.{key}": str(value) for key, value in rest.items()}
 
 
-@lru_cache(maxsize=1)
-def package_versions() -> dict[str, str]:
-    """``version.<distribution>`` tags (and ``version.python``)."""
+@lru_cache(maxsize=8)
+def package_versions(packages: tuple[str, ...] | None = None) -> dict[str, str]:
+    """``version.<distribution>`` tags (and ``version.python``); "not installed" for a missing one.
+    The one place versions are read: the runs' tags (``PACKAGES`` with the models' own libraries
+    after torch, by default), and the report's header line."""
     versions = {"version.python": platform.python_version()}
-    for name in (*PACKAGES[:2], *models_meta.packages(), *PACKAGES[2:]):
+    for name in packages or (*PACKAGES[:2], *models_meta.packages(), *PACKAGES[2:]):
         try:
             versions[f"version.{name}"] = metadata.version(name)
         except metadata.PackageNotFoundError:

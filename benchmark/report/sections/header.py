@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import platform
-
 from benchmark.core import models_meta
 from benchmark.report.context import Context
+from benchmark.tracking import provenance
 
 # Distributions named in the header; the models' own (``meta.packages``) follow torch.
 PACKAGES = ("torch", "mlflow", "numpy", "pandas", "scipy", "scikit-learn", "hydra-core")
 
 
 def package_versions() -> str:
-    found = [f"Python {platform.python_version()}"]
-    for name in (PACKAGES[0], *models_meta.packages(), *PACKAGES[1:]):
-        try:
-            found.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return ", ".join(found)
+    """The report's header line: the versions of the report's packages installed (those missing left out)."""
+    names = (PACKAGES[0], *models_meta.packages(), *PACKAGES[1:])
+    found = provenance.package_versions(names)
+    return ", ".join([f"Python {found['version.python']}"] + [f"{name} {found[f'version.{name}']}" for name in names
+                                                              if found[f"version.{name}"] != "not installed"])
 
 
 def sweep_overrides(client, parent_run_id: str | None) -> str:
