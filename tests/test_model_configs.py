@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from baselines.lenskit import LenskitRecommender, LenskitSettings
 from baselines.surprise import SurpriseParams, SurpriseRecommender
-from benchmark.core.config import CONF, instantiate
+from benchmark.core.config import CONF, build_model, instantiate
 from benchmark.core.errors import ConfigError
 from benchmark.core.schema import INT_POS, RULES, UNSET, Settings, setting, validate_config
 from models.dmtl import DMTL, DMTLConfig, DMTLSizes
@@ -114,7 +114,7 @@ def test_the_schema_keeps_only_harness_keys(make_cfg):
     cfg = make_cfg("model=svd", "dataset=synthetic", "model.params.n_factors=-5")
     validate_config(cfg)
     with pytest.raises(ConfigError, match=r"^model\.params\.n_factors=-5 must be an integer >= 1"):
-        instantiate(cfg.model, seed=cfg.seed)
+        build_model(cfg.model, seed=cfg.seed)
 
 
 def test_settings_checks_declared_fields_and_mappings():

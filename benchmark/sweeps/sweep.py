@@ -44,7 +44,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from benchmark.core.config import instantiate, run_name
+from benchmark.core.config import build_model, instantiate, run_name
 from benchmark.core.errors import ConfigError, GroupbenchError, TrackingError, one_line
 from benchmark.run import summary
 from benchmark.run.job import build_tracker, run, validate
@@ -153,7 +153,7 @@ class SweeperBase(Sweeper):
             validate(cfg)
             model = json.dumps(OmegaConf.to_container(cfg.model, resolve=True), sort_keys=True, default=str)
             if model not in models_checked:  # the model's own keys: its typed config, checked on construction
-                instantiate(cfg.model, seed=cfg.seed)
+                build_model(cfg.model, seed=cfg.seed)
                 models_checked.add(model)
         if self.dry_run:  # the plan on stdout, one job a line; nothing is run or logged
             print(f"sweep {self.name}: {len(jobs)} jobs")
