@@ -44,7 +44,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from benchmark.core.config import build_model, instantiate, run_name
+from benchmark.core.config import build_model, run_name
 from benchmark.core.errors import ConfigError, GroupbenchError, TrackingError, one_line
 from benchmark.run import summary
 from benchmark.run.job import build_tracker, run, validate
