@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from baselines.lenskit import LenskitRecommender, LenskitSettings
 from baselines.surprise import SurpriseParams, SurpriseRecommender
-from benchmark.core.config import CONF, build_model, instantiate
+from benchmark.core.config import CONF, build_model
 from benchmark.core.errors import ConfigError
 from benchmark.core.schema import INT_POS, RULES, UNSET, Settings, setting, validate_config
 from models.dmtl import DMTL, DMTLConfig, DMTLSizes
@@ -93,7 +93,7 @@ def test_every_shipped_model_config_is_accepted_and_passed_on_unchanged():
         node = OmegaConf.load(path)
         if "trainer" in node:
             node.trainer = OmegaConf.load(CONF / "trainer" / "default.yaml")
-        model = instantiate(node, seed=0)
+        model = build_model(node, seed=0)
         assert model.name == path.stem
         if isinstance(model, SurpriseRecommender):
             params = OmegaConf.to_container(node.params)
