@@ -32,7 +32,19 @@ def _group_alive(pgid: int) -> bool:
 
 
 @pytest.fixture
-def ray_cluster(tmp_path: Path):
+def ray_home(tmp_path: Path, monkeypatch) -> Path:
+    """A HOME of the test's own for every Ray process: Ray 2.5x keeps a token in ~/.ray/auth_token
+    (written by any local ``ray.init``) and turns token authentication on whenever it finds one,
+    so the user's home must neither change this test nor be changed by it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    return home
+
+
+@pytest.fixture
+def ray_cluster(tmp_path: Path, ray_home: Path):
     """A one-node Ray cluster (head) on 127.0.0.1; yields its address HOST:PORT."""
     port = free_port()
     # Ray's unix socket paths must stay under 108 characters: a short folder of its own in /tmp
