@@ -10,14 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from benchmark.run.job import instantiate, run  # instantiate re-raises our one-line errors, unlike Hydra's wrapper
 from mlflow.tracking import MlflowClient
 
 import models.dmtl as dmtl
-from benchmark.tracking.artifacts import read_table
 from benchmark.core.errors import ConfigError, TrainingError
 from benchmark.protocol.split import holdout_mask
-
+from benchmark.run.job import instantiate, run  # instantiate re-raises our one-line errors, unlike Hydra's wrapper
+from benchmark.tracking.artifacts import read_table
 from benchmark.tracking.tracker import Tracker
 from models.base import Diagnosed, FitContext, GroupProfiler
 
@@ -165,7 +164,12 @@ def test_run_records_epochs_diagnostics_and_artifacts(synthetic_runs, tmp_path):
     attention = read_table(f"{folder}/attention_by_feature.parquet")
     assert sorted(attention["feature"]) == [f"genre_{j}" for j in range(8)]
     history = read_table(f"{folder}/training_history.parquet")
-    assert len(history) == epochs
+    # both phases: the early-stopping epochs, then the refit's best_epoch epochs on the whole training part
+    best = int(result.metrics["best_epoch"])
+    assert history["phase"].tolist() == ["early_stopping"] * epochs + ["refit"] * best
+    assert result.metrics["refit_epochs"] == best
+    refit = client.get_metric_history(result.run_id, "refit_train_loss")
+    assert sorted(h.step for h in refit) == list(range(1, best + 1))
     assert len(read_table(f"{folder}/predictions.parquet")) == len(result.predictions)
 
 
