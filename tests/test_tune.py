@@ -15,11 +15,11 @@ from omegaconf import OmegaConf
 
 import benchmark.protocol.split
 import benchmark.sweeps.tune as tune
-from benchmark.report import build as report
 from benchmark.core.config import config_hash
+from benchmark.report import build as report
+from benchmark.report.sections import REFERENCE_MODELS
 from benchmark.run.job import run
 from benchmark.tracking.claims import finished_keys
-from benchmark.report.sections import REFERENCE_MODELS
 from benchmark.tracking.tracker import Tracker
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -123,15 +123,14 @@ def test_killed_study_resumes_without_rerunning_trials(make_cfg, tmp_path, monke
     monkeypatch.setattr(tune, "score_trial", lambda cfg, data: calls.append(1) or score(cfg, data))
     result = tune.run_study(cfg, tracker)
     assert len(calls) == 2 and result.trials_run == 2  # trials 2 and 3 only
-    done = tune.finished_trials(tracker, tune.study_key(cfg, tune.search_space("svd")))
+    done = tune.finished_trials(tracker, result.key)
     assert sorted(done) == [0, 1, 2, 3]
     best = min(done.values(), key=lambda t: t["value"])
     assert result.chosen == best["values"] and result.value == pytest.approx(best["value"])
     # the resumed study proposed what an uninterrupted one proposes: the same trial by trial, no repeats
     monkeypatch.setattr(tune, "score_trial", score)
     whole = tracker_at(tmp_path / "uninterrupted")
-    tune.run_study(cfg, whole)
-    uninterrupted = tune.finished_trials(whole, tune.study_key(cfg, tune.search_space("svd")))
+    uninterrupted = tune.finished_trials(whole, tune.run_study(cfg, whole).key)
     assert {n: t["values"] for n, t in done.items()} == {n: t["values"] for n, t in uninterrupted.items()}
     assert len({json.dumps(t["values"], sort_keys=True) for t in done.values()}) == 4
 
@@ -197,7 +196,7 @@ def test_trial_zero_is_the_untuned_configuration(make_cfg, tmp_path):
     cfg = make_cfg("dataset=synthetic", "model=svd", "tune.enabled=true", "tune.trials=3")
     tracker = tracker_at(tmp_path)
     result = tune.run_study(cfg, tracker)
-    done = tune.finished_trials(tracker, tune.study_key(cfg, tune.search_space("svd")))
+    done = tune.finished_trials(tracker, result.key)
     assert done[0]["values"] == {"model.params.n_factors": 100, "model.params.n_epochs": 20,
                                  "model.params.lr_all": 0.005, "model.params.reg_all": 0.02}
     assert result.value <= done[0]["value"]

@@ -41,7 +41,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from benchmark.core.config import CONF, config_hash, instantiate
+from benchmark.core.config import SEARCH_DIR, config_hash, instantiate, search_space_file
 from benchmark.core.errors import ConfigError, require
 from benchmark.evaluation.base import checked_predictions
 from benchmark.evaluation.metrics import summarize
@@ -53,7 +53,6 @@ from models.base import FitContext
 
 log = logging.getLogger("benchmark.sweeps.tune")
 
-SEARCH_DIR = CONF / "search"
 METRICS = ("val_rmse", "val_mae", "val_ndcg_at_{k}", "val_precision_at_{k}", "val_recall_at_{k}")
 
 
@@ -64,9 +63,7 @@ METRICS = ("val_rmse", "val_mae", "val_ndcg_at_{k}", "val_precision_at_{k}", "va
 def search_space(model: str) -> dict[str, dict[str, Any]]:
     """``conf/search/<model>.yaml``: dotted config key -> {type: int|float|categorical, ...}; {} if none."""
     path = SEARCH_DIR / f"{model}.yaml"
-    if not path.exists():
-        return {}
-    space = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+    space = search_space_file(model)  # the file the config hash of a tuned job reads too
     for key, spec in space.items():
         require(isinstance(spec, dict) and spec.get("type") in ("int", "float", "categorical"),
                 f"{path}: {key} needs type int, float or categorical")
@@ -118,11 +115,17 @@ class TuningData:
         return self.fold.test
 
 
-def tuning_data(cfg: DictConfig) -> TuningData:
+def load(cfg: DictConfig) -> tuple[Any, list]:
+    """The job's dataset and its split (a list of folds, one for a hold-out), made as the runner makes them."""
+    dataset = instantiate(cfg.dataset.loader, root=cfg.data.root, download=cfg.data.download, verify=cfg.data.verify)
+    return dataset, instantiate(cfg.split)(dataset.ratings, seed=cfg.seed)
+
+
+def tuning_data(cfg: DictConfig, loaded: tuple[Any, list] | None = None) -> TuningData:
     """The seed's training part, split into fitting and validation rows by its fold; test is dropped unread."""
 
-    dataset = instantiate(cfg.dataset.loader, root=cfg.data.root, download=cfg.data.download, verify=cfg.data.verify)
-    split = instantiate(cfg.split)(dataset.ratings, seed=cfg.seed)[0]  # k-fold: tuned on fold 0
+    dataset, splits = loaded if loaded is not None else load(cfg)
+    split = splits[0]  # k-fold: tuned on fold 0
     fold = Fold.from_split(split, seed=int(cfg.seed))
     require(not fold.validation(float(cfg.tune.val_size)).empty,
             f"tune.val_size={cfg.tune.val_size} leaves no validation rows")
@@ -155,14 +158,16 @@ def objective(cfg: DictConfig) -> tuple[str, str]:
 # the study
 
 
-def study_key(cfg: DictConfig, space: dict) -> str:
-    """Same key = same study: the job's result-deciding config, the tuning settings, the space."""
+def study_key(cfg: DictConfig, space: dict, data_sha256: str) -> str:
+    """Same key = same study: the job's result-deciding config, the tuning settings, the space, and the
+    data's sha256 (as a job's result is keyed: a study on other, e.g. edited, data is another study)."""
 
     tune = {k: cfg.tune[k] for k in ("trials", "metric", "val_size", "sampler_seed")}
     # "trial0", "sampler": studies since trial 0 became the defaults and each trial got its own seeded
     # sampler (an older study's trials are not mixed in)
     blob = json.dumps({"job": config_hash(cfg), "tune": OmegaConf.to_container(OmegaConf.create(tune)),
-                       "space": space, "trial0": "defaults", "sampler": "per trial"}, sort_keys=True, default=str)
+                       "space": space, "data": data_sha256, "trial0": "defaults", "sampler": "per trial"},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -235,11 +240,13 @@ class StudyResult:
     value: float
     trials_run: int
     tuning_seconds: float
+    key: str = ""                 # its study_key (tag tuned.study_key of the study and its trials)
 
 
 def run_study(cfg: DictConfig, tracker, parent_run_id: str | None = None,
-              tags: dict[str, str] | None = None) -> StudyResult:
-    """Run (or finish) the study of one job; returns the chosen values. Never reads the test part."""
+              tags: dict[str, str] | None = None, loaded: tuple[Any, list] | None = None) -> StudyResult:
+    """Run (or finish) the study of one job; returns the chosen values. Never reads the test part.
+    ``loaded``: the job's (dataset, split) when the caller has them (``load``)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -249,9 +256,11 @@ def run_study(cfg: DictConfig, tracker, parent_run_id: str | None = None,
     require(trials >= 1, f"tune.trials={cfg.tune.trials} must be >= 1")
     metric, direction = objective(cfg)
     dists = distributions(space)
-    key = study_key(cfg, space)
+    loaded = loaded if loaded is not None else load(cfg)
+    key = study_key(cfg, space, loaded[0].sha256)
     name = f"study:{cfg.model.name}/{cfg.dataset.name}/seed{cfg.seed}"
-    study_tags = {"groupbench.role": "study", "tuned.study_key": key, "model": str(cfg.model.name),
+    study_tags = {"groupbench.role": "study", "tuned.study_key": key, "dataset_sha256": loaded[0].sha256,
+                  "model": str(cfg.model.name),
                   "dataset": str(cfg.dataset.name), "seed": str(cfg.seed), **(tags or {})}
     with tracker.run(name, tags=study_tags, parent_run_id=parent_run_id) as study_log:
         study_log.log_params({"tune.trials": trials, "tune.metric": metric, "tune.val_size": cfg.tune.val_size,
@@ -268,7 +277,7 @@ def run_study(cfg: DictConfig, tracker, parent_run_id: str | None = None,
         reused = len(study.trials)
         if reused:
             log.info("%s: %d of %d trials already FINISHED, resuming", name, reused, trials)
-        data = tuning_data(cfg) if reused < trials else None
+        data = tuning_data(cfg, loaded) if reused < trials else None
         defaults, moved = default_trial(cfg, dists)
         if defaults is None:
             log.warning("%s: trial 0 cannot be the defaults (%s); every trial is sampled", name, "; ".join(moved))
@@ -316,7 +325,7 @@ def run_study(cfg: DictConfig, tracker, parent_run_id: str | None = None,
         log.info("%s: best %s=%.4f with %s (%d trials, %.1f s)", name, metric, best.value, best.params,
                  len(study.trials), seconds)
         return StudyResult(study_log.run_id, dict(best.params), float(best.value), len(study.trials) - reused,
-                           seconds)
+                           seconds, key)
 
 
 # --------------------------------------------------------------------------------------------
