@@ -220,3 +220,59 @@ def test_trial_zero_brings_defaults_into_the_range_or_gives_up(make_cfg):
     values, _ = tune.default_trial(cfg, {"trainer.batch_size": IntDistribution(16, 64),
                                          "trainer.lr": FloatDistribution(0.01, 0.1)})
     assert values == {"trainer.batch_size": 64, "trainer.lr": 0.01}
+
+
+def scrambled_fold(number: int):
+    """split.kfold on the same ratings with those of fold ``number``'s test rows replaced by random ones,
+    wherever those rows are (its test part, the other folds' training parts): the folds are dealt by
+    user and row order only, so every fold keeps its rows."""
+    kfold = benchmark.protocol.split.kfold
+
+    def wrapper(ratings, **kwargs):
+        rows = kfold(ratings.assign(row=np.arange(len(ratings))), **kwargs)[number].test["row"].to_numpy()
+        edited = ratings.copy()
+        edited.loc[edited.index[rows], "rating"] = np.random.default_rng(7).integers(1, 6, len(rows)).astype(float)
+        return kfold(edited, **kwargs)
+    return wrapper
+
+
+def fold_objectives(tracker: Tracker, n_folds: int) -> dict[int, list[float]]:
+    """fold -> the objectives (by trial number) of the study whose choice that fold's final model used."""
+    (final,) = runs_with(tracker, "job")
+    tags = final.data.tags
+    studies = (json.loads(tags["tuned.study_run_ids"]) if "tuned.study_run_ids" in tags
+               else {str(f): tags["tuned.study_run_id"] for f in range(n_folds)})  # one study for every fold
+    out = {}
+    for fold, study in studies.items():
+        trials = tracker.client.search_runs([tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{study}' "
+                                                                     f"and tags.`groupbench.role` = 'trial'")
+        out[int(fold)] = [t.data.metrics["objective"] for t in sorted(trials, key=lambda t: int(t.data.tags["tuned.trial"]))]
+    return out
+
+
+@pytest.mark.slow
+def test_kfold_tunes_each_fold_on_its_own_training_part(make_cfg, tmp_path, monkeypatch):
+    """No test row reaches any tuning under k-fold: scrambling fold 1's test ratings changes none of the
+    trial objectives behind fold 1's choice (before #23 the one study tuned on fold 0's training part,
+    which holds fold 1's test rows, and its choice was tested on every fold)."""
+    overrides = ("dataset=synthetic", "model=svd", "split=kfold", "split.n_folds=3", "tune.enabled=true",
+                 "tune.trials=2", "cache.enabled=false")
+    plain = tracker_at(tmp_path / "plain")
+    result = tune.run_tuned(make_cfg(*overrides), plain)
+    before = fold_objectives(plain, 3)
+
+    monkeypatch.setattr(benchmark.protocol.split, "kfold", scrambled_fold(1))
+    scrambled = tracker_at(tmp_path / "scrambled")
+    result2 = tune.run_tuned(make_cfg(*overrides), scrambled)
+    after = fold_objectives(scrambled, 3)
+    assert after[1] == before[1], "fold 1's tuning read fold 1's test ratings"
+    assert after[0] != before[0] and after[2] != before[2], "the scramble missed the other folds' training parts"
+    # one study per fold, and each fold was fitted with its own study's choice
+    assert len(runs_with(plain, "study")) == 3 and len(runs_with(plain, "trial")) == 6
+    chosen = json.loads(plain.client.get_run(result.run_id).data.tags["tuned.chosen"])
+    assert sorted(chosen) == ["fold0", "fold1", "fold2"] and len(result.models) == 3
+    for fold, model in enumerate(result.models):
+        assert model.algorithm.n_factors == chosen[f"fold{fold}"]["model.params.n_factors"]
+    fold1_rmse = [tracker.client.get_run(r.run_id).data.metrics["fold1_rmse"] for tracker, r in
+                  ((plain, result), (scrambled, result2))]
+    assert abs(fold1_rmse[1] - fold1_rmse[0]) > 0.05, "the scramble missed fold 1's test part"
