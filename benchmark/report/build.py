@@ -37,6 +37,7 @@ import pandas as pd
 
 from benchmark.core.errors import GroupbenchError, TrackingError
 from benchmark.report import sections
+from benchmark.report.commits import commit_lines
 from benchmark.report.format import Provenance, latex, markdown, read_csv, tex, write_csv  # noqa: F401 (read_csv: the report's API)
 from benchmark.report.results import latest_results, safe_name
 from benchmark.report.selection import (
@@ -205,12 +206,13 @@ def collect(client, experiment: str, uri: str) -> Collected:
             "lambda_profile": _float(params.get("model.lambda_profile")),
             "attention": params.get("model.attention") or None,
             "error": tags.get("error", ""), "eval_k": params.get("eval.k"),
-            "dataset_sha256": tags.get("dataset_sha256", ""),
+            "dataset_sha256": tags.get("dataset_sha256", ""), "git_commit": tags.get("git_commit", ""),
             **run.data.metrics,
         })
     frame = pd.DataFrame(rows)
     meta = ["run_id", "status", "start_time", "config_hash", "model", "dataset", "seed", "signature", "config",
-            "lambda_profile", "attention", "error", "eval_k", "tuned_trials", "tuned_chosen", "dataset_sha256"]
+            "lambda_profile", "attention", "error", "eval_k", "tuned_trials", "tuned_chosen", "dataset_sha256",
+            "git_commit"]
     metrics = sorted(c for c in frame.columns if c not in meta)
     frame["label"] = _labels(frame)
     tuned = frame["tuned_trials"].notna()  # tuned final runs: one cell per model, whatever each seed chose
@@ -629,7 +631,7 @@ def build_report(client, experiment: str, uri: str, out: Path, prov: Provenance,
 
     real_main = main[~main["model"].isin(sections.REFERENCE_MODELS)]
     show_n = not same_n(real_main, MAIN_COLUMNS, k, col.expected_seeds)
-    header = sections.header_lines(client, col.parent_run_id)
+    header = sections.header_lines(client, col.parent_run_id) + commit_lines(col.runs)  # the runs' code versions
     md = [f"# Benchmark report: experiment `{experiment}`", "", *prov.lines(), "", *header, "",
           ("Cells are mean ± sample std (ddof=1) over seeds, with the number of seeds n in brackets; "
            if show_n else f"Cells are mean ± sample std (ddof=1) over n = {col.expected_seeds} seed(s) each; ")
