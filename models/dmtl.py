@@ -35,7 +35,7 @@ from benchmark.core.errors import TrainingError
 from benchmark.core.schema import INT_POS, Rule, Settings, setting
 from models.base import FitContext, Recommender
 from models.samplers import RowSampler
-from models.trainer import Trainer, TrainerConfig
+from models.trainer import Prepared, Trainer, TrainerConfig, history_frame
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU,
@@ -210,7 +210,8 @@ class DMTL(Recommender):
                                divergence_hint=f"or model.lambda_profile (now {self.lambda_profile})")
         self.device = self.trainer.device
         self.net: DMTLNetwork | None = None
-        self.history: list[dict[str, float]] = []
+        self.history: list[dict[str, float]] = []       # the early-stopping epochs
+        self.refit_history: list[dict[str, float]] = []  # the refit's epochs (trainer.refit)
         self.best_epoch = 0
 
     # ---- data -> tensors -------------------------------------------------------------------
@@ -256,20 +257,37 @@ class DMTL(Recommender):
         if labels.isna().any():
             raise TrainingError(f"DMTL: {int(labels.isna().sum())} training rows have users without a group "
                                 f"label; the grouping must label every user with training ratings")
-        part = self.trainer.validation(train, context)  # the fold's early-stopping part, carved once
-        val_mask, fit_rows = part.mask, part.fit
-        self._prepare_encoders(fit_rows, context)
         self.k = int(context.groups.k)
+        labels = labels.to_numpy().astype(np.int64)
+        # early stopping on the fold's validation part (carved once), then the refit on the whole training
+        # part for the chosen number of epochs (trainer.refit): models/trainer.py, Trainer.train
+        result = self.trainer.train(lambda rows, part: self._setup(train, labels, rows, part, context),
+                                    self.loss, train, context)
+        self.history, self.best_epoch, self.refit_history = result.history, result.best_epoch, result.refit_history
+        self._summarize()
+        return self
+
+    def _setup(self, train: pd.DataFrame, labels: np.ndarray, rows: pd.DataFrame, part, context: FitContext) -> Prepared:
+        """The model built on ``rows``: the fitting rows of ``part`` (early stopping, validation on
+        ``part.val``), or the whole training part (``part`` None: the refit). Vocabularies, scalers, the
+        network's mean-rating start and the profiling references come from ``rows`` only."""
+        self._prepare_encoders(rows, context)
         # every training row encoded once, then split: fitting and validation rows share one side-feature
         # table per side, which the loss reads a batch at a time (_Encoded.rows)
-        encoded = self._encode(train[["user", "item", "rating"]], labels.to_numpy().astype(np.int64))
-        self.fit_data = encoded.take(self.trainer.tensor(np.flatnonzero(~val_mask), torch.long))
-        self.val_data = encoded.take(self.trainer.tensor(np.flatnonzero(val_mask), torch.long))
+        encoded = self._encode(train[["user", "item", "rating"]], labels)
+        if part is not None:
+            self.fit_data = encoded.take(self.trainer.tensor(np.flatnonzero(~part.mask), torch.long))
+            self.val_data = encoded.take(self.trainer.tensor(np.flatnonzero(part.mask), torch.long))
+        else:
+            self.fit_data, self.val_data = encoded, None
         self._train_tables = (encoded.user_table, encoded.item_table)
         del encoded
+        if part is not None:  # the trivial predictor's MSE on the validation part: the divergence check's yardstick
+            truth = self.val_data.rating.double()
+            self._mean_val_mse = float(((truth - self.fit_data.rating.double().mean()) ** 2).mean())
         # reference items for users without training rows (profiling of cold users)
-        self.popular_items = fit_rows["item"].value_counts().index[:50].to_numpy()
-        self.fit_pairs = fit_rows[["user", "item"]].reset_index(drop=True)
+        self.popular_items = rows["item"].value_counts().index[:50].to_numpy()
+        self.fit_pairs = rows[["user", "item"]].reset_index(drop=True)
 
         low, high = context.rating_scale
         # no torch.use_deterministic_algorithms: every op used here is deterministic on CPU with one
@@ -281,12 +299,10 @@ class DMTL(Recommender):
             n_groups=self.k,
             user_dim=self.sizes["user_dim"], item_dim=self.sizes["item_dim"], shared_dim=self.sizes["shared_dim"],
             activation=self.activation, dropout=self.dropout, attention=self.attention,
-            rating_scale=(low, high), mean_rating=float(fit_rows["rating"].mean())).to(self.device)
-        validation = self.trainer.early_stopping(self.loss, self.val_data.rows(), context, part, self.predict)
-        result = self.trainer.fit(self.net, self.loss, RowSampler(self.fit_data.rows()), validation, context)
-        self.history, self.best_epoch = result.history, result.best_epoch
-        self._summarize()
-        return self
+            rating_scale=(low, high), mean_rating=float(rows["rating"].mean())).to(self.device)
+        validation = None if part is None else \
+            self.trainer.early_stopping(self.loss, self.val_data.rows(), context, part, self.predict)
+        return Prepared(self.net, RowSampler(self.fit_data.rows()), validation)
 
     def loss(self, net: nn.Module, batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The model's loss on a batch of rows (``RowSampler``): (user, item, xu row, xi row, rating, group)
@@ -354,10 +370,10 @@ class DMTL(Recommender):
 
     def validation_scores(self) -> tuple[float, float]:
         """(rating MSE of the kept (best-epoch) weights on the validation rows, the fitting rows'
-        mean rating's MSE there): the runner refuses a fit worse than that trivial predictor."""
+        mean rating's MSE there): the runner refuses a fit worse than that trivial predictor. Both are
+        the early-stopping phase's (a refit holds nothing out: the refit's epoch count is that phase's)."""
         kept = next(h for h in self.history if h["epoch"] == self.best_epoch)
-        truth = self.val_data.rating.double()
-        return float(kept["val_rating_loss"]), float(((truth - self.fit_data.rating.double().mean()) ** 2).mean())
+        return float(kept["val_rating_loss"]), self._mean_val_mse
 
     # ---- diagnostics -------------------------------------------------------------------------
     def _summarize(self) -> None:
@@ -396,6 +412,8 @@ class DMTL(Recommender):
             # the rating RMSE on the early-stopping part at the restored epoch: the report selects configurations by it
             "val_rmse": float(math.sqrt(self.history[self.best_epoch - 1]["val_rating_loss"])),
             "seconds_per_epoch": float(np.mean([h["epoch_seconds"] for h in self.history])),
+            # refitted on the whole training part for this many epochs (absent: trainer.refit=false)
+            **({"refit_epochs": float(len(self.refit_history))} if self.refit_history else {}),
         }
         with np.errstate(invalid="ignore", divide="ignore"):
             self._attention_by_feature = pd.DataFrame({
@@ -417,5 +435,6 @@ class DMTL(Recommender):
         return dict(self._diagnostics)
 
     def artifacts(self) -> dict[str, Any]:
-        return {"attention_by_feature": self._attention_by_feature, "training_history": pd.DataFrame(self.history)}
+        return {"attention_by_feature": self._attention_by_feature,
+                "training_history": history_frame(self.history, self.refit_history)}
 

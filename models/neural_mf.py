@@ -24,7 +24,7 @@ from benchmark.core.errors import TrainingError
 from benchmark.core.schema import INT_POS, NONNEG, Rule, Settings, setting
 from models.base import FitContext, Recommender
 from models.samplers import RowSampler
-from models.trainer import Trainer, TrainerConfig
+from models.trainer import Prepared, Trainer, TrainerConfig, history_frame
 
 
 class NeuralMFNetwork(nn.Module):
@@ -73,7 +73,8 @@ class NeuralMF(Recommender):
                                divergence_hint=f"or model.reg (now {self.reg})")
         self.device = self.trainer.device
         self.net: NeuralMFNetwork | None = None
-        self.history: list[dict[str, float]] = []
+        self.history: list[dict[str, float]] = []       # the early-stopping epochs
+        self.refit_history: list[dict[str, float]] = []  # the refit's epochs (trainer.refit)
         self.best_epoch = 0
 
     def _encode(self, frame: pd.DataFrame) -> list[torch.Tensor]:
@@ -91,22 +92,29 @@ class NeuralMF(Recommender):
         return mse + self.reg * norms.mean(), {"rating_loss": mse}
 
     def fit(self, train: pd.DataFrame, context: FitContext) -> "NeuralMF":
-        part = self.trainer.validation(train, context)  # the fold's early-stopping part, carved once
-        fit_rows, val_rows = part.fit, part.val
-        self.user_vocab = pd.Index(np.unique(fit_rows["user"].to_numpy()))
-        self.item_vocab = pd.Index(np.unique(fit_rows["item"].to_numpy()))
+        # early stopping on the fold's validation part (carved once), then the refit on the whole training
+        # part for the chosen number of epochs (trainer.refit): models/trainer.py, Trainer.train
+        result = self.trainer.train(lambda rows, part: self._setup(rows, part, context), self.loss, train, context)
+        self.history, self.best_epoch, self.refit_history = result.history, result.best_epoch, result.refit_history
+        return self
+
+    def _setup(self, rows: pd.DataFrame, part, context: FitContext) -> Prepared:
+        """The model built on ``rows``: the fitting rows of ``part`` (early stopping on ``part.val``), or
+        the whole training part (``part`` None: the refit). Vocabularies and μ come from ``rows`` only."""
+        self.user_vocab = pd.Index(np.unique(rows["user"].to_numpy()))
+        self.item_vocab = pd.Index(np.unique(rows["item"].to_numpy()))
         self.rating_scale = context.rating_scale
         torch.manual_seed(self.seed)
         self.net = NeuralMFNetwork(len(self.user_vocab), len(self.item_vocab), self.factors,
-                                   float(fit_rows["rating"].mean()), self.init_std).to(self.device)
-        # early stopping on the validation MSE: the L2 term is a training device, not the target
-        validation = self.trainer.early_stopping(self.loss, self._encode(val_rows), context, part, self.predict,
-                                                 monitor="rating_loss")
-        result = self.trainer.fit(self.net, self.loss, RowSampler(self._encode(fit_rows)), validation, context)
-        self.history, self.best_epoch = result.history, result.best_epoch
-        # the trivial predictor's validation MSE (the fitting rows' mean): the runner's divergence check
-        self._mean_val_mse = float(((val_rows["rating"].to_numpy() - fit_rows["rating"].mean()) ** 2).mean())
-        return self
+                                   float(rows["rating"].mean()), self.init_std).to(self.device)
+        validation = None
+        if part is not None:
+            # early stopping on the validation MSE: the L2 term is a training device, not the target
+            validation = self.trainer.early_stopping(self.loss, self._encode(part.val), context, part, self.predict,
+                                                     monitor="rating_loss")
+            # the trivial predictor's validation MSE (the fitting rows' mean): the runner's divergence check
+            self._mean_val_mse = float(((part.val["rating"].to_numpy() - rows["rating"].mean()) ** 2).mean())
+        return Prepared(self.net, RowSampler(self._encode(rows)), validation)
 
     def validation_scores(self) -> tuple[float, float]:
         """(validation rating MSE of the kept weights, the fitting mean's MSE there): models.base.ValidationScored."""
@@ -126,7 +134,9 @@ class NeuralMF(Recommender):
     def diagnostics(self) -> dict[str, float]:
         return {"epochs_trained": float(len(self.history)), "best_epoch": float(self.best_epoch),
                 "best_val_loss": float(min(h["val_rating_loss"] for h in self.history)),
-                "seconds_per_epoch": float(np.mean([h["epoch_seconds"] for h in self.history]))}
+                "seconds_per_epoch": float(np.mean([h["epoch_seconds"] for h in self.history])),
+                # refitted on the whole training part for this many epochs (absent: trainer.refit=false)
+                **({"refit_epochs": float(len(self.refit_history))} if self.refit_history else {})}
 
     def artifacts(self) -> dict[str, Any]:
-        return {"training_history": pd.DataFrame(self.history)}
+        return {"training_history": history_frame(self.history, self.refit_history)}

@@ -2,9 +2,15 @@
 supply the batches; a validation callback decides early stopping. The trainer does the rest.
 
     trainer = Trainer(TrainerConfig.from_mapping(cfg), seed, name="DMTL")
+    result = trainer.train(setup, model.loss, train, context)   # a model's fit; setup(rows, part) -> Prepared
+
+    # what ``train`` does: early stopping on the fold's validation part picks the epoch count, then
+    # (trainer.refit, the default) the model is rebuilt on the WHOLE training part and trained that long
     part = trainer.validation(train, context)          # the fold's validation part (carved once, by the fold)
-    result = trainer.fit(net, model.loss, RowSampler(fit_tensors),
-                         trainer.early_stopping(model.loss, val_tensors, context, part, model.predict), context)
+    net, sampler, validation = setup(part.fit, part)   # built on the fitting rows; validation on part.val
+    selected = trainer.fit(net, model.loss, sampler, validation, context)
+    net, sampler, _ = setup(train, None)               # rebuilt (seeded) on every training row
+    result = trainer.refit(net, model.loss, sampler, selected, context)
 
 The model interface is one function, ``loss(net, batch) -> (total, {name: part})`` (RecBole's
 ``calculate_loss``, with the network passed in so that an edited network trains as written):
@@ -25,6 +31,17 @@ on the device and read once per epoch: no per-row Python, no per-batch host sync
 ``SparseAdam`` for the embedding tables, see ``Optimizers``), early stopping restoring the best
 weights, per-epoch metrics (MLflow via ``FitContext``) and a progress bar, and the NaN/inf check.
 It knows nothing about groups, samplers' kinds or any one model.
+
+Refit (``trainer.refit``, default true; docs/protocol.md "Training (torch models)"): early stopping
+spends part of the training data on choosing the epoch count, while every baseline fits on all of it.
+So once the early-stopping phase has chosen ``best_epoch``, ``Trainer.train`` has the model rebuild its
+network, vocabularies and scalers on the whole training part (``setup(train, None)``, seeded as the
+first build) and trains it for exactly ``best_epoch`` epochs at the same batch size and learning rate,
+with a generator seeded as the first phase's; that network is the fitted model. ``trainer.refit=false``
+keeps the early-stopping weights (fitted on the fitting rows only), the behaviour before #23.
+Both phases are in ``FitResult`` (``history``: the early-stopping epochs, ``refit_history``: the
+refit's), logged per epoch (the refit's as ``refit_train_*``) and in the ``training_history`` artifact
+with a ``phase`` column (``history_frame``).
 """
 
 from __future__ import annotations
@@ -35,7 +52,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -140,6 +157,7 @@ class TrainerConfig:
     device: str = "auto"
     progress: bool = True
     sparse_embeddings: bool = False
+    refit: bool = True
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None, model: str = "model") -> "TrainerConfig":
@@ -160,7 +178,7 @@ class TrainerConfig:
             require(integer(key) and values[key] >= 1, f"trainer.{key}={values[key]} must be an integer >= 1")
         require(number("val_size") and 0.0 < values["val_size"] < 1.0,
                 f"trainer.val_size={values['val_size']} must be in (0, 1)")
-        for key in ("progress", "sparse_embeddings"):
+        for key in ("progress", "sparse_embeddings", "refit"):
             require(isinstance(values[key], bool), f"trainer.{key}={values[key]} must be true or false")
         require(not (values["sparse_embeddings"] and values["weight_decay"] > 0),
                 f"trainer.sparse_embeddings=true cannot apply trainer.weight_decay={values['weight_decay']} to the "
@@ -170,7 +188,8 @@ class TrainerConfig:
         return cls(lr=float(values["lr"]), weight_decay=float(values["weight_decay"]),
                    batch_size=int(values["batch_size"]), max_epochs=int(values["max_epochs"]),
                    patience=int(values["patience"]), val_size=float(values["val_size"]), device=str(values["device"]),
-                   progress=values["progress"], sparse_embeddings=values["sparse_embeddings"])
+                   progress=values["progress"], sparse_embeddings=values["sparse_embeddings"],
+                   refit=values["refit"])
 
 
 class ValidationLoss:
@@ -220,10 +239,37 @@ Validation = ValidationLoss | ValidationScore
 
 @dataclass
 class FitResult:
-    history: list[dict[str, float]]  # one row per epoch: epoch, train_*/val_* values, epoch_seconds
+    history: list[dict[str, float]]  # one row per early-stopping epoch: epoch, train_*/val_* values, epoch_seconds
     best_epoch: int
     batch_size: int                  # the batch and learning rate actually used (see Trainer.used_batch)
     lr: float
+    refit_history: list[dict[str, float]] = dataclasses.field(default_factory=list)  # the refit's epochs (train_*)
+
+    @property
+    def refitted(self) -> bool:
+        return bool(self.refit_history)
+
+
+class Prepared(NamedTuple):
+    """What a model's ``setup(rows, part)`` builds for one phase of a fit: its network (seeded, on the
+    trainer's device), the sampler over ``rows`` and, in the early-stopping phase, the validation
+    callback on ``part.val`` (None in the refit phase: there is no held-out part)."""
+
+    net: nn.Module
+    sampler: Sampler
+    validation: Validation | None
+
+
+# ``setup(rows, part)``: build the model on ``rows`` (the fitting rows of ``part``, or the whole training
+# part with ``part=None`` for the refit); see Trainer.train
+Setup = Callable[[pd.DataFrame, Holdout | None], Prepared]
+
+
+def history_frame(history: Sequence[Mapping[str, Any]], refit_history: Sequence[Mapping[str, Any]] = ()) -> pd.DataFrame:
+    """The ``training_history`` artifact: one row per epoch of both phases, ``phase`` first
+    (``early_stopping`` rows, then ``refit`` rows; a refit row has no val_* values)."""
+    rows = [{"phase": "early_stopping", **row} for row in history] + [{"phase": "refit", **row} for row in refit_history]
+    return pd.DataFrame(rows)
 
 
 def epoch_means(sums: dict[str, list]) -> dict[str, float]:
@@ -320,26 +366,9 @@ class Trainer:
                    disable=not self.config.progress, leave=False)
         for epoch in bar:
             started = time.perf_counter()
-            net.train()
-            sums: dict[str, list] = {}  # stream -> [names, summed values (device), examples]
-            for part in sampler.batches(batch, generator):
-                total, parts = loss(net, part)
-                optimizer.zero_grad()
-                total.backward()
-                optimizer.step()
-                values = torch.stack([*(p.detach() for p in parts.values()), total.detach()]) * len(part[0])
-                entry = sums.get(part.stream)
-                if entry is None:
-                    sums[part.stream] = [[*parts, "loss"], values, len(part[0])]
-                else:
-                    entry[1].add_(values)
-                    entry[2] += len(part[0])
-            row = {f"train_{k}": v for k, v in epoch_means(sums).items()}
+            row = self._epoch(net, loss, sampler, batch, generator, optimizer)
             row.update({f"val_{k}": v for k, v in validation(net).items()})
-            for key, value in row.items():
-                if not math.isfinite(value):
-                    raise TrainingError(f"{self.name} epoch {epoch}: {key} is {value}; training diverged, lower "
-                                        f"trainer.lr (now {self.config.lr}) {self.divergence_hint}".rstrip())
+            self._check_finite(row, epoch)
             row["epoch_seconds"] = time.perf_counter() - started
             history.append({"epoch": epoch, **row})
             context.log_metrics(row, epoch)
@@ -357,3 +386,72 @@ class Trainer:
         net.eval()
         log.info("%s: %d epochs, best epoch %d (%s %.4f)", self.name, len(history), best_epoch, monitor, sign * best)
         return FitResult(history, best_epoch, batch, lr)
+
+    def refit(self, net: nn.Module, loss: LossFunction, sampler: Sampler, selected: FitResult,
+              context: FitContext) -> FitResult:
+        """Train ``net`` (freshly built and seeded by the model on the whole training part) for exactly
+        ``selected.best_epoch`` epochs at the batch size and learning rate the early-stopping phase used,
+        shuffled by a generator seeded as that phase's: deterministic for a seed. Nothing is held out,
+        so there is no validation and no early stopping; every epoch is logged as ``refit_<name>``.
+        Returns ``selected`` with the refit's epochs as ``refit_history``; ``net`` holds the last epoch's
+        weights (the fitted model)."""
+        torch.set_num_threads(1)
+        epochs, batch, lr = selected.best_epoch, selected.batch_size, selected.lr
+        optimizer = Optimizers(net, self.device, lr, self.config.weight_decay, self.config.sparse_embeddings)
+        generator = torch.Generator().manual_seed(self.seed)
+        history: list[dict[str, float]] = []
+        bar = tqdm(range(1, epochs + 1), desc=f"{self.name} {context.dataset.name} refit", unit="epoch",
+                   disable=not self.config.progress, leave=False)
+        for epoch in bar:
+            started = time.perf_counter()
+            row = self._epoch(net, loss, sampler, batch, generator, optimizer)
+            self._check_finite(row, epoch, phase="refit ")
+            row["epoch_seconds"] = time.perf_counter() - started
+            history.append({"epoch": epoch, **row})
+            context.log_metrics({f"refit_{k}": v for k, v in row.items()}, epoch)
+            bar.set_postfix(train=f"{row['train_loss']:.4f}")
+        bar.close()
+        optimizer.restore()
+        net.eval()
+        log.info("%s: refitted on the whole training part (%d rows, fitting rows + validation part) for %d "
+                 "epochs, the early-stopping phase's best epoch (trainer.refit=true)", self.name, len(sampler), epochs)
+        return dataclasses.replace(selected, refit_history=history)
+
+    def train(self, setup: Setup, loss: LossFunction, train: pd.DataFrame, context: FitContext) -> FitResult:
+        """A torch model's whole fit, one path for every model and every caller (a job, a tuning trial,
+        tuning's final run): ``setup(part.fit, part)`` builds the model on the fitting rows of the fold's
+        validation part and early stopping on ``part.val`` picks the epoch count (``fit``); then, with
+        ``trainer.refit`` (the default), ``setup(train, None)`` rebuilds it on the whole training part and
+        ``refit`` trains it for that many epochs. ``trainer.refit=false``: the early-stopping weights."""
+        part = self.validation(train, context)
+        prepared = setup(part.fit, part)
+        selected = self.fit(prepared.net, loss, prepared.sampler, prepared.validation, context)
+        if not self.config.refit:
+            return selected
+        whole = setup(train, None)
+        return self.refit(whole.net, loss, whole.sampler, selected, context)
+
+    def _epoch(self, net: nn.Module, loss: LossFunction, sampler: Sampler, batch: int, generator: torch.Generator,
+               optimizer: Optimizers) -> dict[str, float]:
+        """One epoch over the sampler's batches: {train_<part>: mean per example, train_loss: ...}."""
+        net.train()
+        sums: dict[str, list] = {}  # stream -> [names, summed values (device), examples]
+        for part in sampler.batches(batch, generator):
+            total, parts = loss(net, part)
+            optimizer.zero_grad()
+            total.backward()
+            optimizer.step()
+            values = torch.stack([*(p.detach() for p in parts.values()), total.detach()]) * len(part[0])
+            entry = sums.get(part.stream)
+            if entry is None:
+                sums[part.stream] = [[*parts, "loss"], values, len(part[0])]
+            else:
+                entry[1].add_(values)
+                entry[2] += len(part[0])
+        return {f"train_{k}": v for k, v in epoch_means(sums).items()}
+
+    def _check_finite(self, row: Mapping[str, float], epoch: int, phase: str = "") -> None:
+        for key, value in row.items():
+            if not math.isfinite(value):
+                raise TrainingError(f"{self.name} {phase}epoch {epoch}: {key} is {value}; training diverged, lower "
+                                    f"trainer.lr (now {self.config.lr}) {self.divergence_hint}".rstrip())

@@ -165,7 +165,12 @@ def test_run_records_epochs_diagnostics_and_artifacts(synthetic_runs, tmp_path):
     attention = read_table(f"{folder}/attention_by_feature.parquet")
     assert sorted(attention["feature"]) == [f"genre_{j}" for j in range(8)]
     history = read_table(f"{folder}/training_history.parquet")
-    assert len(history) == epochs
+    # both phases: the early-stopping epochs, then the refit's best_epoch epochs on the whole training part
+    best = int(result.metrics["best_epoch"])
+    assert history["phase"].tolist() == ["early_stopping"] * epochs + ["refit"] * best
+    assert result.metrics["refit_epochs"] == best
+    refit = client.get_metric_history(result.run_id, "refit_train_loss")
+    assert sorted(h.step for h in refit) == list(range(1, best + 1))
     assert len(read_table(f"{folder}/predictions.parquet")) == len(result.predictions)
 
 

@@ -24,7 +24,8 @@ from models.neural_mf import NeuralMF
 
 REPO = Path(__file__).resolve().parent.parent
 TRAINER = {"lr": 0.003, "weight_decay": 0.0, "batch_size": 256, "max_epochs": 2, "patience": 3, "val_size": 0.1,
-           "device": "cpu", "progress": False, "sparse_embeddings": False}
+           "device": "cpu", "progress": False, "sparse_embeddings": False,
+           "refit": False}  # these tests read the early-stopping phase's state (the refit: tests/test_refit.py)
 SIZES = {"user_dim": 8, "item_dim": 8, "shared_dim": 8}
 
 

@@ -68,24 +68,35 @@ def _fit_both(make_cfg):
 
 
 def test_both_neural_models_train_through_the_shared_trainer(make_cfg, monkeypatch):
+    """Both phases of both models' fits run in the shared trainer: early stopping (Trainer.fit), then the
+    refit (Trainer.refit) of a freshly built network, which is the fitted model."""
     split, context, dmtl, mf = _fit_both(make_cfg)
     calls = []
-    original = trainer_module.Trainer.fit
+    original_fit, original_refit = trainer_module.Trainer.fit, trainer_module.Trainer.refit
 
     def recording_fit(self, net, loss, *args, **kwargs):
-        result = original(self, net, loss, *args, **kwargs)
-        calls.append((self.name, net, result))
+        result = original_fit(self, net, loss, *args, **kwargs)
+        calls.append(("fit", self.name, net, result))
+        return result
+
+    def recording_refit(self, net, loss, *args, **kwargs):
+        result = original_refit(self, net, loss, *args, **kwargs)
+        calls.append(("refit", self.name, net, result))
         return result
 
     monkeypatch.setattr(trainer_module.Trainer, "fit", recording_fit)
+    monkeypatch.setattr(trainer_module.Trainer, "refit", recording_refit)
     for model in (dmtl, mf):
         model.fit(split.train, context)
-    assert [(name, type(net).__name__) for name, net, _ in calls] == [("DMTL", "DMTLNetwork"),
-                                                                     ("NeuralMF", "NeuralMFNetwork")]
-    for model, (_, net, result) in zip((dmtl, mf), calls):
-        assert isinstance(model, (DMTL, NeuralMF)) and model.net is net
-        assert model.history is result.history and len(model.history) == 3
+    assert [(phase, name, type(net).__name__) for phase, name, net, _ in calls] == [
+        ("fit", "DMTL", "DMTLNetwork"), ("refit", "DMTL", "DMTLNetwork"),
+        ("fit", "NeuralMF", "NeuralMFNetwork"), ("refit", "NeuralMF", "NeuralMFNetwork")]
+    for model, (fit, refit) in zip((dmtl, mf), (calls[:2], calls[2:])):
+        assert isinstance(model, (DMTL, NeuralMF)) and model.net is refit[2] and refit[2] is not fit[2]
+        assert model.history is fit[3].history and len(model.history) == 3
+        assert model.refit_history is refit[3].refit_history and len(model.refit_history) == model.best_epoch
         assert {"train_loss", "val_loss", "train_rating_loss", "val_rating_loss", "epoch_seconds"} <= set(model.history[0])
+        assert {"train_loss", "train_rating_loss", "epoch_seconds"} <= set(model.refit_history[0])
 
 
 def test_same_seed_same_predictions_and_cold_pairs_get_the_mean(make_cfg):

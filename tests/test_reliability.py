@@ -541,3 +541,15 @@ def test_sqlite_store_commits_through_a_write_ahead_log(tmp_path: Path):
     with sqlite3.connect(tmp_path / "copy.db") as db:
         assert db.execute("select count(*) from runs where status = 'FINISHED'").fetchone()[0] == 3
         assert db.execute("select count(*) from metrics where key = 'x'").fetchone()[0] == 3
+
+
+def test_speed_without_reachable_data_is_one_line_and_exit_2(tmp_path: Path):
+    """python -m benchmark.speed on a data folder that holds nothing (no download): the one-line error every
+    other entry point gives, not a traceback (#23 item 6)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "GROUPBENCH_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "benchmark.speed", "--models", "svd", "--skip-pairwise",
+                           f"data.root={tmp_path / 'nothing'}", "data.download=false"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    lines = error_lines(done.stderr)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: dataset ml100k not found"), done.stderr

@@ -357,3 +357,25 @@ def test_k_grid_variants_stay_out_of_the_lambda_sweep():
                                     {"grouping.k": "50"}, {"grouping.k": "40"}, {"grouping.k": "40"}]})
     kept = modal_grouping(runs)
     assert kept.index.tolist() == [0, 1, 4, 5]
+
+
+def test_header_lists_the_runs_code_versions_and_flags_a_mix(tmp_path):
+    """The header names the git_commit tags of the runs used (not only the commit that built the report),
+    with their run counts, and warns when they differ (#23 item 5)."""
+    tracker = make_sweep(tmp_path)
+    jobs = tracker.client.search_runs([tracker.experiment_id], "tags.`groupbench.role` = 'job'")
+    for n, job in enumerate(sorted(jobs, key=lambda r: r.info.run_id)):
+        tracker.client.set_tag(job.info.run_id, "git_commit", "a" * 40 if n % 3 else "b" * 40 + "-dirty")
+    build(tracker, tmp_path / "mixed")
+    header = (tmp_path / "mixed" / "report.md").read_text().split("## ")[0]
+    n_b = len(range(0, len(jobs), 3))
+    assert (f"Code versions of the {len(jobs)} runs used (their `git_commit` tags): `{'a' * 40}` "
+            f"({len(jobs) - n_b} runs), `{'b' * 40}-dirty` ({n_b} runs).") in header
+    assert "**Warning: this report mixes 2 code versions**" in header and "`-dirty`" in header
+    assert "% Code versions of the" in (tmp_path / "mixed" / "main_table.tex").read_text()
+
+    for job in jobs:  # one version: listed, no warning
+        tracker.client.set_tag(job.info.run_id, "git_commit", "c" * 40)
+    build(tracker, tmp_path / "one")
+    header = (tmp_path / "one" / "report.md").read_text().split("## ")[0]
+    assert f"(their `git_commit` tags): `{'c' * 40}` ({len(jobs)} runs)." in header and "Warning" not in header

@@ -170,7 +170,8 @@ def test_a_model_early_stops_on_the_ranking_metric_its_context_hands_it():
     seen = []
     metric = RankingMetric("ndcg_at_5", lambda frame: seen.append(frame) or _ndcg(frame))
     trainer = {"lr": 0.01, "weight_decay": 0.0, "batch_size": 64, "max_epochs": 6, "patience": 6, "val_size": 0.2,
-               "device": "cpu", "progress": False, "sparse_embeddings": False}
+               "device": "cpu", "progress": False, "sparse_embeddings": False,
+               "refit": False}  # the kept weights are the early-stopping phase's (compared with its history below)
     model = NeuralMF(factors=4, trainer=trainer, seed=1)
     model.fit(split.train, FitContext(dataset, None, seed=1, fold=fold, ranking_metric=metric))
     history = [h["val_ndcg_at_5"] for h in model.history]

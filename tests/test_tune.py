@@ -123,15 +123,14 @@ def test_killed_study_resumes_without_rerunning_trials(make_cfg, tmp_path, monke
     monkeypatch.setattr(tune, "score_trial", lambda cfg, data: calls.append(1) or score(cfg, data))
     result = tune.run_study(cfg, tracker)
     assert len(calls) == 2 and result.trials_run == 2  # trials 2 and 3 only
-    done = tune.finished_trials(tracker, tune.study_key(cfg, tune.search_space("svd")))
+    done = tune.finished_trials(tracker, result.key)
     assert sorted(done) == [0, 1, 2, 3]
     best = min(done.values(), key=lambda t: t["value"])
     assert result.chosen == best["values"] and result.value == pytest.approx(best["value"])
     # the resumed study proposed what an uninterrupted one proposes: the same trial by trial, no repeats
     monkeypatch.setattr(tune, "score_trial", score)
     whole = tracker_at(tmp_path / "uninterrupted")
-    tune.run_study(cfg, whole)
-    uninterrupted = tune.finished_trials(whole, tune.study_key(cfg, tune.search_space("svd")))
+    uninterrupted = tune.finished_trials(whole, tune.run_study(cfg, whole).key)
     assert {n: t["values"] for n, t in done.items()} == {n: t["values"] for n, t in uninterrupted.items()}
     assert len({json.dumps(t["values"], sort_keys=True) for t in done.values()}) == 4
 
@@ -197,7 +196,7 @@ def test_trial_zero_is_the_untuned_configuration(make_cfg, tmp_path):
     cfg = make_cfg("dataset=synthetic", "model=svd", "tune.enabled=true", "tune.trials=3")
     tracker = tracker_at(tmp_path)
     result = tune.run_study(cfg, tracker)
-    done = tune.finished_trials(tracker, tune.study_key(cfg, tune.search_space("svd")))
+    done = tune.finished_trials(tracker, result.key)
     assert done[0]["values"] == {"model.params.n_factors": 100, "model.params.n_epochs": 20,
                                  "model.params.lr_all": 0.005, "model.params.reg_all": 0.02}
     assert result.value <= done[0]["value"]
@@ -221,3 +220,59 @@ def test_trial_zero_brings_defaults_into_the_range_or_gives_up(make_cfg):
     values, _ = tune.default_trial(cfg, {"trainer.batch_size": IntDistribution(16, 64),
                                          "trainer.lr": FloatDistribution(0.01, 0.1)})
     assert values == {"trainer.batch_size": 64, "trainer.lr": 0.01}
+
+
+def scrambled_fold(number: int):
+    """split.kfold on the same ratings with those of fold ``number``'s test rows replaced by random ones,
+    wherever those rows are (its test part, the other folds' training parts): the folds are dealt by
+    user and row order only, so every fold keeps its rows."""
+    kfold = benchmark.protocol.split.kfold
+
+    def wrapper(ratings, **kwargs):
+        rows = kfold(ratings.assign(row=np.arange(len(ratings))), **kwargs)[number].test["row"].to_numpy()
+        edited = ratings.copy()
+        edited.loc[edited.index[rows], "rating"] = np.random.default_rng(7).integers(1, 6, len(rows)).astype(float)
+        return kfold(edited, **kwargs)
+    return wrapper
+
+
+def fold_objectives(tracker: Tracker, n_folds: int) -> dict[int, list[float]]:
+    """fold -> the objectives (by trial number) of the study whose choice that fold's final model used."""
+    (final,) = runs_with(tracker, "job")
+    tags = final.data.tags
+    studies = (json.loads(tags["tuned.study_run_ids"]) if "tuned.study_run_ids" in tags
+               else {str(f): tags["tuned.study_run_id"] for f in range(n_folds)})  # one study for every fold
+    out = {}
+    for fold, study in studies.items():
+        trials = tracker.client.search_runs([tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{study}' "
+                                                                     f"and tags.`groupbench.role` = 'trial'")
+        out[int(fold)] = [t.data.metrics["objective"] for t in sorted(trials, key=lambda t: int(t.data.tags["tuned.trial"]))]
+    return out
+
+
+@pytest.mark.slow
+def test_kfold_tunes_each_fold_on_its_own_training_part(make_cfg, tmp_path, monkeypatch):
+    """No test row reaches any tuning under k-fold: scrambling fold 1's test ratings changes none of the
+    trial objectives behind fold 1's choice (before #23 the one study tuned on fold 0's training part,
+    which holds fold 1's test rows, and its choice was tested on every fold)."""
+    overrides = ("dataset=synthetic", "model=svd", "split=kfold", "split.n_folds=3", "tune.enabled=true",
+                 "tune.trials=2", "cache.enabled=false")
+    plain = tracker_at(tmp_path / "plain")
+    result = tune.run_tuned(make_cfg(*overrides), plain)
+    before = fold_objectives(plain, 3)
+
+    monkeypatch.setattr(benchmark.protocol.split, "kfold", scrambled_fold(1))
+    scrambled = tracker_at(tmp_path / "scrambled")
+    result2 = tune.run_tuned(make_cfg(*overrides), scrambled)
+    after = fold_objectives(scrambled, 3)
+    assert after[1] == before[1], "fold 1's tuning read fold 1's test ratings"
+    assert after[0] != before[0] and after[2] != before[2], "the scramble missed the other folds' training parts"
+    # one study per fold, and each fold was fitted with its own study's choice
+    assert len(runs_with(plain, "study")) == 3 and len(runs_with(plain, "trial")) == 6
+    chosen = json.loads(plain.client.get_run(result.run_id).data.tags["tuned.chosen"])
+    assert sorted(chosen) == ["fold0", "fold1", "fold2"] and len(result.models) == 3
+    for fold, model in enumerate(result.models):
+        assert model.algorithm.n_factors == chosen[f"fold{fold}"]["model.params.n_factors"]
+    fold1_rmse = [tracker.client.get_run(r.run_id).data.metrics["fold1_rmse"] for tracker, r in
+                  ((plain, result), (scrambled, result2))]
+    assert abs(fold1_rmse[1] - fold1_rmse[0]) > 0.05, "the scramble missed fold 1's test part"

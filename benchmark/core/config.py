@@ -17,13 +17,16 @@ from benchmark.core.errors import GroupbenchError
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout (or the installed tree) holding conf/
 CONF = REPO / "conf"
+SEARCH_DIR = CONF / "search"  # a model's search space for tuning: conf/search/<model>.yaml
 
-# Config keys that decide a result; the rest (paths, tracking, sweep bookkeeping) do not.
+# Config keys that decide a result; the rest (paths, tracking, sweep bookkeeping) do not. The top-level
+# ``trainer`` decides through ``model.trainer`` (``${trainer}``) for the models that read it, and
+# ``tune`` joins the hash of a job that tunes (``config_hash``). What is deliberately left out, and
+# why: tests/test_config_hash.py (HASH_EXCLUDED), which perturbs every other key of every model.
 RESULT_KEYS = ("seed", "dataset", "split", "grouping", "model", "eval")
 # A model config's display block (names, the paper's numbers: benchmark/core/models_meta.py). It decides
 # no result: never hashed, never logged as a param, never passed to the model.
 MODEL_META = "meta"
-
 
 def instantiate(node, *args, **kwargs):
     """Hydra's instantiate, re-raising our own one-line errors instead of Hydra's wrapper."""
@@ -62,12 +65,32 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
+def search_space_file(model: str) -> dict[str, Any]:
+    """``conf/search/<model>.yaml`` as a plain dict ({} when the model has none)."""
+    path = SEARCH_DIR / f"{model}.yaml"
+    if not path.exists():
+        return {}
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+
+
+def tunes(cfg: DictConfig) -> bool:
+    """True when the job tunes before its final run: ``tune.enabled`` and a search space for its model."""
+    return bool(OmegaConf.select(cfg, "tune.enabled", default=False)) and \
+        bool(search_space_file(str(OmegaConf.select(cfg, "model.name", default=""))))
+
+
 def config_hash(cfg: DictConfig) -> str:
-    """sha256 of the resolved result-deciding config: equal hashes mean the same experiment."""
-    resolved = without_meta(to_container(cfg))  # names and published numbers decide nothing
+    """sha256 of the resolved result-deciding config: equal hashes mean the same experiment (with the
+    data's sha256, the key a sweep resumes and dedupes by). A job that tunes (``tunes``) adds every
+    ``tune.*`` key and its model's search space, which decide what it computes; an untuned job's hash
+    is unchanged by them (it reads neither). A model's ``meta`` (names, published numbers) decides nothing."""
+    resolved = without_meta(to_container(cfg))
     relevant = {key: resolved.get(key) for key in RESULT_KEYS}
     if isinstance(relevant.get("model"), dict) and isinstance(relevant["model"].get("trainer"), dict):
         relevant["model"]["trainer"].pop("progress", None)  # a progress bar changes no result
+    if tunes(cfg):
+        relevant["tune"] = resolved.get("tune")
+        relevant["search_space"] = search_space_file(str(cfg.model.name))
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

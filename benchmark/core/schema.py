@@ -93,6 +93,7 @@ RULES: dict[str, Rule] = {
     "trainer.val_size": Rule(float, low=0, high=1, low_open=True, high_open=True),
     "trainer.progress": BOOL,
     "trainer.sparse_embeddings": BOOL,
+    "trainer.refit": BOOL,
     "trainer.device": Rule(str, fix="use auto, cpu or cuda"),
     "split.test_size": Rule(float, low=0, high=1, low_open=True, high_open=True),
     "split.n_folds": Rule(int, low=2),

@@ -34,6 +34,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmark.core.errors import GroupbenchError, TrackingError
 from benchmark.report.collect import Collected, collect, sweep_seed_count
+from benchmark.report.commits import commit_lines
 from benchmark.report.context import Context
 from benchmark.report.format import Provenance, read_csv
 from benchmark.report.results import safe_name
@@ -67,7 +68,7 @@ def build_report(client, experiment: str, uri: str, out: Path, prov: Provenance,
     show_n = not same_n(main_section.real_rows(main), MAIN_COLUMNS, col.k, col.expected_seeds)
     ctx = Context(client=client, uri=uri, experiment=experiment, col=col, main=main, out=out, prov=prov,
                   trials=tuned_trials(col.runs), show_n=show_n,
-                  header=header.header_lines(client, col.parent_run_id))
+                  header=header.header_lines(client, col.parent_run_id) + commit_lines(col.runs))  # runs' code
     md = [line for section in SECTIONS for line in section(ctx)]
     (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     ctx.written.insert(0, out / "report.md")

@@ -129,7 +129,7 @@ def _expected_seeds(parents: list, cell_seeds: pd.Series) -> tuple[int, str]:
 def job_table(jobs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """``mlflow.search_runs``' frame of job runs -> one row per run: run_id, status, start_time (ms),
     config_hash, model, dataset, seed, signature (the configuration minus seed and dataset), config,
-    tuned_trials, tuned_chosen, error, eval_k, dataset_sha256, the swept columns, then the metrics."""
+    tuned_trials, tuned_chosen, error, eval_k, dataset_sha256, git_commit, the swept columns, then the metrics."""
     def column(name: str, default=None) -> pd.Series:
         values = jobs[name] if name in jobs else pd.Series(None, index=jobs.index, dtype=object)
         return values.map(lambda v: v if _given(v) else default)
@@ -155,7 +155,7 @@ def job_table(jobs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
                       for m, t, c in zip(model, tuned, configs)],
         "config": configs, "tuned_trials": tuned, "tuned_chosen": column("tags.tuned.chosen", ""),
         "error": column("tags.error", ""), "eval_k": column("params.eval.k"),
-        "dataset_sha256": column("tags.dataset_sha256", ""),
+        "dataset_sha256": column("tags.dataset_sha256", ""), "git_commit": column("tags.git_commit", ""),
     }, index=jobs.index)
     for swept in models_meta.swept_params():
         values = column(f"params.{swept.param}")

@@ -11,7 +11,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
@@ -83,13 +83,15 @@ def build_tracker(cfg: DictConfig) -> Tracker:
 
 def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | None = None,
         tags: dict[str, str] | None = None, claim: bool | None = None,
-        stages: Callable[[], Stages] = Stages) -> JobResult:
+        stages: Callable[[], Stages] = Stages, fold_configs: Mapping[int, DictConfig] | None = None) -> JobResult:
     """Run one job and log it as one MLflow run (FAILED, with the error, if anything raises).
 
     ``claim`` (sweep jobs): once the data hash is known, claim (config hash, data hash) or stop as a
     duplicate (:class:`benchmark.tracking.claims.AlreadyClaimed`); True also yields to FINISHED runs (resume).
     ``stages`` makes the job's stage timer: a tool measuring more per stage passes its own
-    (``benchmark.timing.MeteredStages``: peak memory too) instead of patching this module."""
+    (``benchmark.timing.MeteredStages``: peak memory too) instead of patching this module.
+    ``fold_configs``: fold number -> the config whose ``model`` that fold fits (k-fold tuning: each fold's
+    own choice, benchmark/sweeps/tune.py); the rest of the job follows ``cfg``."""
     tracker = tracker or build_tracker(cfg)
     base_tags = {"groupbench.role": "job", "config_hash": config_hash(cfg), "git_commit": git_commit(),
                  "model": cfg.model.name,
@@ -108,6 +110,8 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
             logger.log_params(provenance.run_params(cfg, RESULT_KEYS))
             logger.log_artifacts({"config.yaml": OmegaConf.to_yaml(cfg, resolve=True)})
         validate(cfg)
+        for fold_cfg in (fold_configs or {}).values():
+            validate(fold_cfg)
         saved_models.policy(cfg.get("artifacts"))
         build_model(cfg.model, seed=cfg.seed)  # validates the model's config before any data work
         protocol = ProtocolCache(cfg)
@@ -130,7 +134,8 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
         fold_metrics, frames, tables = [], [], {}
         for split in splits:
             metrics, frame, fold_tables = run_fold(cfg, dataset, split, logger, n_folds=len(splits),
-                                                   stage=stage, protocol=protocol, models=models)
+                                                   stage=stage, protocol=protocol, models=models,
+                                                   model_cfg=(fold_configs or {}).get(split.fold))
             fold_metrics.append(metrics)
             frames.append(frame)
             for name, table in fold_tables.items():
@@ -153,13 +158,13 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
 
 
 def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int, stage: Stages | None = None,
-             protocol: ProtocolCache | None = None, models: list | None = None):
+             protocol: ProtocolCache | None = None, models: list | None = None, model_cfg: DictConfig | None = None):
     prefix = f"fold{split.fold}_" if n_folds > 1 else ""
     stage = stage or Stages()
     with stage("grouping"):
         make_groups = lambda: instantiate(cfg.grouping)(dataset, split.train, seed=cfg.seed)  # noqa: E731
         groups = protocol.groups(split.fold, make_groups) if protocol is not None else make_groups()
-    model = build_model(cfg.model, seed=cfg.seed)
+    model = build_model((model_cfg if model_cfg is not None else cfg).model, seed=cfg.seed)
 
     def log_epoch(values: dict[str, float], step: int | None = None) -> None:
         logger.log_metrics({f"{prefix}{k}": v for k, v in values.items()}, step=step)

@@ -16,7 +16,11 @@ A tuned job is one (model, dataset, seed). With the seed's split:
    part and evaluated on test by the ordinary runner (one ``groupbench.role=job`` run).
 
 Every seed has its own study: a configuration chosen on seed 0's data would have seen ratings that
-are in seed 1's test part. Models without a search space skip the study and run once.
+are in seed 1's test part. For the same reason, under ``split=kfold`` every fold has its own study,
+on that fold's own training part (the other folds' training parts hold its test rows), and the final
+run evaluates each fold with its own study's choice (``run(..., fold_configs=...)``); the cost is
+``split.n_folds`` studies per job instead of one. Models without a search space skip the study and
+run once.
 
 MLflow: the study is a run (``groupbench.role=study``) with one child per trial
 (``groupbench.role=trial``, never a result) and the final run as a child; the chosen values are
@@ -41,7 +45,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from benchmark.core.config import CONF, build_model, config_hash, instantiate
+from benchmark.core.config import SEARCH_DIR, build_model, config_hash, instantiate, search_space_file
 from benchmark.core.errors import ConfigError, require
 from benchmark.evaluation.base import checked_predictions
 from benchmark.evaluation.metrics import summarize
@@ -53,7 +57,6 @@ from models.base import FitContext
 
 log = logging.getLogger("benchmark.sweeps.tune")
 
-SEARCH_DIR = CONF / "search"
 METRICS = ("val_rmse", "val_mae", "val_ndcg_at_{k}", "val_precision_at_{k}", "val_recall_at_{k}")
 
 
@@ -64,9 +67,7 @@ METRICS = ("val_rmse", "val_mae", "val_ndcg_at_{k}", "val_precision_at_{k}", "va
 def search_space(model: str) -> dict[str, dict[str, Any]]:
     """``conf/search/<model>.yaml``: dotted config key -> {type: int|float|categorical, ...}; {} if none."""
     path = SEARCH_DIR / f"{model}.yaml"
-    if not path.exists():
-        return {}
-    space = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+    space = search_space_file(model)  # the file the config hash of a tuned job reads too
     for key, spec in space.items():
         require(isinstance(spec, dict) and spec.get("type") in ("int", "float", "categorical"),
                 f"{path}: {key} needs type int, float or categorical")
@@ -118,11 +119,18 @@ class TuningData:
         return self.fold.test
 
 
-def tuning_data(cfg: DictConfig) -> TuningData:
-    """The seed's training part, split into fitting and validation rows by its fold; test is dropped unread."""
-
+def load(cfg: DictConfig) -> tuple[Any, list]:
+    """The job's dataset and its split (a list of folds, one for a hold-out), made as the runner makes them."""
     dataset = instantiate(cfg.dataset.loader, root=cfg.data.root, download=cfg.data.download, verify=cfg.data.verify)
-    split = instantiate(cfg.split)(dataset.ratings, seed=cfg.seed)[0]  # k-fold: tuned on fold 0
+    return dataset, instantiate(cfg.split)(dataset.ratings, seed=cfg.seed)
+
+
+def tuning_data(cfg: DictConfig, loaded: tuple[Any, list] | None = None, fold_number: int = 0) -> TuningData:
+    """The training part of fold ``fold_number`` of the seed's split, split into fitting and validation
+    rows by its fold; its test part is dropped unread (under k-fold, each fold is tuned on its own)."""
+
+    dataset, splits = loaded if loaded is not None else load(cfg)
+    split = splits[fold_number]
     fold = Fold.from_split(split, seed=int(cfg.seed))
     require(not fold.validation(float(cfg.tune.val_size)).empty,
             f"tune.val_size={cfg.tune.val_size} leaves no validation rows")
@@ -155,14 +163,17 @@ def objective(cfg: DictConfig) -> tuple[str, str]:
 # the study
 
 
-def study_key(cfg: DictConfig, space: dict) -> str:
-    """Same key = same study: the job's result-deciding config, the tuning settings, the space."""
+def study_key(cfg: DictConfig, space: dict, data_sha256: str, fold: int | None = None) -> str:
+    """Same key = same study: the job's result-deciding config, the tuning settings, the space, and the
+    data's sha256 (as a job's result is keyed: a study on other, e.g. edited, data is another study);
+    ``fold``: the fold a k-fold job's study tunes on (None for a hold-out: its one study)."""
 
     tune = {k: cfg.tune[k] for k in ("trials", "metric", "val_size", "sampler_seed")}
     # "trial0", "sampler": studies since trial 0 became the defaults and each trial got its own seeded
     # sampler (an older study's trials are not mixed in)
     blob = json.dumps({"job": config_hash(cfg), "tune": OmegaConf.to_container(OmegaConf.create(tune)),
-                       "space": space, "trial0": "defaults", "sampler": "per trial"}, sort_keys=True, default=str)
+                       "space": space, "data": data_sha256, "trial0": "defaults", "sampler": "per trial",
+                       **({"fold": int(fold)} if fold is not None else {})}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -235,11 +246,15 @@ class StudyResult:
     value: float
     trials_run: int
     tuning_seconds: float
+    key: str = ""                 # its study_key (tag tuned.study_key of the study and its trials)
 
 
 def run_study(cfg: DictConfig, tracker, parent_run_id: str | None = None,
-              tags: dict[str, str] | None = None) -> StudyResult:
-    """Run (or finish) the study of one job; returns the chosen values. Never reads the test part."""
+              tags: dict[str, str] | None = None, loaded: tuple[Any, list] | None = None,
+              fold_number: int = 0) -> StudyResult:
+    """Run (or finish) the study of one job (of fold ``fold_number`` under k-fold, on that fold's own
+    training part); returns the chosen values. Never reads a test part. ``loaded``: the job's
+    (dataset, split) when the caller has them (``load``)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -249,10 +264,14 @@ def run_study(cfg: DictConfig, tracker, parent_run_id: str | None = None,
     require(trials >= 1, f"tune.trials={cfg.tune.trials} must be >= 1")
     metric, direction = objective(cfg)
     dists = distributions(space)
-    key = study_key(cfg, space)
-    name = f"study:{cfg.model.name}/{cfg.dataset.name}/seed{cfg.seed}"
-    study_tags = {"groupbench.role": "study", "tuned.study_key": key, "model": str(cfg.model.name),
-                  "dataset": str(cfg.dataset.name), "seed": str(cfg.seed), **(tags or {})}
+    loaded = loaded if loaded is not None else load(cfg)
+    per_fold = len(loaded[1]) > 1  # k-fold: one study per fold
+    key = study_key(cfg, space, loaded[0].sha256, fold_number if per_fold else None)
+    name = f"study:{cfg.model.name}/{cfg.dataset.name}/seed{cfg.seed}" + (f"/fold{fold_number}" if per_fold else "")
+    fold_tag = {"tuned.fold": str(fold_number)} if per_fold else {}
+    study_tags = {"groupbench.role": "study", "tuned.study_key": key, "dataset_sha256": loaded[0].sha256,
+                  "model": str(cfg.model.name),
+                  "dataset": str(cfg.dataset.name), "seed": str(cfg.seed), **fold_tag, **(tags or {})}
     with tracker.run(name, tags=study_tags, parent_run_id=parent_run_id) as study_log:
         study_log.log_params({"tune.trials": trials, "tune.metric": metric, "tune.val_size": cfg.tune.val_size,
                               "tune.sampler": "optuna.TPESampler, seeded per trial (trial_sampler)",
@@ -268,7 +287,7 @@ def run_study(cfg: DictConfig, tracker, parent_run_id: str | None = None,
         reused = len(study.trials)
         if reused:
             log.info("%s: %d of %d trials already FINISHED, resuming", name, reused, trials)
-        data = tuning_data(cfg) if reused < trials else None
+        data = tuning_data(cfg, loaded, fold_number) if reused < trials else None
         defaults, moved = default_trial(cfg, dists)
         if defaults is None:
             log.warning("%s: trial 0 cannot be the defaults (%s); every trial is sampled", name, "; ".join(moved))
@@ -285,7 +304,7 @@ def run_study(cfg: DictConfig, tracker, parent_run_id: str | None = None,
             trial_tags = {"groupbench.role": "trial", "tuned.study_key": key, "tuned.trial": str(number),
                           "tuned.defaults": str(defaults is not None and number == 0 and not reused).lower(),
                           "tuned.values": json.dumps(values), "model": str(cfg.model.name),
-                          "dataset": str(cfg.dataset.name), "seed": str(cfg.seed)}
+                          "dataset": str(cfg.dataset.name), "seed": str(cfg.seed), **fold_tag}
             label = " ".join(f"{k.split('.')[-1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
                              for k, v in values.items())
             started = time.perf_counter()
@@ -316,7 +335,7 @@ def run_study(cfg: DictConfig, tracker, parent_run_id: str | None = None,
         log.info("%s: best %s=%.4f with %s (%d trials, %.1f s)", name, metric, best.value, best.params,
                  len(study.trials), seconds)
         return StudyResult(study_log.run_id, dict(best.params), float(best.value), len(study.trials) - reused,
-                           seconds)
+                           seconds, key)
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,21 +347,44 @@ def tuning(cfg: DictConfig) -> bool:
 
 
 def run_tuned(cfg: DictConfig, tracker=None, parent_run_id: str | None = None, tags: dict[str, str] | None = None):
-    """Tune on validation data, then refit the chosen configuration on the training part and test it."""
+    """Tune on validation data, then refit the chosen configuration on the training part and test it.
+    Under k-fold, each fold is tuned on its own training part and tested with its own choice."""
 
     tracker = tracker or build_tracker(cfg)
     tags = dict(tags or {})
     grid_hash = config_hash(cfg)  # the sweep's job before tuning: a rerun skips it once its final run finished
-    if not search_space(str(cfg.model.name)):
+    space = search_space(str(cfg.model.name))
+    if not space:
         return run(cfg, tracker, parent_run_id, {**tags, "groupbench.grid_hash": grid_hash, "tuned.trials": "0"})
-    study = run_study(cfg, tracker, parent_run_id, {k: v for k, v in tags.items() if not k.startswith("varies.")})
-    final_tags = {**tags, "groupbench.grid_hash": grid_hash, "tuned.study_run_id": study.run_id,
-                  "tuned.chosen": json.dumps(study.chosen, sort_keys=True), "tuned.trials": str(cfg.tune.trials),
-                  "tuned.metric": str(cfg.tune.metric),
-                  **{f"varies.{k}": (f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in study.chosen.items()}}
-    result = run(apply(cfg, study.chosen), tracker, study.run_id, final_tags)
-    RunLogger(tracker.client, result.run_id).log_metrics({"tuning_seconds": study.tuning_seconds,
-                                                          f"tuned_best_{objective(cfg)[0]}": study.value})
+    loaded = load(cfg)
+    study_tags = {k: v for k, v in tags.items() if not k.startswith("varies.")}
+    metric = objective(cfg)[0]
+    final_tags = {**tags, "groupbench.grid_hash": grid_hash, "tuned.trials": str(cfg.tune.trials),
+                  "tuned.metric": str(cfg.tune.metric)}
+    if len(loaded[1]) == 1:  # a hold-out: one study, its choice refit and tested
+        study = run_study(cfg, tracker, parent_run_id, study_tags, loaded)
+        final_tags.update({"tuned.study_run_id": study.run_id, "tuned.chosen": json.dumps(study.chosen, sort_keys=True),
+                           **{f"varies.{k}": (f"{v:.4g}" if isinstance(v, float) else str(v))
+                              for k, v in study.chosen.items()}})
+        result = run(apply(cfg, study.chosen), tracker, study.run_id, final_tags)
+        RunLogger(tracker.client, result.run_id).log_metrics({"tuning_seconds": study.tuning_seconds,
+                                                              f"tuned_best_{metric}": study.value})
+        return result
+    # k-fold: fold f's study tunes on fold f's training part only (the other folds' training parts hold
+    # its test rows); the final run fits and tests fold f with fold f's choice
+    outside = sorted(key for key in space if not key.startswith(("model.", "trainer.")))
+    require(not outside, f"conf/search/{cfg.model.name}.yaml searches {outside}: under split=kfold each fold is "
+                         f"tuned on its own, and only model.* / trainer.* keys may differ between folds")
+    studies = {split.fold: run_study(cfg, tracker, parent_run_id, study_tags, loaded, split.fold)
+               for split in loaded[1]}
+    final_tags.update({"tuned.study_run_ids": json.dumps({str(f): s.run_id for f, s in studies.items()}),
+                       "tuned.chosen": json.dumps({f"fold{f}": s.chosen for f, s in studies.items()}, sort_keys=True)})
+    result = run(cfg, tracker, parent_run_id, final_tags,
+                 fold_configs={f: apply(cfg, s.chosen) for f, s in studies.items()})
+    RunLogger(tracker.client, result.run_id).log_metrics({
+        "tuning_seconds": sum(s.tuning_seconds for s in studies.values()),
+        f"tuned_best_{metric}": sum(s.value for s in studies.values()) / len(studies),
+        **{f"fold{f}_tuned_best_{metric}": s.value for f, s in studies.items()}})
     return result
 
 
