@@ -41,6 +41,8 @@ HASH_EXCLUDED = {
     "artifacts.": "which tables and model pickle are written, and their format: no metric depends on them",
     "tracking.": "where the run is logged",
     "trainer.progress": "a progress bar",
+    "model.meta.": "how reports name and group the model (display name, swept columns, published numbers); "
+                   "never passed to the model (benchmark.core.config.build_model)",
 }
 # Keys left out only in some configurations (checked below in those configurations):
 CONDITIONAL = {
