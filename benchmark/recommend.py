@@ -30,7 +30,7 @@ from benchmark.core.config import instantiate
 from benchmark.core.errors import ConfigError, DataError, GroupbenchError, TrackingError
 from benchmark.evaluation.groups import AGGREGATIONS, aggregate, member_predictions
 from benchmark.tracking.artifacts import download_table
-from benchmark.tracking.saved_models import ARTIFACT, deserialize
+from benchmark.tracking.saved_models import ARTIFACT, SHA256_TAG, deserialize
 from benchmark.tracking.tracker import resolve_uri
 
 log = logging.getLogger("benchmark.recommend")
@@ -62,7 +62,8 @@ def load_run(client, run_id: str, workdir: Path, data_root: str | None = None) -
         raise ConfigError(f"run {run_id} has no saved model ({run.data.tags.get('model_artifact', ARTIFACT + ' missing')}); "
                           f"rerun its configuration with artifacts.save_model=true")
     config = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", str(workdir)))
-    model = deserialize(Path(client.download_artifacts(run_id, ARTIFACT, str(workdir))).read_bytes())
+    model = deserialize(Path(client.download_artifacts(run_id, ARTIFACT, str(workdir))).read_bytes(),
+                        run.data.tags.get(SHA256_TAG), where=f"{ARTIFACT} of run {run_id}")
     root = data_root or None
     dataset = instantiate(config.dataset.loader, root=root if root is not None else config.data.root,
                           download=False, verify=True)
