@@ -31,7 +31,7 @@ from benchmark.core.errors import ConfigError, DataError, GroupbenchError, Track
 from benchmark.evaluation.groups import AGGREGATIONS, aggregate, member_predictions
 from benchmark.tracking.artifacts import download_table
 from benchmark.tracking.saved_models import ARTIFACT, SHA256_TAG, deserialize
-from benchmark.tracking.tracker import resolve_uri
+from benchmark.tracking.tracker import existing_store
 
 log = logging.getLogger("benchmark.recommend")
 
@@ -148,13 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from mlflow.tracking import MlflowClient
 
-
         if args.k < 1:
             raise ConfigError(f"--k {args.k} must be >= 1")
-        uri = resolve_uri(args.tracking_uri)
-        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-            raise TrackingError(f"tracking store {uri} does not exist; pass --tracking-uri (the store the run was "
-                                f"logged to)")
+        uri = existing_store(args.tracking_uri)
         client = MlflowClient(tracking_uri=uri)
         with tempfile.TemporaryDirectory() as tmp:
             run = load_run(client, args.run, Path(tmp), args.data_root or os.environ.get("GROUPBENCH_DATA"))
