@@ -57,6 +57,9 @@ def bad_inputs(tmp: Path) -> list[tuple[str, list[str], dict, str | None]]:
         # whole files with one row changed: the row count is right, the value is not
         "range": _ml100k_with(tmp / "range", "".join(real[:4]) + "1\t2\t9\t881250949\n" + "".join(real[5:])),
         "user": _ml100k_with(tmp / "user", "".join(real[:4]) + "5000\t2\t3\t881250949\n" + "".join(real[5:])),
+        # line 6 rates line 1's (user, item) pair again; the row count stays 100,000
+        "duplicate": _ml100k_with(tmp / "duplicate", "".join(real[:5]) + "\t".join(real[0].split("\t")[:2])
+                                  + "\t4\t881250949\n" + "".join(real[6:])),
     }
     ml = ["model=svd", "dataset=ml100k", "data.verify=false", "data.download=false"]
     cases = [
@@ -102,7 +105,20 @@ def bad_inputs(tmp: Path) -> list[tuple[str, list[str], dict, str | None]]:
         ("eval.group.aggregations=[foo]", [*SVD, "eval.group.aggregations=[foo]"], {}, "eval.group.aggregations"),
         ("split.test_size=2", [*SVD, "split.test_size=2"], {}, "split.test_size=2"),
         ("split.n_folds=1", [*SVD, "split=kfold", "split.n_folds=1"], {}, "split.n_folds=1"),
-        ("synthetic n_groups=0", [*SVD, "dataset.loader.n_groups=0"], {}, "dataset.n_groups=0"),
+        ("synthetic n_groups=0", [*SVD, "dataset.loader.n_groups=0"], {}, "dataset.loader.n_groups=0"),
+        # issue 28, item 6: values that used to pass the schema
+        ("tune.enabled=maybe", [*SVD, "tune.enabled=maybe"], {}, "tune.enabled='maybe' must be true or false"),
+        ("eval.full_catalogue=maybe", [*SVD, "eval.full_catalogue=maybe"], {}, "eval.full_catalogue='maybe'"),
+        ("cache.enabled=maybe", [*SVD, "cache.enabled=maybe"], {}, "cache.enabled='maybe'"),
+        ("seed=2**32", [*SVD, f"seed={2**32}"], {}, f"seed={2**32} must be an integer >= 0 and <= {2**32 - 1}"),
+        ("tune.sampler_seed=-1", [*SVD, "tune.sampler_seed=-1"], {}, "tune.sampler_seed=-1"),
+        ("tune.val_size=2", [*SVD, "tune.val_size=2"], {}, "tune.val_size=2 must be"),
+        ("tune.trials=0", [*SVD, "tune.trials=0"], {}, "tune.trials=0"),
+        ("synthetic noise=nan", [*SVD, "dataset.loader.noise=nan"], {}, "dataset.loader.noise=nan"),
+        ("u.data duplicate pair, verify off", [*ml, f"data.root={roots['duplicate']}"], {},
+         "line 6: field 'item' is"),
+        ("tracking.uri unwritable", [*SVD, "tracking.uri=sqlite:////proc/groupbench/mlflow.db"], {},
+         "tracking store /proc/groupbench/mlflow.db: cannot create its folder"),
         # divergence: a learning rate far too high trains to garbage without a NaN
         ("trainer.lr=1e6 diverges", [*DMTL, "trainer.lr=1e6"], {}, "dmtl diverged"),
         # data
