@@ -6,12 +6,18 @@ come from ``conf/model/lenskit_<name>.yaml``. Predictions come from LensKit's ow
 pairs the scorer leaves unscored (k-NN: too few neighbours; unknown users or items) get
 LensKit's ``BiasScorer`` prediction, so every model is scored on every test pair. One LensKit
 call per user. Predictions are clipped to the rating scale, like Surprise's.
+
+Configuration: each LensKit component declares its own (a pydantic model, the scorer's
+``config_class()``), which validates ``model.config`` on construction; its first complaint becomes
+the one-line ``model.config.<key>=<value>: <what pydantic says>; <fix>``. The wrapper's own keys
+are :class:`LenskitSettings`.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,7 +25,30 @@ import pandas as pd
 from hydra.utils import get_class
 
 from benchmark.core.errors import ConfigError
+from benchmark.core.schema import BOOL, Rule, Settings, setting, shown
 from models.base import FitContext, Recommender
+
+
+@dataclass(frozen=True)
+class LenskitSettings(Settings):
+    """The wrapper's keys of conf/model/lenskit_*.yaml (the scorer's own are its pydantic config)."""
+
+    scorer: str = setting(Rule(str, fix="use a dotted LensKit scorer class such as lenskit.knn.ItemKNNScorer"))
+    fallback: bool = setting(BOOL)
+
+
+def config_error(error: Exception, scorer: str, name: str) -> ConfigError:
+    """A LensKit config's first validation error as one line naming ``model.config.<key>``."""
+    fix = f"fix it on the command line or in conf/model/{name}.yaml"
+    problems = error.errors() if callable(getattr(error, "errors", None)) else []  # pydantic's ValidationError
+    if not problems:
+        first = " ".join(str(error).strip().splitlines()[:3])
+        return ConfigError(f"model.config for {scorer}: {first}; {fix}")
+    problem = problems[0]
+    key = "model.config." + ".".join(str(part) for part in problem.get("loc", ())) if problem.get("loc") \
+        else "model.config"
+    return ConfigError(f"{key}={shown(problem.get('input'))}: {problem.get('msg', 'invalid')} "
+                       f"(LensKit's {scorer.rsplit('.', 1)[-1]}); {fix}")
 
 
 def _quiet_lenskit_logging() -> None:
@@ -37,14 +66,14 @@ class LenskitRecommender(Recommender):
                  seed: int = 0):
         from lenskit.pipeline import predict_pipeline
 
+        LenskitSettings(scorer=scorer, fallback=fallback)
         _quiet_lenskit_logging()
         self.name = name
         self.seed = int(seed)
         try:
             component = get_class(scorer)(**dict(config or {}))
         except Exception as exc:  # pydantic's ValidationError: unknown or out-of-range option
-            first = str(exc).strip().splitlines()
-            raise ConfigError(f"model.config for {scorer}: {' '.join(first[:3])}; see conf/model/{name}.yaml") from None
+            raise config_error(exc, scorer, name) from None
         # LensKit's own rating-prediction pipeline: the user's training history as the query, the
         # scorer, and (fallback) LensKit's BiasScorer for the pairs the scorer leaves unscored
         self.pipeline = predict_pipeline(component, fallback=bool(fallback))

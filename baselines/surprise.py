@@ -4,7 +4,8 @@ The algorithm (a dotted class path such as ``surprise.SVD``) and its hyperparame
 from ``conf/model/<name>.yaml``; this wrapper adds the seed where the algorithm takes one,
 builds Surprise's trainset from the training frame, and predicts test pairs, vectorised from
 the fitted model's state where baselines/surprise_predict.py knows the algorithm (checked
-against Surprise's own per-pair ``predict`` in tests), else pair by pair.
+against Surprise's own per-pair ``predict`` in tests), else pair by pair. The hyperparameters are
+checked on construction (:class:`SurpriseParams`), before the runner reads any data.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import copy
 import inspect
 from collections import defaultdict
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import pandas as pd
@@ -23,15 +25,65 @@ from surprise import Reader, Trainset
 from baselines import surprise_predict
 from baselines.surprise_predict import TrainsetRows
 from benchmark.core.errors import ConfigError
+from benchmark.core.schema import BOOL, INT_POS, NONNEG, UNSET, Rule, Settings, setting
 from models.base import FitContext, Recommender
+
+
+@dataclass(frozen=True)
+class SurpriseParams(Settings):
+    """``model.params`` of a Surprise algorithm (conf/model/<name>.yaml), typed and checked on construction.
+
+    Surprise itself accepts ``n_factors=-5`` and fails deep inside numpy, or trains nothing, so every
+    hyperparameter the shipped algorithms take is declared here with its type and range. A field the
+    config leaves out stays UNSET (Surprise's default applies). ``sim_options``, ``bsl_options`` and
+    any other key go to the algorithm as they are (``passed``): Surprise refuses an unknown one (a
+    TypeError, made one line by the wrapper).
+    """
+
+    PREFIX: ClassVar[str] = "model.params"
+
+    n_factors: int = setting(INT_POS, UNSET)
+    n_epochs: int = setting(INT_POS, UNSET)
+    k: int = setting(INT_POS, UNSET)
+    min_k: int = setting(INT_POS, UNSET)
+    n_cltr_u: int = setting(INT_POS, UNSET)
+    n_cltr_i: int = setting(INT_POS, UNSET)
+    biased: bool = setting(BOOL, UNSET)
+    verbose: bool = setting(BOOL, UNSET)
+    cache_ratings: bool = setting(BOOL, UNSET)
+    init_mean: float = setting(Rule(float), UNSET)
+    init_std_dev: float = setting(NONNEG, UNSET)
+    lr_all: float = setting(NONNEG, UNSET)
+    reg_all: float = setting(NONNEG, UNSET)
+    reg_pu: float = setting(NONNEG, UNSET)
+    reg_qi: float = setting(NONNEG, UNSET)
+    reg_bu: float = setting(NONNEG, UNSET)
+    reg_bi: float = setting(NONNEG, UNSET)
+    lr_bu: float = setting(NONNEG, UNSET)
+    lr_bi: float = setting(NONNEG, UNSET)
+    lr_pu: float = setting(NONNEG, UNSET)
+    lr_qi: float = setting(NONNEG, UNSET)
+    passed: dict[str, Any] = field(default_factory=dict)  # sim_options, bsl_options, ...: unchecked here
+
+    @classmethod
+    def of(cls, params: Mapping[str, Any] | None) -> "SurpriseParams":
+        declared = {each.name for each in fields(cls)} - {"passed"}
+        params = dict(params or {})
+        return cls(**{key: value for key, value in params.items() if key in declared},
+                   passed={key: value for key, value in params.items() if key not in declared})
+
+    def kwargs(self) -> dict[str, Any]:
+        """The algorithm's keyword arguments: the declared values the config set, and the passed ones."""
+        given = self.given()
+        return {**{key: value for key, value in given.items() if key != "passed"}, **self.passed}
 
 
 class SurpriseRecommender(Recommender):
     def __init__(self, name: str, algorithm: str, params: dict[str, Any] | None = None, seed: int = 0):
         self.name = name
         self.seed = int(seed)
+        params = SurpriseParams.of(params).kwargs()  # a bad value is refused before the class is even looked up
         algo_class = get_class(algorithm)
-        params = dict(params or {})
         if "random_state" in inspect.signature(algo_class.__init__).parameters:
             params["random_state"] = self.seed
         try:

@@ -1,4 +1,6 @@
 """Vectorised predictions for fitted Surprise algorithms, from the state each one exposes.
+(Over 400 lines on purpose: one short function per Surprise algorithm, registered side by side so
+that each can be read against Surprise's own ``estimate``.)
 
 Surprise estimates one (user, item) pair per Python call. Evaluation needs tens of thousands
 of pairs per job (the test pairs, every group member's pairs) and, for full-catalogue

@@ -6,10 +6,12 @@
 The run's ``model.pkl`` (saved by the runner, ``artifacts.save_model``) is loaded and its data
 reloaded from the run's dataset config; the data's sha256 must equal the run's
 ``dataset_sha256`` tag. Candidates are the catalogue's items the user has not rated anywhere in
-the dataset (training or test part); they are ranked by predicted rating, ties by item id, as
-``Recommender.rank`` does. For a group, the candidates are the items no member has rated, and
-each item's score aggregates the members' predicted ratings with a strategy of the group
-evaluation's registry (``mean``, ``least_misery`` = min, ``most_pleasure`` = max). The members
+the dataset (training or test part); they are ranked by predicted rating, ties by the protocol's
+tie rule (benchmark.protocol.ranking), as ``Recommender.rank`` does. For a group, the candidates
+are the items no member has rated, scored by the group scores of the evaluation
+(benchmark/evaluation/scoring.py): a group model's own (models.base.GroupScorer), else the
+members' predicted ratings aggregated with ``--strategy`` (``mean``, ``least_misery`` = min,
+``most_pleasure`` = max), and ranked by the same rule. The members
 are the run's ``groups`` table (KMeans labels), or the dataset's real groups for a run with
 ``grouping=real``. The table goes to stdout; a bad run, user or group is one line on stderr, exit 2.
 """
@@ -28,10 +30,14 @@ from omegaconf import OmegaConf
 
 from benchmark.core.config import instantiate
 from benchmark.core.errors import ConfigError, DataError, GroupbenchError, TrackingError
-from benchmark.evaluation.groups import AGGREGATIONS, aggregate, member_predictions
+from benchmark.evaluation.base import Scorer
+from benchmark.evaluation.scoring import AGGREGATIONS, group_scores_of
+from benchmark.protocol.candidates import unique_members
+from benchmark.protocol.ranking import order_rows
 from benchmark.tracking.artifacts import download_table
 from benchmark.tracking.saved_models import ARTIFACT, SHA256_TAG, deserialize
 from benchmark.tracking.tracker import existing_store
+from models.base import GroupScorer
 
 log = logging.getLogger("benchmark.recommend")
 
@@ -108,13 +114,14 @@ def group_members(run: LoadedRun, client, group) -> pd.DataFrame:
 
 
 def recommend_group(model, dataset, members: pd.DataFrame, k: int, strategy: str) -> pd.DataFrame:
-    """``rank, item, prediction``: the group's top-k items no member rated, scored by ``strategy``."""
-    items = unseen_items(dataset, members["user"])
+    """``rank, item, prediction``: the group's top-k items no member rated, by the group's scores
+    (the model's own, or its members' predictions aggregated by ``strategy``)."""
+    items = unseen_items(dataset, members["user"]).to_numpy()
     group = members["group"].iloc[0]
-    predictions = member_predictions(model, members, pd.DataFrame({"group": group, "item": items.to_numpy()}))
-    scores = aggregate(predictions, strategy)
-    ranked = scores.sort_values(["prediction", "item"], ascending=[False, True]).head(k).reset_index(drop=True)
-    return ranked[["item", "prediction"]].assign(rank=range(1, len(ranked) + 1))
+    scores_by = group_scores_of(Scorer(model), [strategy])
+    (scores,) = scores_by.pairs(unique_members(members), pd.DataFrame({"group": group, "item": items})).values()
+    top = order_rows(group, scores, items)[:k]
+    return pd.DataFrame({"item": items[top], "prediction": scores[top], "rank": range(1, len(top) + 1)})
 
 
 def with_titles(table: pd.DataFrame, dataset) -> pd.DataFrame:
@@ -166,9 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 members = group_members(run, client, args.group)
                 table = recommend_group(run.model, dataset, members, args.k, args.strategy)
+                how = "the model's own group scores" if isinstance(run.model, GroupScorer) else args.strategy
                 header = (f"top {len(table)} for group {args.group} ({len(members)} members: "
                           f"{', '.join(str(u) for u in members['user'].head(12))}{' ...' if len(members) > 12 else ''}; "
-                          f"{len(unseen_items(dataset, members['user']))} items no member rated; {args.strategy})")
+                          f"{len(unseen_items(dataset, members['user']))} items no member rated; {how})")
     except GroupbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -29,8 +29,8 @@ estimated memory exceeds ``--memory-limit-gb`` is skipped with the estimate prin
 The full-catalogue evaluation (users x items scores, ``eval.full_catalogue``) is off unless
 ``--full-catalogue``: it is O(users x items) by nature, ratings^1.5 here (docs/performance.md).
 
-Output: the stage table, growth exponents fitted by least squares on log(time) vs log(ratings),
-the targets checked, a log-log plot and a JSON file (``--out``). A benchmark, not a test:
+Output (benchmark/growth.py): the stage table, growth exponents fitted by least squares on
+log(time) vs log(ratings), the targets checked, a log-log plot and a JSON file (``--out``). A benchmark, not a test:
 nothing is asserted. Timings from a shared machine are noisy; say so where they are recorded.
 """
 
@@ -38,30 +38,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import multiprocessing
 import os
 import platform
-import resource
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmark.core.config import CONF
-from benchmark.run import job as runner
+from benchmark.growth import HARNESS_JOB, summarize
+from benchmark.run.job import run
+from benchmark.timing import MeteredStages, compose, peak_rss_mb, stage_seconds
 from benchmark.tracking.tracker import Tracker
 
-# the harness's stages (the model's are fit and predict); open_store is apart: a per-process cost
-HARNESS_STAGES = ("load", "split", "grouping", "evaluate", "log")
-PROTOCOL_STAGES = ("load", "split", "grouping")  # what the protocol cache saves a warm job
-STAGES = ("load", "split", "grouping", "fit", "predict", "evaluate", "log")
 DEFAULT_SIZES = "100k,300k,1m"
 DEFAULT_MODELS = ("dmtl", "neural_mf", "svd", "knn_item")
-HARNESS_JOB = "harness"  # the first job of every size: model=global_mean, cache cold
 RATINGS_PER_USER = 150
 # KMeans k = users / GROUP_SIZE (planted groups too): groups keep their size as data grows, so the
 # group-level evaluation's member x candidate-item pairs grow linearly; KMeans then grows as users x k
@@ -127,8 +123,6 @@ def estimate_bytes(model: str, n_ratings: int, full_catalogue: bool = False) -> 
 def compose_cfg(model: str, n_ratings: int, epochs: int | None, uri: str, fmt: str, cache_dir: str | None = None,
                 full_catalogue: bool = False, group_size: int = GROUP_SIZE, n_groups: int | None = None,
                 overrides: tuple[str, ...] = ()):
-    from hydra import compose, initialize_config_dir
-
     conf_name, extra = MODELS[model]
     dims = shape(n_ratings, group_size, n_groups)
     overrides = [*overrides, f"model={conf_name}", "dataset=synthetic", *extra,
@@ -140,61 +134,32 @@ def compose_cfg(model: str, n_ratings: int, epochs: int | None, uri: str, fmt: s
                  f"eval.full_catalogue={str(full_catalogue).lower()}"]
     if cache_dir is not None:
         overrides.append(f"cache.dir={cache_dir}")
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+    return compose(overrides)
 
 
 def run_job(model: str, n_ratings: int, epochs: int | None, fmt: str, uri: str, cache_dir: str,
             full_catalogue: bool = False, group_size: int = GROUP_SIZE, n_groups: int | None = None,
             overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """One job through ``benchmark.run.job.run`` (in a fresh process): its ``stage_*_seconds``
-    metrics and the process's peak RSS."""
-    import logging
-
-
+    metrics and the process's peak RSS, overall and at the end of each stage (the runner's stage
+    timer made by ``MeteredStages``, handed to ``run``: the runner itself is left as it is)."""
     logging.getLogger().setLevel(logging.WARNING)
     cfg = compose_cfg(model, n_ratings, epochs, uri, fmt, cache_dir, full_catalogue, group_size, n_groups, overrides)
-    peaks: dict[str, float] = {}
-    page_faults: dict[str, int] = {}  # minor page faults per stage (fresh memory the kernel maps in)
-
-    class PeakStages(runner.Stages):
-        """The runner's stage timer, also noting the process's peak RSS when each stage ends: the
-        peak is reached in the first stage whose end shows the job's final peak."""
-
-        @contextmanager
-        def __call__(self, name: str):
-            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            with super().__call__(name):
-                yield
-            peaks[name] = max(peaks.get(name, 0.0), peak_rss_mb())
-            page_faults[name] = page_faults.get(name, 0) + resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-
-    runner.Stages = PeakStages  # this spawned process only
+    timer = MeteredStages()
     started = time.perf_counter()
-    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)  # as runner.build_tracker does
+    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)  # as the runner's build_tracker does
     open_store = time.perf_counter() - started
-    result = runner.run(cfg, tracker)
+    result = run(cfg, tracker, stages=lambda: timer)
     metrics = result.metrics
-    seconds = {name: float(metrics.get(f"stage_{name}_seconds", 0.0)) for name in STAGES}
     tags = tracker.client.get_run(result.run_id).data.tags
-    return {"model": model, "n_ratings": n_ratings, "open_store": open_store, "seconds": seconds,
+    return {"model": model, "n_ratings": n_ratings, "open_store": open_store, "seconds": stage_seconds(metrics),
             "test_predict_seconds": metrics.get("predict_seconds"), "job_peak_rss_mb": peak_rss_mb(),
-            "peak_rss_by_stage_mb": peaks, "peak_stage": peak_stage(peaks),
-            "minor_page_faults_by_stage": page_faults,
+            "peak_rss_by_stage_mb": timer.peaks, "peak_stage": timer.peak_stage(),
+            "minor_page_faults_by_stage": timer.page_faults,
             "seconds_per_epoch": metrics.get("seconds_per_epoch"), "epochs": metrics.get("epochs_trained"),
             "rmse": metrics.get("rmse"), "protocol_cache": tags.get("protocol_cache"),
             "full_catalogue": full_catalogue, "shape": shape(n_ratings, group_size, n_groups),
             "overrides": list(overrides)}
-
-
-def peak_stage(peaks: dict[str, float]) -> str | None:
-    """The stage in which the job's peak RSS was reached (stages in pipeline order; ``log`` last)."""
-    top = max(peaks.values(), default=None)
-    return next((name for name in (*STAGES, *peaks) if name in peaks and peaks[name] >= top), None)
 
 
 def _child(queue, *args) -> None:
@@ -217,15 +182,6 @@ def run_isolated(args: tuple, timeout: float) -> dict[str, Any]:
     if process.is_alive():
         process.kill()
     return result
-
-
-def exponent(sizes: list[int], values: list[float]) -> float | None:
-    """Slope of log(value) on log(size), least squares: 1 = linear growth."""
-    points = [(np.log(s), np.log(v)) for s, v in zip(sizes, values) if v and v > 0]
-    if len(points) < 2:
-        return None
-    x, y = np.array(points).T
-    return float(np.polyfit(x, y, 1)[0])
 
 
 def available_models(wanted: list[str]) -> tuple[list[str], list[str]]:
@@ -255,156 +211,6 @@ def machine() -> str:
 
 def load_average() -> str:
     return ", ".join(f"{x:.1f}" for x in os.getloadavg())
-
-
-def _ok(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in results if "seconds" in r]
-
-
-def cold_protocol(results: list[dict[str, Any]], n_ratings: int) -> dict[str, float] | None:
-    """load, split and grouping seconds of the size's cold harness job (None if it did not run)."""
-    for r in _ok(results):
-        if r["model"] == HARNESS_JOB and r["n_ratings"] == n_ratings:
-            return {k: r["seconds"][k] for k in PROTOCOL_STAGES}
-    return None
-
-
-def shares(r: dict[str, Any], results: list[dict[str, Any]]) -> tuple[float, float | None]:
-    """(harness share of the job as it ran, i.e. warm for models; the share with the cold protocol)."""
-    s = r["seconds"]
-    harness = sum(s[k] for k in HARNESS_STAGES)
-    warm = harness / sum(s.values())
-    cold = cold_protocol(results, r["n_ratings"])
-    if cold is None:
-        return warm, None
-    swapped = {**s, **cold}
-    return warm, sum(swapped[k] for k in HARNESS_STAGES) / sum(swapped.values())
-
-
-def _mb(value: float | None) -> str:
-    return "n/m" if value is None else f"{value:,.0f} MB"
-
-
-def table(results: list[dict[str, Any]]) -> str:
-    head = ("| ratings | job | " + " | ".join(STAGES)
-            + " | total | harness share warm / cold | s/epoch | peak RSS (reached in) | protocol cache |")
-    lines = [head, "|" + "---|" * (len(STAGES) + 7)]
-    for r in results:
-        if "seconds" not in r:
-            lines.append(f"| {r['n_ratings']:,} | {r['model']} | " + " | ".join("" for _ in STAGES)
-                         + f" | | {r.get('skipped') or r.get('error')} | | | |")
-            continue
-        s = r["seconds"]
-        warm, cold = shares(r, results)
-        share = "(harness job)" if r["model"] == HARNESS_JOB else \
-            f"{warm:.0%} / {'n/m' if cold is None else f'{cold:.0%}'}"
-        epoch = f"{r['seconds_per_epoch']:.2f}" if r.get("seconds_per_epoch") else ""
-        lines.append(f"| {r['n_ratings']:,} | {r['model']} | " + " | ".join(f"{s[k]:.2f}" for k in STAGES)
-                     + f" | {sum(s.values()):.1f} | {share} | {epoch} | {_mb(r['job_peak_rss_mb'])} ({r.get('peak_stage') or '?'}) "
-                       f"| {r.get('protocol_cache', '')} |")
-    return "\n".join(lines)
-
-
-def stage_points(results: list[dict[str, Any]], stage_name: str) -> list[tuple[int, float]]:
-    """(ratings, seconds) of a harness stage per size: load, split and grouping from the size's cold
-    harness job; evaluate and log the median over the size's jobs."""
-    ok = _ok(results)
-    points = []
-    for n in sorted({r["n_ratings"] for r in ok}):
-        if stage_name in PROTOCOL_STAGES:
-            cold = cold_protocol(results, n)
-            if cold is not None:
-                points.append((n, cold[stage_name]))
-        else:
-            points.append((n, float(np.median([r["seconds"][stage_name] for r in ok if r["n_ratings"] == n]))))
-    return points
-
-
-def exponents(results: list[dict[str, Any]]) -> dict[str, float | None]:
-    """Growth exponents: each harness stage (load, split, grouping from the cold harness job of
-    each size; evaluate and log the median over the size's jobs), the harness job's peak RSS, and
-    per model its fit, predict, epoch and peak RSS."""
-    ok = _ok(results)
-    out: dict[str, float | None] = {}
-    for stage_name in HARNESS_STAGES:
-        points = stage_points(results, stage_name)
-        out[stage_name] = exponent([p[0] for p in points], [p[1] for p in points])
-    for model in sorted({r["model"] for r in ok}):
-        mine = sorted((r for r in ok if r["model"] == model), key=lambda r: r["n_ratings"])
-        n = [r["n_ratings"] for r in mine]
-        if model == HARNESS_JOB:
-            out["harness.rss"] = exponent(n, [r["job_peak_rss_mb"] for r in mine])
-            continue
-        out[f"{model}.fit"] = exponent(n, [r["seconds"]["fit"] for r in mine])
-        out[f"{model}.predict"] = exponent(n, [r["seconds"]["predict"] for r in mine])
-        if all(r.get("seconds_per_epoch") for r in mine):
-            out[f"{model}.epoch"] = exponent(n, [r["seconds_per_epoch"] for r in mine])
-        out[f"{model}.rss"] = exponent(n, [r["job_peak_rss_mb"] for r in mine])
-    return out
-
-
-def targets(results: list[dict[str, Any]], fitted: dict[str, float | None]) -> list[str]:
-    """The issue's targets, each with its measured value and met / not met / not measured."""
-    lines = []
-    for stage_name in HARNESS_STAGES:
-        value = fitted.get(stage_name)
-        lines.append(f"{stage_name} exponent <= 1.1: " + ("not measured" if value is None else
-                                                           f"{value:.2f} ({'met' if value <= 1.1 else 'NOT met'})"))
-    for r in _ok(results):
-        if r["n_ratings"] != 1_000_000 or r["model"] == HARNESS_JOB:
-            continue
-        warm, cold = shares(r, results)
-        cold_text = "n/m" if cold is None else f"{cold:.0%} ({'met' if cold <= 0.10 else 'NOT met'})"
-        lines.append(f"harness share of the {r['model']} job at 1M <= 10%: warm cache {warm:.0%} "
-                     f"({'met' if warm <= 0.10 else 'NOT met'}), cold {cold_text}")
-    epoch = fitted.get("dmtl.epoch")
-    lines.append("DMTL epoch grows linearly (exponent ~1): " + ("not measured" if epoch is None else f"{epoch:.2f}"))
-    at_10m = [r for r in _ok(results) if r["n_ratings"] == 10_000_000]
-    for r in at_10m:
-        value = r["job_peak_rss_mb"] / 1024
-        what = "harness (global_mean job)" if r["model"] == HARNESS_JOB else f"{r['model']} job"
-        lines.append(f"peak RSS at 10M, {what} <= 4 GB: {value:.2f} GB ({'met' if value <= 4 else 'NOT met'})")
-    if not at_10m:
-        lines.append("peak RSS at 10M <= 4 GB: not measured in this run (--sizes without 10m)")
-    return lines
-
-
-def plot(results: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = _ok(results)
-    sizes = sorted({r["n_ratings"] for r in ok})
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
-    for stage_name in HARNESS_STAGES:
-        points = stage_points(results, stage_name)
-        if points:
-            left.plot(*zip(*points), marker="o", label=f"harness: {stage_name}")
-    for model in sorted({r["model"] for r in ok}):
-        mine = sorted((r for r in ok if r["model"] == model), key=lambda r: r["n_ratings"])
-        if model != HARNESS_JOB:
-            line, = left.plot([r["n_ratings"] for r in mine], [r["seconds"]["fit"] for r in mine], marker="s",
-                              ls="--", label=f"{model} fit")
-            epochs = [r for r in mine if r.get("seconds_per_epoch")]
-            if epochs:
-                left.plot([r["n_ratings"] for r in epochs], [r["seconds_per_epoch"] for r in epochs], marker="^",
-                          ls=":", color=line.get_color(), label=f"{model} epoch")
-        right.plot([r["n_ratings"] for r in mine], [r["job_peak_rss_mb"] for r in mine], marker="s",
-                   color="black" if model == HARNESS_JOB else None,
-                   label="harness (global_mean job)" if model == HARNESS_JOB else f"{model} job")
-    right.axhline(4096, color="grey", ls=":", label="4 GB target")
-    left.set(xscale="log", yscale="log", xlabel="ratings", ylabel="seconds", title="stage time")
-    right.set(xscale="log", yscale="log", xlabel="ratings", ylabel="peak RSS (MB)", title="peak memory")
-    if len(sizes) > 1:
-        reference = np.array([sizes[0], sizes[-1]], dtype=float)
-        left.plot(reference, reference / reference[0] * 0.1, color="grey", ls=":", label="slope 1")
-    left.legend(fontsize=7, ncol=2)
-    right.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -491,30 +297,6 @@ def main(argv: list[str] | None = None) -> None:
     header["load_average_end"] = load_average()
     summarize(results, args.out, header)
     work.cleanup()
-
-
-def summarize(results: list[dict[str, Any]], out: Path, header: dict[str, Any]) -> None:
-    """Print the stage table, exponents and targets; write scale.json and scale.png."""
-    sizes = sorted({r["n_ratings"] for r in results})
-    print("\n" + table(results))
-    print("\nseconds (the runner's stage_*_seconds); predict = every prediction the model makes (test pairs, group"
-          "\nmembers' pairs, catalogue);"
-          "\nevaluate = the harness's own evaluation work; harness share = (load + split + grouping + evaluate + log)"
-          "\n/ total, warm = as the job ran (protocol cache hit), cold = with the size's harness job's load, split"
-          "\nand grouping (cache miss, the first job of a sweep); open_store (MLflow client) is left out")
-    fitted = exponents(results)
-    print("\ngrowth exponents (log-log least squares over " + ", ".join(f"{n:,}" for n in sizes) + " ratings):")
-    for key, value in fitted.items():
-        print(f"  {key}: {'n/a' if value is None else f'{value:.2f}'}")
-    print("\ntargets:")
-    for line in targets(results, fitted):
-        print(f"  {line}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "scale.json").write_text(json.dumps({**header, "results": results, "exponents": fitted},
-                                               indent=2, default=str))
-    if _ok(results):
-        plot(results, out / "scale.png")
-    print(f"\nwrote {out / 'scale.json'}" + (f" and {out / 'scale.png'}" if _ok(results) else ""))
 
 
 if __name__ == "__main__":

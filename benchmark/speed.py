@@ -11,8 +11,9 @@ evaluate incl. group-level evaluation, log; ``other`` = the rest of the job: MLf
 setup, model construction), the share of the job outside fit + predict, the protocol cache's
 cold / miss / hit times, vectorised against Surprise's per-pair predictions, DMTL's seconds
 per epoch and DMTL to convergence / SVD++ fit. Sweep mode reads a finished sweep's runs from
-MLflow. A benchmark, not a test: targets are printed beside the figures, nothing is asserted.
-Results go in docs/performance.md.
+MLflow (the one sweep-timing command). Stage names, config composition and the fit + predict sum
+are shared with ``python -m benchmark.scale`` (benchmark/timing.py). A benchmark, not a test:
+targets are printed beside the figures, nothing is asserted. Results go in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -27,25 +28,22 @@ import time
 
 import numpy as np
 import pandas as pd
-from hydra import compose, initialize_config_dir
 
 from baselines import surprise_predict
 from baselines.surprise import SurpriseRecommender
 from benchmark.core.config import CONF, instantiate
 from benchmark.data.cache import ProtocolCache
 from benchmark.run.job import build_tracker, run
-from benchmark.sweeps.sweep import fit_predict_seconds
+from benchmark.timing import STAGES, compose, fit_predict_seconds, stage_seconds
 from benchmark.tracking.tracker import resolve_uri
 
 FAMILIES = ("dmtl", "neural_mf", "svd", "svdpp", "knn_baseline", "slope_one", "baseline_only")
-STAGES = ("load", "split", "grouping", "fit", "predict", "evaluate", "log")
 OUTSIDE_TARGET, DMTL_TARGET, SWEEP_TARGET = 0.25, 0.5, 1.3
 CATALOGUE_SAMPLE = 5000  # catalogue pairs Surprise predicts one by one (its time per pair is extrapolated)
 
 
 def compose_config(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=["trainer.progress=false", *overrides])
+    return compose(["trainer.progress=false", *overrides])
 
 
 def machine() -> str:
@@ -127,7 +125,7 @@ def job_mode(args) -> dict[str, float]:
             started = time.perf_counter()
             result = run(cfg)
             total = time.perf_counter() - started
-            stages = {stage: result.metrics.get(f"stage_{stage}_seconds", 0.0) for stage in STAGES}
+            stages = stage_seconds(result.metrics)
             inside = stages["fit"] + stages["predict"]
             rows.append({"model": name, **stages, "other": total - sum(stages.values()), "job": total,
                          "outside_share": (total - inside) / total})
@@ -230,7 +228,7 @@ def sweep_mode(args) -> dict[str, float]:
     wall = parent.data.metrics.get("wall_seconds", float("nan"))
     rows = [{"model": job.data.tags.get("model", "?"), "job": (job.info.end_time - job.info.start_time) / 1000,
              "fit_predict": fit_predict_seconds(job.data.metrics),
-             **{stage: job.data.metrics.get(f"stage_{stage}_seconds", np.nan) for stage in STAGES}} for job in jobs]
+             **stage_seconds(job.data.metrics, missing=np.nan)} for job in jobs]
     frame = pd.DataFrame(rows)
     if frame.empty:
         raise SystemExit(f"sweep {args.sweep!r} (parent {parent.info.run_id[:8]}) has no FINISHED job run")

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from benchmark.data import Dataset
+from benchmark.protocol import ranking
+from benchmark.protocol.folds import Fold
 from benchmark.protocol.grouping import Groups
 
 
@@ -22,15 +24,31 @@ def _no_log(metrics: dict[str, float], step: int | None = None) -> None:
     return None
 
 
+@dataclass(frozen=True)
+class RankingMetric:
+    """A score to maximise of a model's predictions on the validation candidates, for early stopping
+    (``FitContext.ranking_metric``): ``score`` reads the validation rows (``user, item, rating``) with a
+    ``prediction`` column; logged as ``val_<name>``. The layer that owns the metric code builds it
+    (models do not import evaluation)."""
+
+    name: str
+    score: Callable[[pd.DataFrame], float]
+
+
 @dataclass
 class FitContext:
     """What a model may use besides the training ratings: side features, group labels
-    (fit on training data only), the seed, and a callback for per-epoch metrics."""
+    (fit on training data only), the seed, a callback for per-epoch metrics, the fold whose training
+    part ``fit`` receives (its validation part, carved once, is what a model early-stops on; None
+    outside a job: the trainer then makes a fold of the frame), and an optional ranking metric to
+    early-stop on instead of the validation loss."""
 
     dataset: Dataset
     groups: Groups
     seed: int = 0
     log_metrics: Callable[[dict[str, float], int | None], None] = field(default=_no_log)
+    fold: Fold | None = None
+    ranking_metric: RankingMetric | None = None
 
     @property
     def rating_scale(self) -> tuple[float, float]:
@@ -55,10 +73,13 @@ class Recommender(ABC):
         """Predicted ratings for ``pairs[['user', 'item']]``, one float per row, in row order."""
 
     def rank(self, user, items, k: int = 10) -> pd.DataFrame:
-        """Top-k of ``items`` for ``user`` by predicted rating (Cornac's rank, built on predict)."""
+        """Top-k of ``items`` for ``user`` by predicted rating, ties by the protocol's tie rule
+        (benchmark.protocol.ranking; Cornac's rank, built on predict)."""
         pairs = pd.DataFrame({"user": user, "item": np.asarray(items)})
         pairs["prediction"] = self.predict(pairs)
-        return pairs.sort_values(["prediction", "item"], ascending=[False, True]).head(k).reset_index(drop=True)
+        order = ranking.order_rows(pairs["user"].to_numpy(), pairs["prediction"].to_numpy(dtype=float),
+                                   pairs["item"].to_numpy())
+        return pairs.take(order[:k]).reset_index(drop=True)
 
 
 @runtime_checkable
@@ -83,6 +104,33 @@ class ScoresAll(Protocol):
 
 
 @runtime_checkable
+class GroupScorer(Protocol):
+    """A model that scores groups itself, instead of having its members' ratings aggregated.
+
+    Group recommenders with group embeddings or member attention (AGREE, ConsRec, ...) implement
+    it. The evaluation then ranks every group's candidates (test items, the catalogue) by these
+    scores, through the same ranking and metrics as users and as the member-aggregated groups of a
+    user-level model (benchmark/evaluation/scoring.py); its group metrics are logged under the
+    strategy ``model`` (``group_model_ndcg_at_10``, ``full_group_model_ndcg_at_10``) in place of
+    ``mean`` / ``least_misery`` / ``most_pleasure``. Such a model is still a Recommender: ``predict``
+    gives the user-level metrics.
+    """
+
+    def score_groups(self, members: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
+        """One score per row of ``pairs`` (``group, item``), in row order: the group's predicted rating.
+
+        ``members`` (``group, user``, one row per distinct membership) lists the members of every
+        group in ``pairs``: a model with learned group embeddings looks the group up by id (the ids of
+        ``FitContext.groups.members`` for harness-made groups, of ``dataset.groups`` for real ones),
+        a member-based model reads the members (it then also scores groups it never saw). Scores are
+        on the rating scale: the test-items metrics read them as ratings (recommended = in the top k
+        and >= ``eval.threshold``; group RMSE). They must be finite, and a (group, item) pair must get
+        the same score whatever else the call asks for (the evaluation asks a run of groups at a time).
+        """
+        ...
+
+
+@runtime_checkable
 class Diagnosed(Protocol):
     """A model that reports extra metrics and artifacts after fitting (losses, attention...)."""
 
@@ -96,7 +144,7 @@ class Diagnosed(Protocol):
 
 @runtime_checkable
 class ValidationScored(Protocol):
-    """A model that early-stops on a validation part carved from its training data, and reports
+    """A model that early-stops on the validation part of its fold (benchmark/protocol/folds.py), and reports
     its rating error there, so the runner can refuse a diverged fit (benchmark/evaluation/divergence.py)."""
 
     def validation_scores(self) -> tuple[float, float]:

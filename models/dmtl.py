@@ -1,4 +1,6 @@
 """DMTL (arXiv 2504.06274): joint group profiling and rating prediction, one shared network.
+(Over 400 lines on purpose: network, loss, encoding, inference, diagnostics and typed config are one
+model's definition, read as one.)
 
     hu = act(E_u[user] + W_u xu + b_u)          user id embedding + standardized side features
     hi = act(E_i[item] + W_i xi + b_i)          item id embedding + standardized side features
@@ -20,7 +22,7 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,8 +31,10 @@ import torch.nn.functional as F
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from benchmark.core.errors import TrainingError, require
+from benchmark.core.errors import TrainingError
+from benchmark.core.schema import INT_POS, Rule, Settings, setting
 from models.base import FitContext, Recommender
+from models.samplers import RowSampler
 from models.trainer import Trainer, TrainerConfig
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -161,6 +165,29 @@ class _Encoded:
         return len(self.user)
 
 
+@dataclass(frozen=True)
+class DMTLSizes(Settings):
+    """``model.sizes``: every width is required (conf/model/dmtl.yaml sets them)."""
+
+    PREFIX: ClassVar[str] = "model.sizes"
+    FIX: ClassVar[str] = "set it in conf/model/dmtl.yaml"
+
+    user_dim: int = setting(INT_POS)
+    item_dim: int = setting(INT_POS)
+    shared_dim: int = setting(INT_POS)
+
+
+@dataclass(frozen=True)
+class DMTLConfig(Settings):
+    """conf/model/dmtl.yaml's hyperparameters (``model.*``; ``model.trainer`` is TrainerConfig's)."""
+
+    lambda_profile: float = setting(Rule(float, low=0, fix="0 is the single-task model, e.g. model.lambda_profile=0.1"))
+    attention: str = setting(Rule(str, choices=tuple(ATTENTION)))
+    activation: str = setting(Rule(str, choices=tuple(ACTIVATIONS)))
+    dropout: float = setting(Rule(float, low=0, high=1, high_open=True))
+    sizes: DMTLSizes | None = None
+
+
 class DMTL(Recommender):
     """The paper's multi-task network behind the Recommender interface (also a GroupProfiler
     and Diagnosed: see ``predict_groups``, ``diagnostics`` and ``artifacts``)."""
@@ -171,19 +198,8 @@ class DMTL(Recommender):
         self.name = name
         sizes = dict(sizes or {})
         trainer = dict(trainer or {})
-        require(isinstance(lambda_profile, (int, float)) and math.isfinite(lambda_profile) and lambda_profile >= 0,
-                f"model.lambda_profile={lambda_profile} must be a finite number >= 0 (0 = the single-task model)")
-        require(attention in ATTENTION, f"model.attention={attention!r} is unknown; use one of {sorted(ATTENTION)}")
-        require(activation in ACTIVATIONS,
-                f"model.activation={activation!r} is unknown; use one of {sorted(ACTIVATIONS)}")
-        require(isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0,
-                f"model.dropout={dropout} must be in [0, 1)")
-        for key in ("user_dim", "item_dim", "shared_dim"):
-            value = sizes.get(key)
-            require(isinstance(value, int) and value >= 1,
-                    f"model.sizes.{key}={value} must be a positive integer; set it in conf/model/dmtl.yaml")
-        unknown = sorted(set(sizes) - {"user_dim", "item_dim", "shared_dim"})
-        require(not unknown, f"model.sizes has unknown keys {unknown}; use user_dim, item_dim, shared_dim")
+        DMTLConfig(lambda_profile=lambda_profile, attention=attention, activation=activation, dropout=dropout,
+                   sizes=DMTLSizes.from_mapping(sizes))  # refuses a bad value, naming its key
         self.lambda_profile = float(lambda_profile)
         self.attention = attention
         self.sizes = sizes
@@ -240,8 +256,8 @@ class DMTL(Recommender):
         if labels.isna().any():
             raise TrainingError(f"DMTL: {int(labels.isna().sum())} training rows have users without a group "
                                 f"label; the grouping must label every user with training ratings")
-        val_mask = self.trainer.validation_mask(train)
-        fit_rows = train[~val_mask]
+        part = self.trainer.validation(train, context)  # the fold's early-stopping part, carved once
+        val_mask, fit_rows = part.mask, part.fit
         self._prepare_encoders(fit_rows, context)
         self.k = int(context.groups.k)
         # every training row encoded once, then split: fitting and validation rows share one side-feature
@@ -266,14 +282,15 @@ class DMTL(Recommender):
             user_dim=self.sizes["user_dim"], item_dim=self.sizes["item_dim"], shared_dim=self.sizes["shared_dim"],
             activation=self.activation, dropout=self.dropout, attention=self.attention,
             rating_scale=(low, high), mean_rating=float(fit_rows["rating"].mean())).to(self.device)
-        result = self.trainer.fit(self.net, self.loss, self.fit_data.rows(), self.val_data.rows(), context)
+        validation = self.trainer.early_stopping(self.loss, self.val_data.rows(), context, part, self.predict)
+        result = self.trainer.fit(self.net, self.loss, RowSampler(self.fit_data.rows()), validation, context)
         self.history, self.best_epoch = result.history, result.best_epoch
         self._summarize()
         return self
 
     def loss(self, net: nn.Module, batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The trainer's loss: batch = (user, item, xu row, xi row, rating, group) (``_Encoded.rows``)
-        -> (L, {L_rec, L_profile}); xu and xi are gathered from the training feature tables here."""
+        """The model's loss on a batch of rows (``RowSampler``): (user, item, xu row, xi row, rating, group)
+        (``_Encoded.rows``) -> (L, {L_rec, L_profile}); xu and xi are gathered from the feature tables here."""
         user, item, user_row, item_row, target, group = batch
         user_table, item_table = self._train_tables
         rating, logits, _ = net(user, item, user_table.index_select(0, user_row), item_table.index_select(0, item_row))

@@ -11,7 +11,7 @@ known side's bias); predictions are clipped to the rating scale, as Surprise doe
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.core.errors import TrainingError, require
+from benchmark.core.errors import TrainingError
+from benchmark.core.schema import INT_POS, NONNEG, Rule, Settings, setting
 from models.base import FitContext, Recommender
+from models.samplers import RowSampler
 from models.trainer import Trainer, TrainerConfig
 
 
@@ -49,17 +51,21 @@ class NeuralMFNetwork(nn.Module):
         return rating, (p * p).sum(dim=1) + (q * q).sum(dim=1) + bu * bu + bi * bi
 
 
+@dataclass(frozen=True)
+class NeuralMFConfig(Settings):
+    """conf/model/neural_mf.yaml's hyperparameters (``model.*``; ``model.trainer`` is TrainerConfig's)."""
+
+    factors: int = setting(INT_POS, 64)
+    reg: float = setting(NONNEG, 0.1)
+    init_std: float = setting(Rule(float, low=0, low_open=True), 0.1)
+
+
 class NeuralMF(Recommender):
     """Biased MF behind the Recommender interface, fitted by the shared trainer."""
 
     def __init__(self, name: str = "neural_mf", factors: int = 64, reg: float = 0.1, init_std: float = 0.1,
                  trainer: dict[str, Any] | None = None, seed: int = 0):
-        require(isinstance(factors, int) and not isinstance(factors, bool) and factors >= 1,
-                f"model.factors={factors} must be a positive integer")
-        require(isinstance(reg, (int, float)) and math.isfinite(reg) and reg >= 0,
-                f"model.reg={reg} must be a finite number >= 0")
-        require(isinstance(init_std, (int, float)) and math.isfinite(init_std) and init_std > 0,
-                f"model.init_std={init_std} must be a finite number > 0")
+        NeuralMFConfig(factors=factors, reg=reg, init_std=init_std)  # refuses a bad value, naming its key
         self.name = name
         self.factors, self.reg, self.init_std = int(factors), float(reg), float(init_std)
         self.seed = int(seed)
@@ -79,13 +85,14 @@ class NeuralMF(Recommender):
         return tensors
 
     def loss(self, net: nn.Module, batch: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The model's loss on a batch of rows (user, item, rating): MSE + reg x the L2 of what it read."""
         rating, norms = net(batch[0], batch[1])
         mse = F.mse_loss(rating, batch[2])
         return mse + self.reg * norms.mean(), {"rating_loss": mse}
 
     def fit(self, train: pd.DataFrame, context: FitContext) -> "NeuralMF":
-        val_mask = self.trainer.validation_mask(train)
-        fit_rows, val_rows = train[~val_mask], train[val_mask]
+        part = self.trainer.validation(train, context)  # the fold's early-stopping part, carved once
+        fit_rows, val_rows = part.fit, part.val
         self.user_vocab = pd.Index(np.unique(fit_rows["user"].to_numpy()))
         self.item_vocab = pd.Index(np.unique(fit_rows["item"].to_numpy()))
         self.rating_scale = context.rating_scale
@@ -93,8 +100,9 @@ class NeuralMF(Recommender):
         self.net = NeuralMFNetwork(len(self.user_vocab), len(self.item_vocab), self.factors,
                                    float(fit_rows["rating"].mean()), self.init_std).to(self.device)
         # early stopping on the validation MSE: the L2 term is a training device, not the target
-        result = self.trainer.fit(self.net, self.loss, self._encode(fit_rows), self._encode(val_rows), context,
-                                  monitor="rating_loss")
+        validation = self.trainer.early_stopping(self.loss, self._encode(val_rows), context, part, self.predict,
+                                                 monitor="rating_loss")
+        result = self.trainer.fit(self.net, self.loss, RowSampler(self._encode(fit_rows)), validation, context)
         self.history, self.best_epoch = result.history, result.best_epoch
         # the trivial predictor's validation MSE (the fitting rows' mean): the runner's divergence check
         self._mean_val_mse = float(((val_rows["rating"].to_numpy() - fit_rows["rating"].mean()) ** 2).mean())

@@ -14,17 +14,31 @@ metric can be read against them (docs/protocol.md, "Metrics"):
 - ``item_mean``: the item's mean training rating (the global mean for unseen items).
 - ``popularity``: the item's training rating count, mapped linearly onto the rating scale
   (only its ranking means something; its rating errors do not).
+
+Only ``constant`` has a parameter (``model.value``, :class:`ConstantConfig`); the others take a
+name and the seed.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
-from benchmark.core.errors import ConfigError, require
+from benchmark.core.errors import ConfigError
+from benchmark.core.schema import Rule, Settings, setting
 from models.base import FitContext, Recommender
 
 CONSTANT_VALUES = ("top", "mean")
+
+
+@dataclass(frozen=True)
+class ConstantConfig(Settings):
+    """conf/model/constant.yaml and global_mean.yaml: which constant every pair gets."""
+
+    value: str = setting(Rule(str, choices=CONSTANT_VALUES, fix="use model=constant (top) or model=global_mean (mean)"),
+                         "top")
 
 
 class Oracle(Recommender):
@@ -48,7 +62,7 @@ class Oracle(Recommender):
 
 class Constant(Recommender):
     def __init__(self, name: str = "constant", value: str = "top", seed: int = 0):
-        require(value in CONSTANT_VALUES, f"model.value={value!r} must be one of {list(CONSTANT_VALUES)}")
+        ConstantConfig(value=value)  # refuses a bad value, naming its key
         self.name, self.value, self.seed = name, value, int(seed)
         self.constant = float("nan")
 

@@ -1,20 +1,30 @@
-"""One trainer for every torch model: a model supplies its network and its loss, the trainer does the rest.
+"""One trainer for every torch model: a model supplies its network and its loss on a batch; samplers
+supply the batches; a validation callback decides early stopping. The trainer does the rest.
 
     trainer = Trainer(TrainerConfig.from_mapping(cfg), seed, name="DMTL")
-    val = trainer.validation_mask(train)               # per-user share of the TRAINING rows
-    result = trainer.fit(net, loss, fit_tensors, val_tensors, context)
+    part = trainer.validation(train, context)          # the fold's validation part (carved once, by the fold)
+    result = trainer.fit(net, model.loss, RowSampler(fit_tensors),
+                         trainer.early_stopping(model.loss, val_tensors, context, part, model.predict), context)
 
-``loss(net, batch) -> (total, {name: part})``: ``batch`` is one slice of the tensors given to
-``fit`` (same order); ``total`` is back-propagated, every part is averaged per epoch and logged
-as ``train_<name>`` / ``val_<name>`` next to ``train_loss`` / ``val_loss`` (the total).
+The model interface is one function, ``loss(net, batch) -> (total, {name: part})`` (RecBole's
+``calculate_loss``, with the network passed in so that an edited network trains as written):
+``batch`` is a ``models.samplers.Batch`` (a list of tensors, one row per example, and the stream it
+came from); ``total`` is back-propagated, every part is averaged per epoch and logged as
+``train_<name>`` / ``val_<name>`` next to ``train_loss`` / ``val_loss`` (the total).
+
+Early stopping reads a validation callback (``Validation``): ``ValidationLoss`` (the model's loss on
+the validation rows, minimised: val MSE, DMTL's total) or ``ValidationScore`` (a score to maximise,
+e.g. a ranking metric of the model's predictions on the validation candidates, which
+``FitContext.ranking_metric`` hands a model). The validation rows are the fold's
+(benchmark/protocol/folds.py): the trainer never carves its own.
 
 What the trainer owns (docs/protocol.md, "Training"): the validated ``trainer.*`` config, the
-device, batching by gathering rows of tensors built once (one seeded permutation per epoch, losses summed
+device, the epoch loop over the sampler's batches (one seeded generator for every draw; losses summed
 on the device and read once per epoch: no per-row Python, no per-batch host sync), autograd +
 ``torch.optim.Adam`` (fused where torch has a fused kernel for the device; ``trainer.sparse_embeddings``:
-``SparseAdam`` for the embedding tables, see ``Optimizers``), early stopping on the
-validation rows restoring the best weights, per-epoch metrics (MLflow via ``FitContext``) and a
-progress bar, and the NaN/inf check. It knows nothing about groups or any one model.
+``SparseAdam`` for the embedding tables, see ``Optimizers``), early stopping restoring the best
+weights, per-epoch metrics (MLflow via ``FitContext``) and a progress bar, and the NaN/inf check.
+It knows nothing about groups, samplers' kinds or any one model.
 """
 
 from __future__ import annotations
@@ -34,13 +44,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from benchmark.core.errors import ConfigError, TrainingError, require
-from benchmark.protocol.split import holdout_mask
+from benchmark.protocol.folds import Fold, Holdout
 from models.base import FitContext
+from models.samplers import Batch, Sampler
 
 log = logging.getLogger(__name__)
 
-# (net, batch tensors) -> (total loss, {name: loss part})
-LossFunction = Callable[[nn.Module, Sequence[torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+# (net, batch) -> (total loss, {name: loss part}): a model's loss (module docstring)
+LossFunction = Callable[[nn.Module, Batch], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 # trainer keys that existed once: a config still setting one gets this one-line error, not a silent no-op
 REMOVED_KEYS = {
@@ -162,12 +173,73 @@ class TrainerConfig:
                    progress=values["progress"], sparse_embeddings=values["sparse_embeddings"])
 
 
+class ValidationLoss:
+    """Early stopping on the model's loss over the validation rows (minimised): ``loss`` on the tensors
+    in order, ``chunk`` rows at a time, each part averaged over the rows. ``monitor`` names the part
+    that decides (``loss``: the total; neural MF: ``rating_loss``, as its L2 term is a training device)."""
+
+    maximise = False
+
+    def __init__(self, loss: LossFunction, tensors: Sequence[torch.Tensor], monitor: str = "loss",
+                 chunk: int = 2048, stream: str = "rows"):
+        self.loss, self.tensors, self.monitor, self.chunk, self.stream = loss, list(tensors), monitor, chunk, stream
+
+    @torch.no_grad()
+    def __call__(self, net: nn.Module) -> dict[str, float]:
+        net.eval()
+        n, sums, names = len(self.tensors[0]), None, None
+        for start in range(0, n, self.chunk):
+            part = Batch([t[start:start + self.chunk] for t in self.tensors], self.stream)
+            total, parts = self.loss(net, part)
+            names = names or [*parts, "loss"]
+            values = torch.stack([*parts.values(), total]) * len(part[0])
+            sums = values if sums is None else sums + values
+        return dict(zip(names, (sums / n).tolist()))
+
+
+class ValidationScore:
+    """Early stopping on a score to maximise, e.g. a ranking metric of the model's predictions on the
+    validation candidates: ``score(net) -> float``, logged as ``val_<name>``. ``also`` (a
+    ``ValidationLoss``) is logged beside it every epoch, so the validation rating error the runner's
+    divergence check and the report read stays in the history."""
+
+    maximise = True
+
+    def __init__(self, score: Callable[[nn.Module], float], name: str = "score", also: ValidationLoss | None = None):
+        self.score, self.monitor, self.also = score, name, also
+
+    @torch.no_grad()
+    def __call__(self, net: nn.Module) -> dict[str, float]:
+        values = self.also(net) if self.also is not None else {}
+        net.eval()
+        return {**values, self.monitor: float(self.score(net))}
+
+
+Validation = ValidationLoss | ValidationScore
+
+
 @dataclass
 class FitResult:
-    history: list[dict[str, float]]  # one row per epoch: epoch, train_*/val_* losses, epoch_seconds
+    history: list[dict[str, float]]  # one row per epoch: epoch, train_*/val_* values, epoch_seconds
     best_epoch: int
     batch_size: int                  # the batch and learning rate actually used (see Trainer.used_batch)
     lr: float
+
+
+def epoch_means(sums: dict[str, list]) -> dict[str, float]:
+    """{name: mean per example} of one epoch from {stream: [names, summed values, examples]}. One stream
+    (every model today): its sums divided on the device and read at once, the epoch's one host sync; a
+    name several streams report is averaged over all their examples."""
+    if len(sums) == 1:
+        ((names, values, count),) = sums.values()
+        return dict(zip(names, (values / count).tolist()))
+    totals: dict[str, list[float]] = {}
+    for names, values, count in sums.values():
+        for name, mean in zip(names, (values / count).tolist()):
+            entry = totals.setdefault(name, [0.0, 0])
+            entry[0] += mean * count
+            entry[1] += count
+    return {name: total / count for name, (total, count) in totals.items()}
 
 
 class Trainer:
@@ -183,14 +255,33 @@ class Trainer:
         self.divergence_hint = divergence_hint  # e.g. "or model.lambda_profile (now 0.1)"
         self.device = resolve_device(config.device)
 
-    def validation_mask(self, train: pd.DataFrame) -> np.ndarray:
-        """Rows of ``train`` held out for early stopping: round(val_size * n) of each user's n ratings
-        (at most n - 1), drawn with the run's seed (the split's per-user hold-out rule)."""
-        mask = holdout_mask(train, self.config.val_size, self.seed)
-        require(mask.any() and (~mask).any(),
+    def validation(self, train: pd.DataFrame, context: FitContext) -> Holdout:
+        """The early-stopping part of ``train``: the validation part of ``context.fold`` at
+        ``trainer.val_size`` (round(val_size * n) of each user's n training ratings, at most n - 1,
+        drawn with the run's seed: the split's per-user hold-out rule), carved by the fold once for
+        every reader. A model fitted outside a job (no fold in the context) gets a fold of ``train``
+        seeded with the model's seed: the same carve."""
+        fold = context.fold if context.fold is not None else Fold.carved(train, self.seed)
+        require(fold.train is train, f"{self.name}: FitContext.fold is not the fold of the frame passed to fit; "
+                                     f"pass fold.train, or no fold")
+        part = fold.validation(self.config.val_size)
+        require(not part.empty,
                 f"trainer.val_size={self.config.val_size} leaves no validation rows (every user has one "
                 f"rating?); raise trainer.val_size or use more data")
-        return mask
+        return part
+
+    def early_stopping(self, loss: LossFunction, val: Sequence[torch.Tensor], context: FitContext, part: Holdout,
+                       predict: Callable[[pd.DataFrame], np.ndarray], monitor: str = "loss") -> Validation:
+        """The validation callback of a fit: the model's loss on ``val`` (the encoded ``part.val``), or,
+        when ``context.ranking_metric`` is set, that metric of ``predict`` on ``part.val`` (maximised;
+        the loss still logged beside it)."""
+        on_loss = ValidationLoss(loss, val, monitor)
+        metric = context.ranking_metric
+        if metric is None:
+            return on_loss
+        candidates = part.val[["user", "item", "rating"]]
+        return ValidationScore(lambda net: metric.score(candidates.assign(prediction=predict(candidates))),
+                               metric.name, also=on_loss)
 
     def used_batch(self, n_rows: int) -> tuple[int, float]:
         """(batch size, learning rate) used on ``n_rows`` fitting rows. The configured batch is tuned for
@@ -206,59 +297,45 @@ class Trainer:
         """A copy on the trainer's device (pandas arrays are read-only, so always copy)."""
         return torch.tensor(np.asarray(values), dtype=dtype, device=self.device)
 
-    @torch.no_grad()
-    def _evaluate(self, net: nn.Module, loss: LossFunction, data: Sequence[torch.Tensor], chunk: int) -> torch.Tensor:
-        net.eval()
-        sums = None
-        for start in range(0, len(data[0]), chunk):
-            part = [t[start:start + chunk] for t in data]
-            total, parts = loss(net, part)
-            values = torch.stack([*parts.values(), total]) * len(part[0])
-            sums = values if sums is None else sums + values
-        return sums / len(data[0])
-
-    def fit(self, net: nn.Module, loss: LossFunction, train: Sequence[torch.Tensor], val: Sequence[torch.Tensor],
-            context: FitContext, monitor: str = "loss", eval_chunk: int = 2048) -> FitResult:
-        """Train ``net`` (already on ``self.device``) in place; on return it holds the weights of the
-        epoch with the lowest ``val_<monitor>`` (``loss`` = the total). ``train``/``val``: tensors
-        with one row per example, on ``self.device``."""
+    def fit(self, net: nn.Module, loss: LossFunction, sampler: Sampler, validation: Validation,
+            context: FitContext) -> FitResult:
+        """Train ``net`` (already on ``self.device``) in place on the sampler's batches; on return it holds
+        the weights of the epoch with the best ``val_<validation.monitor>`` (lowest, or highest for a
+        score). Every random draw (the samplers') comes from one generator seeded with the trainer's seed."""
         # One intra-op thread: the layers are small, so a second thread costs more in synchronisation
         # than it saves (docs/performance.md); processes, not threads, parallelise sweeps.
         torch.set_num_threads(1)
-        n = len(train[0])
+        n = len(sampler)
         batch, lr = self.used_batch(n)
         if batch != self.config.batch_size:
             log.info("%s: %d fitting rows; batch %d -> %d and lr %g -> %g (at least %d steps per epoch)",
                      self.name, n, self.config.batch_size, batch, self.config.lr, lr, self.MIN_STEPS)
         context.log_metrics({"used_batch_size": float(batch), "used_lr": lr}, None)
         optimizer = Optimizers(net, self.device, lr, self.config.weight_decay, self.config.sparse_embeddings)
-        generator = torch.Generator().manual_seed(self.seed)  # the epochs' shuffles
+        generator = torch.Generator().manual_seed(self.seed)  # the epochs' shuffles and negative draws
+        monitor, sign = f"val_{validation.monitor}", -1.0 if validation.maximise else 1.0
         best, best_state, best_epoch, waited = math.inf, None, 0, 0
         history: list[dict[str, float]] = []
-        names: list[str] | None = None
         bar = tqdm(range(1, self.config.max_epochs + 1), desc=f"{self.name} {context.dataset.name}", unit="epoch",
                    disable=not self.config.progress, leave=False)
         for epoch in bar:
             started = time.perf_counter()
             net.train()
-            order = torch.randperm(n, generator=generator).to(self.device)
-            sums = None
-            for start in range(0, n, batch):
-                # one gather per tensor and batch: no shuffled copy of the whole training set
-                # (the batches are the same rows, in the same order, as slices of such a copy)
-                rows = order[start:start + batch]
-                part = [t.index_select(0, rows) for t in train]
+            sums: dict[str, list] = {}  # stream -> [names, summed values (device), examples]
+            for part in sampler.batches(batch, generator):
                 total, parts = loss(net, part)
                 optimizer.zero_grad()
                 total.backward()
                 optimizer.step()
-                names = names or [*parts, "loss"]
                 values = torch.stack([*(p.detach() for p in parts.values()), total.detach()]) * len(part[0])
-                sums = values if sums is None else sums.add_(values)
-            train_means = (sums / n).tolist()  # the epoch's one host sync
-            val_means = self._evaluate(net, loss, val, eval_chunk).tolist()
-            row = {**{f"train_{k}": v for k, v in zip(names, train_means)},
-                   **{f"val_{k}": v for k, v in zip(names, val_means)}}
+                entry = sums.get(part.stream)
+                if entry is None:
+                    sums[part.stream] = [[*parts, "loss"], values, len(part[0])]
+                else:
+                    entry[1].add_(values)
+                    entry[2] += len(part[0])
+            row = {f"train_{k}": v for k, v in epoch_means(sums).items()}
+            row.update({f"val_{k}": v for k, v in validation(net).items()})
             for key, value in row.items():
                 if not math.isfinite(value):
                     raise TrainingError(f"{self.name} epoch {epoch}: {key} is {value}; training diverged, lower "
@@ -266,9 +343,9 @@ class Trainer:
             row["epoch_seconds"] = time.perf_counter() - started
             history.append({"epoch": epoch, **row})
             context.log_metrics(row, epoch)
-            bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{row[f'val_{monitor}']:.4f}")
-            if row[f"val_{monitor}"] < best - 1e-6:
-                best, best_epoch, waited = row[f"val_{monitor}"], epoch, 0
+            bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{row[monitor]:.4f}")
+            if sign * row[monitor] < best - 1e-6:
+                best, best_epoch, waited = sign * row[monitor], epoch, 0
                 best_state = copy.deepcopy(net.state_dict())
             else:
                 waited += 1
@@ -278,5 +355,5 @@ class Trainer:
         optimizer.restore()
         net.load_state_dict(best_state)  # early stopping restores the best validation weights
         net.eval()
-        log.info("%s: %d epochs, best epoch %d (val_%s %.4f)", self.name, len(history), best_epoch, monitor, best)
+        log.info("%s: %d epochs, best epoch %d (%s %.4f)", self.name, len(history), best_epoch, monitor, sign * best)
         return FitResult(history, best_epoch, batch, lr)

@@ -8,15 +8,16 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
+from benchmark.core.errors import ConfigError
 from benchmark.data import Dataset
 from benchmark.data.synthetic import load as load_synthetic
-from benchmark.core.errors import ConfigError
 from benchmark.evaluation.base import EvalContext
-from benchmark.evaluation.groups import (aggregate, aggregations_of, cold_users, group_training_counts, group_truth,
-                                  kmeans_groups, member_predictions, real_groups)
+from benchmark.evaluation.groups import aggregations_of, cold_users, group_training_counts, kmeans_groups, real_groups
+from benchmark.evaluation.scoring import aggregate, member_predictions
+from benchmark.protocol.candidates import group_truth
 from benchmark.protocol.grouping import Groups, real
-from benchmark.run.job import run
 from benchmark.protocol.split import holdout, kfold
+from benchmark.run.job import run
 from benchmark.tracking.tracker import Tracker
 from models.base import Recommender
 
@@ -241,7 +242,7 @@ def test_run_grouping_real_without_groups_fails_the_run(make_cfg, tracking_uri):
 def test_group_evaluation_a_run_of_groups_at_a_time_equals_one_pass(monkeypatch, chunk):
     """KMeans and real groups: predicting and aggregating a run of groups at a time (bounded memory at
     size) gives the per-group table of one pass over every member x item pair."""
-    import benchmark.evaluation.groups as group_eval
+    import benchmark.evaluation.pipeline as group_eval
     from benchmark.evaluation.base import checked_predictions
     from benchmark.protocol.grouping import kmeans
     from models.base import FitContext
@@ -273,7 +274,8 @@ def test_group_scores_equal_a_merge_and_groupby(overlapping):
     """The segment path (pairs built in (group, item) order, no sort) against pandas: merge every
     group's items with its members, predict, group by (group, item) and reduce; each distinct pair is
     predicted once even when a user sits in several groups."""
-    from benchmark.evaluation.groups import group_scores, member_pairs
+    from benchmark.evaluation.pipeline import group_scores
+    from benchmark.evaluation.scoring import member_pairs
 
     rng = np.random.default_rng(4)
     members = pd.DataFrame({"group": rng.integers(0, 12, 80), "user": rng.permutation(200)[:80]})

@@ -12,7 +12,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import models.trainer as trainer_module
-from benchmark.core.config import instantiate
+from benchmark.core.config import build_model, instantiate
 from benchmark.run.job import run
 from models.base import FitContext
 from models.dmtl import DMTL
@@ -62,8 +62,8 @@ def _fit_both(make_cfg):
     split = instantiate(cfg.split)(dataset.ratings, seed=0)[0]
     groups = instantiate(cfg.grouping)(dataset, split.train, seed=0)
     context = FitContext(dataset, groups, seed=0)
-    dmtl = instantiate(make_cfg(*FAST, "trainer.max_epochs=3", "model=dmtl").model, seed=0)
-    mf = instantiate(make_cfg(*FAST, "trainer.max_epochs=3", "model=neural_mf").model, seed=0)
+    dmtl = build_model(make_cfg(*FAST, "trainer.max_epochs=3", "model=dmtl").model, seed=0)
+    mf = build_model(make_cfg(*FAST, "trainer.max_epochs=3", "model=neural_mf").model, seed=0)
     return split, context, dmtl, mf
 
 

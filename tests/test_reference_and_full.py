@@ -15,10 +15,10 @@ from omegaconf import OmegaConf
 
 from benchmark.data.synthetic import load as load_synthetic
 from benchmark.evaluation.base import EvalContext, checked_predictions, profiling
-from benchmark.evaluation.full_ranking import full_catalogue, metric_name
-from benchmark.evaluation.groups import group_truth
+from benchmark.evaluation.full_ranking import full_catalogue
+from benchmark.evaluation.metrics import metric_name, per_user_metrics, summarize
+from benchmark.protocol.candidates import group_truth
 from benchmark.protocol.grouping import kmeans, size_stats
-from benchmark.evaluation.metrics import per_user_metrics, summarize
 from benchmark.protocol.split import holdout
 from models.base import FitContext
 from models.reference import Constant, ItemMean, Oracle, Popularity, Random
@@ -255,7 +255,7 @@ def test_profiling_saves_each_test_users_predicted_group(small):
 def test_top_k_and_first_relevant_rank_equal_a_sorted_ranking(tied):
     """top_k_positions / first_relevant_rank (partition + linear passes) against Python's sorted() on
     (-score, position), excluded items dropped, on random rows with many ties and short rows."""
-    from benchmark.evaluation.full_ranking import rank_metrics
+    from benchmark.evaluation.metrics import rank_metrics
 
     rng = np.random.default_rng(7)
     for _ in range(300):
@@ -310,7 +310,7 @@ def test_each_full_catalogue_group_aggregation_equals_a_per_group_loop(small, na
 def test_chunked_full_catalogue_equals_the_whole_matrix(small, monkeypatch, chunk, max_matrix):
     """Scoring and ranking in chunks (rows of users, runs of groups) gives the whole-matrix metrics;
     above MAX_GROUP_MATRIX the users are scored a chunk at a time and the group ranking is skipped."""
-    import benchmark.evaluation.full_ranking as full_ranking
+    import benchmark.evaluation.pipeline as full_ranking
 
     dataset, split, groups = small
     model = fitted(Random(seed=5), dataset, split, groups)

@@ -1,4 +1,5 @@
-"""Reliability (issue 14): one error contract for every bad input; the store survives kills;
+"""Reliability (issue 14; over 400 lines: the bad-input table and the fault tests share their helpers):
+one error contract for every bad input; the store survives kills;
 resume and concurrent sweeps never duplicate a result or trust one computed on other data.
 
 The bad-input table runs ``python -m benchmark`` once per case, in forked children of one driver

@@ -350,7 +350,7 @@ def test_default_experiment_is_paper_else_the_latest_sweep(sweep, tmp_path):
 
 
 def test_k_grid_variants_stay_out_of_the_lambda_sweep():
-    from benchmark.report.sections import modal_grouping
+    from benchmark.report.sections.groups import modal_grouping
 
     runs = pd.DataFrame({"dataset": ["ml100k"] * 4 + ["itmrec"] * 2,
                          "config": [{"grouping.k": "250"}, {"grouping.k": "250"}, {"grouping.k": "20"},

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from benchmark.tracking.artifacts import read_table
 from benchmark.core.config import config_hash
 from benchmark.run.job import run
+from benchmark.tracking.artifacts import read_table
 from benchmark.tracking.tracker import Tracker
 from tests.conftest import data_root
 
@@ -175,3 +175,30 @@ def test_config_hash_tracks_results_not_presentation(make_cfg):
     assert config_hash(make_cfg("model=dmtl", "seed=1")) != base
     # a baseline ignores the trainer group entirely
     assert config_hash(make_cfg("model=svd", "trainer.lr=0.01")) == config_hash(make_cfg("model=svd"))
+
+
+def test_run_takes_a_stages_factory_instead_of_a_patched_runner(make_cfg):
+    """A tool measuring more per stage hands ``run`` a factory (benchmark.timing.MeteredStages for
+    scale): the job times its stages with what the factory made, and the runner is left as it is."""
+    from contextlib import contextmanager
+
+    from benchmark.run import job
+    from benchmark.timing import STAGES
+
+    entered: list[str] = []
+
+    class Recording(job.Stages):
+        @contextmanager
+        def __call__(self, name: str):
+            entered.append(name)
+            with super().__call__(name):
+                yield
+
+    made: list[Recording] = []
+    original = job.Stages
+    result = run(make_cfg("dataset=synthetic", "model=baseline_only"), stages=lambda: made.append(Recording()) or made[-1])
+    assert len(made) == 1 and job.Stages is original
+    assert set(entered) == set(STAGES) and entered[0] == "log" and entered[-1] == "log"
+    assert entered.index("load") < entered.index("split") < entered.index("grouping") < entered.index("fit") \
+        < entered.index("predict") < entered.index("evaluate")
+    assert {k: v for k, v in result.metrics.items() if k.startswith("stage_")} == made[0].metrics()

@@ -15,33 +15,34 @@ import threadpoolctl
 import torch
 from torch import nn
 
-from benchmark import scale
-from benchmark.protocol import grouping
+from benchmark import growth, scale, timing
 from benchmark.data.synthetic import load
+from benchmark.protocol import grouping
 from models.base import FitContext
-from models.trainer import Trainer, TrainerConfig
+from models.samplers import RowSampler
+from models.trainer import Trainer, TrainerConfig, ValidationLoss
 
 
 def _result(model: str, n: int, seconds: dict[str, float], rss: float = 500.0, **extra) -> dict:
-    return {"model": model, "n_ratings": n, "seconds": {k: seconds.get(k, 0.0) for k in scale.STAGES},
+    return {"model": model, "n_ratings": n, "seconds": {k: seconds.get(k, 0.0) for k in timing.STAGES},
             "job_peak_rss_mb": rss, **extra}
 
 
 def test_exponent_recovers_known_slopes():
     sizes = [100_000, 300_000, 1_000_000]
-    assert scale.exponent(sizes, [2e-6 * n for n in sizes]) == pytest.approx(1.0)
-    assert scale.exponent(sizes, [3e-12 * n ** 2 for n in sizes]) == pytest.approx(2.0)
-    assert scale.exponent(sizes[:1], [1.0]) is None  # one point: no slope
+    assert growth.exponent(sizes, [2e-6 * n for n in sizes]) == pytest.approx(1.0)
+    assert growth.exponent(sizes, [3e-12 * n ** 2 for n in sizes]) == pytest.approx(2.0)
+    assert growth.exponent(sizes[:1], [1.0]) is None  # one point: no slope
 
 
 def test_harness_shares_warm_and_with_the_cold_protocol():
     harness = _result(scale.HARNESS_JOB, 10, {"load": 1.0, "split": 0.5, "grouping": 8.5, "evaluate": 1.0, "log": 0.2})
     model = _result("svd", 10, {"load": 1.0, "split": 0.1, "grouping": 0.1, "fit": 15.0, "predict": 2.0,
                                 "evaluate": 1.0, "log": 0.8})
-    warm, cold = scale.shares(model, [harness, model])
+    warm, cold = growth.shares(model, [harness, model])
     assert warm == pytest.approx(3.0 / 20.0)                     # (1 + .1 + .1 + 1 + .8) / 20
     assert cold == pytest.approx((1.0 + 0.5 + 8.5 + 1.0 + 0.8) / (20.0 - 1.2 + 10.0))
-    assert scale.shares(model, [model])[1] is None               # no harness job at that size
+    assert growth.shares(model, [model])[1] is None               # no harness job at that size
 
 
 def test_a_job_over_the_memory_limit_is_skipped_never_started(tmp_path, capsys, monkeypatch):
@@ -93,7 +94,7 @@ def test_merging_runs_prints_exponents_across_them(tmp_path, capsys):
 def test_one_job_reports_the_runners_stages(tmp_path, monkeypatch):
     from benchmark.run import job as runner
 
-    monkeypatch.setattr(runner, "Stages", runner.Stages)  # run_job meters the runner's stages: undone after
+    stages_class, run_function = runner.Stages, runner.run
     monkeypatch.setattr(scale, "shape", lambda n, group_size=scale.GROUP_SIZE, n_groups=None: {
         "n_users": 60, "n_items": 80, "n_ratings": n, "n_groups": 3})
     root, level = logging.getLogger(), logging.getLogger().level
@@ -104,7 +105,7 @@ def test_one_job_reports_the_runners_stages(tmp_path, monkeypatch):
     finally:
         root.setLevel(level)  # run_job quiets the root logger (a spawned job's own): not the tests'
     wall = time.perf_counter() - started
-    assert set(result["seconds"]) == set(scale.STAGES)
+    assert set(result["seconds"]) == set(timing.STAGES)
     assert result["seconds"]["fit"] > 0 and result["seconds"]["predict"] > 0 and result["seconds"]["evaluate"] > 0
     assert sum(result["seconds"].values()) < wall
     # predict holds the test pairs and the group members' pairs the evaluation asked for
@@ -112,8 +113,11 @@ def test_one_job_reports_the_runners_stages(tmp_path, monkeypatch):
     assert result["protocol_cache"] == "dataset=uncached split=miss groups=miss"
     assert result["job_peak_rss_mb"] > 100 and 0.5 < result["rmse"] < 2.0
     peaks = result["peak_rss_by_stage_mb"]
-    assert set(scale.STAGES) <= set(peaks) and max(peaks.values()) <= result["job_peak_rss_mb"]
+    assert set(timing.STAGES) <= set(peaks) and max(peaks.values()) <= result["job_peak_rss_mb"]
     assert peaks[result["peak_stage"]] == max(peaks.values())
+    assert set(result["minor_page_faults_by_stage"]) == set(peaks)
+    # metered through run(..., stages=...): the runner is used as it is, never patched
+    assert runner.Stages is stages_class and runner.run is run_function
 
 
 # ---- the pipeline changes made for scale
@@ -141,7 +145,7 @@ def test_trainer_batches_are_the_slices_of_a_shuffled_copy():
     trainer = Trainer(config, seed=7, name="test")
     values = torch.randn(n)
     context = FitContext(dataset=SimpleNamespace(name="x", rating_scale=(1.0, 5.0)), groups=None, seed=7)
-    trainer.fit(net, loss, [rows, values], [rows[:10], values[:10]], context)
+    trainer.fit(net, loss, RowSampler([rows, values]), ValidationLoss(loss, [rows[:10], values[:10]]), context)
     generator = torch.Generator().manual_seed(7)
     expected = []
     for _ in range(2):

@@ -126,6 +126,51 @@ def test_plan_sizes_narrowing_and_dedupe(tmp_path: Path) -> None:
     assert not (tmp_path / "mlflow.db").exists(), "a dry run logged something"
 
 
+@pytest.mark.parametrize("grid, arguments", [
+    ({"model.lambda_profile": [0, 0.1, 0.5], "seed": "0,1", "dataset": "ml100k,itmrec"}, ["seed=0,3", "eval.k=5"]),
+    ({"model": "svd,knn_basic", "seed": [0]}, ["trainer.max_epochs=range(1,4)", "+sweep=smoke", "model=dmtl"]),
+    ({}, ["dataset=synthetic"]),
+])
+def test_grid_expansion_is_hydras_basic_sweeper(grid, arguments) -> None:
+    """The public-API expansion (benchmark/sweeps/plan.py) gives the jobs Hydra's own basic sweeper
+    gives, in the same order (Hydra's lives in hydra._internal, so the harness does not import it)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from benchmark.sweeps import plan
+
+    parser = OverridesParser.create()
+    jobs = plan.expand(grid, arguments, parser)
+    hydra_jobs = BasicSweeper.split_arguments(parser.parse_overrides(plan._grid_overrides(grid) + arguments), None)[0]
+    assert [overrides for overrides, _ in jobs] == hydra_jobs
+    swept = {key for key in grid} | {a.split("=")[0] for a in arguments if "," in a or "range(" in a}
+    assert all(set(varies) == swept for _, varies in jobs)
+
+
+def test_composer_gives_hydras_config_and_finds_groups_by_public_api() -> None:
+    """One compose per set of group choices, values applied after: the config a full compose gives."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from benchmark.sweeps.plan import Composer
+    from tests.conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        calls: list[list[str]] = []
+        full = lambda overrides: calls.append(overrides) or compose(config_name="config", overrides=overrides)  # noqa: E731
+        composer = Composer(full, OverridesParser.create(config_loader=loader), loader)
+        for key in ("model", "dataset", "hydra/launcher", "sweep", "model.params.k", "seed", "trainer.lr", "nope/x"):
+            assert composer.is_group(key) == loader.repository.group_exists(key), key
+        for overrides in (["model=svd", "dataset=synthetic", "seed=3", "model.params.n_factors=7"],
+                          ["model=svd", "dataset=synthetic", "seed=4", "eval.k=5"],
+                          ["model=dmtl", "model.lambda_profile=0.5", "+extra=1"]):
+            assert composer(overrides) == compose(config_name="config", overrides=overrides), overrides
+        # the first two share their group choices: one full compose for both, none for values
+        assert calls[:2] == [["model=svd", "dataset=synthetic"], ["model=dmtl", "model.lambda_profile=0.5", "+extra=1"]]
+
+
 def test_smoke_sweep_then_rerun_skips_everything(tmp_path: Path) -> None:
     uri = sqlite_uri(tmp_path)
     expected = planned(tmp_path, "+sweep=smoke")

@@ -15,11 +15,11 @@ from omegaconf import OmegaConf
 
 import benchmark.protocol.split
 import benchmark.sweeps.tune as tune
-from benchmark.report import build as report
 from benchmark.core.config import config_hash
+from benchmark.report import build as report
+from benchmark.report.sections.references import REFERENCE_MODELS
 from benchmark.run.job import run
 from benchmark.tracking.claims import finished_keys
-from benchmark.report.sections import REFERENCE_MODELS
 from benchmark.tracking.tracker import Tracker
 
 CONF = Path(__file__).resolve().parent.parent / "conf"

@@ -1,23 +1,27 @@
-"""Types and ranges of the config's values, checked before any data work.
+"""Types and ranges of config values, checked before any data work: the harness's keys here, a
+model's own keys in the model's typed config (:class:`Settings`).
 
-One table of rules, one rule per key: ``seed=true``, ``eval.k=abc``, ``trainer.lr=abc`` or
-SVD's ``model.params.n_factors=-5`` are refused with a :class:`ConfigError` naming the key, the
-value and the fix, before a dataset is read. Components still validate their own kwargs (DMTL
-its sizes, the splitter its fractions); this module holds the checks no component owns, and the
-types Hydra cannot know (an override's value is parsed by its looks: ``abc`` is a string, ``true``
-a bool). Keys absent from a config are not checked, so a model without ``params`` or a config
-without ``trainer`` passes.
+One rule per key: ``seed=true``, ``eval.k=abc`` or ``trainer.lr=abc`` are refused by
+:func:`validate_config` with a :class:`ConfigError` naming the key, the value and the fix, before a
+dataset is read; these are the harness's keys, which no component owns. A model's parameters
+(SVD's ``model.params.n_factors=-5``, DMTL's ``model.lambda_profile=-1``) are declared by the
+model itself, as a frozen dataclass subclassing :class:`Settings` whose fields carry a
+:class:`Rule` (:func:`setting`); the model builds it in its constructor, so the runner, which
+instantiates the model before any data work, refuses a bad value first, in the same one-line
+form. Why there: the model knows its parameters, a new model brings its rules with it, and this
+table stays the harness's. Hydra cannot know the types (an override's value is parsed by its
+looks: ``abc`` is a string, ``true`` a bool). Keys absent from a config are not checked.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, ClassVar, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.core.errors import ConfigError
+from benchmark.core.errors import ConfigError, require
 
 
 @dataclass(frozen=True)
@@ -106,29 +110,6 @@ RULES: dict[str, Rule] = {
     "split.cold_users": Rule(float, low=0, high=1, high_open=True),
     "grouping.n_init": INT_POS,
     "grouping.standardize": BOOL,
-    # Surprise hyperparameters (conf/model/*.yaml, model.params): Surprise itself accepts
-    # n_factors=-5 and fails deep inside numpy, or trains nothing
-    "model.params.n_factors": INT_POS,
-    "model.params.n_epochs": INT_POS,
-    "model.params.k": INT_POS,
-    "model.params.min_k": INT_POS,
-    "model.params.n_cltr_u": INT_POS,
-    "model.params.n_cltr_i": INT_POS,
-    "model.params.biased": BOOL,
-    "model.params.verbose": BOOL,
-    "model.params.cache_ratings": BOOL,
-    "model.params.init_mean": Rule(float),
-    "model.params.init_std_dev": NONNEG,
-    "model.params.lr_all": NONNEG,
-    "model.params.reg_all": NONNEG,
-    "model.params.reg_pu": NONNEG,
-    "model.params.reg_qi": NONNEG,
-    "model.params.reg_bu": NONNEG,
-    "model.params.reg_bi": NONNEG,
-    "model.params.lr_bu": NONNEG,
-    "model.params.lr_bi": NONNEG,
-    "model.params.lr_pu": NONNEG,
-    "model.params.lr_qi": NONNEG,
 }
 
 _MISSING = object()
@@ -141,17 +122,77 @@ def _select(cfg: DictConfig, key: str) -> Any:
         raise ConfigError(f"{key}: {' '.join(str(exc).split())}; set {key} on the command line or in conf/") from None
 
 
+def shown(value: Any) -> str:
+    """A value as the error line shows it: ``null``, ``true``, ``'abc'``, ``-5``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def check(key: str, value: Any, rule: Rule, fix: str = "fix it on the command line or in its conf/ file") -> None:
+    """Refuse ``value`` unless ``rule`` accepts it: ``<key>=<value> must be <what>; <fix>``."""
+    if not rule.accepts(value):
+        raise ConfigError(f"{key}={shown(value)} must be {rule.describe()}; {rule.fix or fix}")
+
+
 def validate_config(cfg: DictConfig) -> None:
-    """Refuse the first value that breaks its rule: ``<key>=<value> must be <what>; <fix>``."""
+    """Refuse the first harness value that breaks its rule (a model's own keys: its :class:`Settings`)."""
     for key, rule in RULES.items():
         value = _select(cfg, key)
-        if value is _MISSING:
-            continue
-        if not rule.accepts(value):
-            shown = "null" if value is None else (str(value).lower() if isinstance(value, bool) else repr(value)
-                                                   if isinstance(value, str) else value)
-            fix = rule.fix or "fix it on the command line or in its conf/ file"
-            raise ConfigError(f"{key}={shown} must be {rule.describe()}; {fix}")
+        if value is not _MISSING:
+            check(key, value, rule)
+
+
+# ---------------------------------------------------------------------------- a component's own keys
+
+class _Unset:
+    """A parameter the config leaves out: the library's own default applies (never passed on)."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+def setting(rule: Rule, default: Any = MISSING) -> Any:
+    """A field of a :class:`Settings` dataclass whose value must satisfy ``rule`` (no default: required)."""
+    return field(default=default, metadata={"rule": rule})
+
+
+class Settings:
+    """Base of a component's typed config: a frozen dataclass whose fields are declared with
+    :func:`setting`. Construction checks every field (``UNSET`` ones excepted) and refuses the first
+    bad one as ``<PREFIX>.<field>=<value> must be <what>; <fix>``: the key as the user writes it
+    on the command line (``PREFIX`` is where the dataclass sits in the config, e.g. ``model`` or
+    ``model.params``)."""
+
+    PREFIX: ClassVar[str] = "model"
+    FIX: ClassVar[str] = "fix it on the command line or in the model's conf/model/*.yaml"
+
+    def __post_init__(self) -> None:
+        for each in fields(self):
+            rule, value = each.metadata.get("rule"), getattr(self, each.name)
+            if rule is not None and value is not UNSET:
+                check(f"{self.PREFIX}.{each.name}", value, rule, self.FIX)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None):
+        """From a config mapping: an unknown key, or a missing required one, is one line too."""
+        values = dict(values or {})
+        names = [each.name for each in fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        require(not unknown, f"{cls.PREFIX} has unknown keys {unknown}; use {', '.join(names)}")
+        missing = [each.name for each in fields(cls) if each.name not in values
+                   and each.default is MISSING and each.default_factory is MISSING]
+        require(not missing, f"{', '.join(f'{cls.PREFIX}.{name}' for name in missing)} missing; {cls.FIX}")
+        return cls(**values)
+
+    def given(self) -> dict[str, Any]:
+        """The fields the config set (``UNSET`` ones left out), as keyword arguments."""
+        return {each.name: getattr(self, each.name) for each in fields(self) if getattr(self, each.name) is not UNSET}
 
 
 def check_threshold(threshold: float, rating_scale: tuple[float, float]) -> None:

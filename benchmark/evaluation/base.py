@@ -3,6 +3,10 @@
 The runner calls every registered evaluator on the same predictions, so every model gets
 the same metrics. A new evaluation is one function registered with ``@evaluator("name")``;
 it returns ``EvalResult`` (metrics dict plus named tables saved as run artifacts).
+
+Evaluators reach the model only through ``ctx.scorer`` (:class:`Scorer`): one object that checks
+what the model returns and times the model's calls (:class:`ModelClock`), so the runner can count
+the model's share of evaluation as prediction time without touching the model object.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -21,7 +26,7 @@ from benchmark.core.registry import Registry
 from benchmark.data import Dataset
 from benchmark.evaluation.metrics import per_user_metrics, summarize
 from benchmark.protocol.grouping import Groups
-from models.base import GroupProfiler, Recommender
+from models.base import GroupProfiler, Recommender, ScoresAll
 
 
 @dataclass
@@ -30,8 +35,15 @@ class EvalContext:
     train: pd.DataFrame
     predictions: pd.DataFrame        # user, item, rating, prediction (one fold's test rows)
     groups: Groups
-    model: Recommender
+    model: Recommender               # for isinstance checks and its name; scores come from ``scorer``
     config: Any                      # the ``eval`` config node (k, threshold, ...)
+    clock: "ModelClock" = field(default_factory=lambda: ModelClock())
+    shared: dict[str, Any] = field(default_factory=dict)  # built once, read by several evaluators (group truth)
+
+    @cached_property
+    def scorer(self) -> "Scorer":
+        """The model behind its timed, checked wrapper; the oracle reads the fold's test rows."""
+        return Scorer(self.model, truth=self.predictions, clock=self.clock)
 
     @property
     def k(self) -> int:
@@ -42,6 +54,14 @@ class EvalContext:
         return float(self.config.threshold)
 
 
+def setting(node: Any, key: str, default: Any) -> Any:
+    """``node.key`` of a config node (DictConfig, dict or object), ``default`` when absent or null."""
+    if node is None:
+        return default
+    value = node.get(key, default) if hasattr(node, "get") else getattr(node, key, default)
+    return default if value is None and default is not None else value
+
+
 @dataclass
 class EvalResult:
     metrics: dict[str, float] = field(default_factory=dict)
@@ -49,12 +69,14 @@ class EvalResult:
 
 
 def checked_predictions(model: Recommender, pairs: pd.DataFrame, what: str = "test pairs",
-                        truth: pd.DataFrame | None = None) -> np.ndarray:
+                        truth: pd.DataFrame | None = None,
+                        predict: Callable[[pd.DataFrame], Any] | None = None) -> np.ndarray:
     """``model.predict(pairs)`` as floats, refusing a wrong count or non-finite values in one line.
 
     A model that reads the truth (the oracle, ``Recommender.reads_truth``) also gets the ``rating``
     column: the pairs' own when they carry one (test pairs), else looked up in ``truth`` (the
-    fold's test rows), NaN where the pair has no test rating.
+    fold's test rows), NaN where the pair has no test rating. ``predict`` replaces ``model.predict``
+    (the evaluation passes the model's method timed by its clock: :class:`Scorer`).
     """
     columns = ["user", "item"]
     if getattr(model, "reads_truth", False):
@@ -64,7 +86,7 @@ def checked_predictions(model: Recommender, pairs: pd.DataFrame, what: str = "te
             # a left merge keeps the pairs' order
             pairs = pairs[columns].merge(known, on=columns, how="left", validate="many_to_one")
         columns.append("rating")
-    prediction = np.asarray(model.predict(pairs[columns]), dtype=float)
+    prediction = np.asarray((predict or model.predict)(pairs[columns]), dtype=float)
     if prediction.shape != (len(pairs),) or not np.isfinite(prediction).all():
         raise TrainingError(f"model {getattr(model, 'name', model)} returned {np.size(prediction)} predictions "
                             f"with {int((~np.isfinite(prediction)).sum())} non-finite values for {len(pairs)} "
@@ -72,49 +94,100 @@ def checked_predictions(model: Recommender, pairs: pd.DataFrame, what: str = "te
     return prediction
 
 
-# The model's own prediction methods. Evaluators call them for the predictions they need beyond the
-# test pairs (catalogue scores, group members' pairs, profiling labels); that time is the model's.
-PREDICTION_METHODS = ("predict", "score_all", "predict_groups")
+def checked_scores(model: Recommender, scores, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """``scores`` as floats of ``shape``, refusing another shape or non-finite values in one line."""
+    scores = np.asarray(scores, dtype=float)
+    if scores.shape != shape or not np.isfinite(scores).all():
+        raise TrainingError(f"model {getattr(model, 'name', model)} returned shape {scores.shape} with "
+                            f"{int((~np.isfinite(scores)).sum())} non-finite values for {what} (expected "
+                            f"{shape}); check the model's training losses")
+    return scores
+
+
+class ModelClock:
+    """Seconds spent inside the model's own methods during evaluation (the ``predict`` stage's share).
+
+    The runner counts them in ``predict`` and leaves the harness's work (candidates, ranking,
+    aggregation, metrics) in ``evaluate``. Only :class:`Scorer` starts it, around each call of a model
+    method; nothing of the model is replaced, so a method calling another (a ``score_all`` built on
+    ``predict``) is still one call, and the model is the same object before, during and after.
+    """
+
+    def __init__(self):
+        self.seconds = 0.0
+        self._depth = 0
+
+    def timed(self, method: Callable) -> Callable:
+        """``method`` (a bound method of the model) as a function whose calls this clock counts."""
+
+        def call(*args, **kwargs):
+            self._depth += 1
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self._depth -= 1
+                if self._depth == 0:  # a nested timed call counts once, in the outer one
+                    self.seconds += time.perf_counter() - started
+
+        return call
+
+
+class Scorer:
+    """The evaluation's one handle on the model: every score an evaluator needs comes through here.
+
+    Each method checks what the model returns (count, shape, finite) and times the model's call with
+    ``clock``; ``truth`` (the fold's test rows) is what a truth-reading model (the oracle) is given.
+    """
+
+    def __init__(self, model: Recommender, truth: pd.DataFrame | None = None, clock: ModelClock | None = None):
+        self.model, self.truth, self.clock = model, truth, clock if clock is not None else ModelClock()
+
+    def predict(self, pairs: pd.DataFrame, what: str = "pairs") -> np.ndarray:
+        """Predicted ratings of ``user, item`` pairs (``checked_predictions``)."""
+        return checked_predictions(self.model, pairs, what=what, truth=self.truth,
+                                   predict=self.clock.timed(self.model.predict))
+
+    def score_matrix(self, users: np.ndarray, items: np.ndarray, chunk_pairs: int = 1 << 20) -> np.ndarray:
+        """Predicted ratings of every (user, item), shape ``(len(users), len(items))``: the model's
+        ``score_all`` when it has one (models.base.ScoresAll), else ``predict`` on the pairs,
+        ``chunk_pairs`` pairs per call."""
+        shape = (len(users), len(items))
+        if isinstance(self.model, ScoresAll):
+            scores = self.clock.timed(self.model.score_all)(users, items)
+            return checked_scores(self.model, scores, shape, f"score_all of {shape[0]} users x {shape[1]} items")
+        scores = np.empty(shape)
+        rows = max(1, chunk_pairs // max(1, len(items)))
+        for start in range(0, len(users), rows):
+            chunk = users[start:start + rows]
+            pairs = pd.DataFrame({"user": np.repeat(chunk, len(items)), "item": np.tile(items, len(chunk))})
+            scores[start:start + len(chunk)] = self.predict(pairs, what="catalogue pairs").reshape(len(chunk), len(items))
+        return scores
+
+    def score_groups(self, members: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
+        """A group model's own scores of ``group, item`` pairs (models.base.GroupScorer)."""
+        scores = self.clock.timed(self.model.score_groups)(members, pairs[["group", "item"]])
+        return checked_scores(self.model, scores, (len(pairs),), f"score_groups of {len(pairs)} group-item pairs")
+
+    def predict_groups(self, users) -> np.ndarray:
+        """A profiling model's group label of each user (models.base.GroupProfiler)."""
+        return np.asarray(self.clock.timed(self.model.predict_groups)(users))
 
 
 @contextmanager
-def model_clock(model: Recommender) -> Iterator[list[float]]:
-    """Seconds spent inside ``model``'s prediction methods while the block runs (``[seconds]``).
+def model_clock(ctx: EvalContext) -> Iterator[ModelClock]:
+    """The clock of ``ctx``'s scorer, for the runner: ``seconds`` = the model's share of the block.
 
-    The runner counts them in the ``predict`` stage and leaves the harness's own work (ranking,
-    aggregation, metrics) in ``evaluate``. Nested calls (a ``score_all`` that calls ``predict``)
-    count once. The methods are shadowed on the instance for the block only.
+    The block's own start is subtracted when it ends, so an earlier evaluation on the same context
+    does not count twice.
     """
-    spent, depth = [0.0], [0]
-    patched: dict[str, Any] = {}
-    for name in PREDICTION_METHODS:
-        original = getattr(model, name, None)
-        if not callable(original):
-            continue
-
-        def timed(*args, _original=original, **kwargs):
-            depth[0] += 1
-            started = time.perf_counter()
-            try:
-                return _original(*args, **kwargs)
-            finally:
-                depth[0] -= 1
-                if depth[0] == 0:
-                    spent[0] += time.perf_counter() - started
-
-        patched[name] = vars(model).get(name, _UNSET) if hasattr(model, "__dict__") else _UNSET
-        setattr(model, name, timed)
+    before = ctx.clock.seconds
+    clock = ModelClock()
     try:
-        yield spent
+        yield clock
     finally:
-        for name, before in patched.items():
-            if before is _UNSET:
-                delattr(model, name)
-            else:
-                setattr(model, name, before)
+        clock.seconds = ctx.clock.seconds - before
 
-
-_UNSET = object()
 
 Evaluator = Callable[[EvalContext], EvalResult]
 EVALUATORS: Registry[Evaluator] = Registry("evaluator")
@@ -148,11 +221,11 @@ def profiling(ctx: EvalContext) -> EvalResult:
         return EvalResult()
     users = ctx.predictions["user"].to_numpy()
     y_true = ctx.groups.of(users)
-    y_pred = np.asarray(ctx.model.predict_groups(users))
+    y_pred = ctx.scorer.predict_groups(users)
     # one row per test user: what the profiling head said, so the profiling can be audited
     distinct = np.unique(users)
     audit = pd.DataFrame({"user": distinct, "group": ctx.groups.of(distinct),
-                          "predicted_group": np.asarray(ctx.model.predict_groups(distinct))})
+                          "predicted_group": ctx.scorer.predict_groups(distinct)})
     return EvalResult(classification_metrics(y_true, y_pred), {"predicted_groups": audit})
 
 

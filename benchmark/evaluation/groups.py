@@ -1,19 +1,21 @@
 """Group-level and cold-start evaluation (docs/protocol.md, "Group-level evaluation and cold start").
 
-Every model that predicts user-item ratings gets group metrics the same way: the members'
-predicted ratings for an item are turned into one group score by an aggregation strategy
-(registry below: mean, least misery = min, most pleasure = max), each group's candidate
-items are ranked by that score, and P@k / R@k / NDCG@k are computed per group with the
-user-level rules (benchmark.evaluation.metrics, ``key="group"``) and averaged over groups.
+Every model gets group metrics through the one path of benchmark/evaluation/pipeline.py: each
+group's candidate items (benchmark/protocol/candidates.py) are scored by the model's group scores
+(benchmark/evaluation/scoring.py: a GroupScorer's own, else its members' predicted ratings reduced by
+an aggregation: mean, least misery = min, most pleasure = max), ranked, and P@k / R@k / NDCG@k are
+computed per group with the user-level rules (benchmark.evaluation.metrics, ``key="group"``) and
+averaged over groups. The two evaluators below differ only in the candidates' builder:
 
 * KMeans groups (``grouping=kmeans``): candidates = the fold's test items rated by at least
-  ``eval.group.min_raters`` members; the group's true rating = the mean of those members'
-  test ratings.
+  ``eval.group.min_raters`` members; the group's true rating = the mean of those members' test ratings.
 * Real groups (``grouping=real``, ITM-Rec): candidates and truth = the group's own ratings
   (``dataset.group_ratings``), never used in training.
 
-In both cases the group score aggregates the predictions of ALL the group's members (not
-only those who rated the item): a group recommender does not know who will rate what.
+In both cases a user-level model's group score aggregates the predictions of ALL the group's
+members (not only those who rated the item): a group recommender does not know who will rate what.
+The candidates (and the group truth) are built once per evaluation (:func:`group_candidates`) and
+shared with the full-catalogue evaluator.
 
 Cold start: ``eval.cold_threshold=n`` recomputes the user- and group-level metrics on users
 (groups) with at most n training ratings (``cold_*``); test users with no training rating
@@ -24,89 +26,28 @@ at all (``split.cold_users``) get ``cold_user_*`` metrics and, for profiling mod
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from benchmark.core.errors import ConfigError, require
-from benchmark.core.registry import Registry
-from benchmark.evaluation.base import EvalContext, EvalResult, checked_predictions, classification_metrics, evaluator
-from benchmark.evaluation.metrics import RANKING_METRICS, per_user_metrics, summarize
-from models.base import GroupProfiler, Recommender
+from benchmark.evaluation.base import EvalContext, EvalResult, classification_metrics, evaluator, setting
+from benchmark.evaluation.metrics import RANKING_METRICS, summarize
+from benchmark.evaluation.pipeline import listed_group_metrics, score_group_items
+from benchmark.evaluation.scoring import AGGREGATIONS, group_scores_of
+from benchmark.protocol.candidates import ListedCandidates, group_test_items, unique_members
+from models.base import GroupProfiler
 
 log = logging.getLogger(__name__)
 
-# An aggregation reduces contiguous segments along axis 0: ``values[starts[j]:starts[j + 1]]`` are
-# the members' predictions for segment j (one group's item: 1-D; one group's members x the whole
-# catalogue: 2-D) and row j of the result is the group's score. Segments are never empty. numpy's
-# ``ufunc.reduceat`` does the common ones without a Python loop; a new strategy is one function.
-Aggregation = Callable[[np.ndarray, np.ndarray], np.ndarray]
-AGGREGATIONS: Registry[Aggregation] = Registry("aggregation")
-aggregation = AGGREGATIONS.register
-
 DEFAULT_AGGREGATIONS = ("mean", "least_misery", "most_pleasure")
-GROUP_CHUNK_PAIRS = 1 << 21  # member x item pairs predicted at once (~2M: ~100 MB of frames)
 DEFAULT_MIN_RATERS = 1
-
-
-def segment_sizes(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Rows per segment, shaped to broadcast against the reduced values."""
-    sizes = np.diff(np.append(starts, len(values)))
-    return sizes.reshape(-1, *([1] * (values.ndim - 1)))
-
-
-@aggregation("mean")
-def mean_score(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Average satisfaction: the mean of the members' predicted ratings."""
-    return np.add.reduceat(values, starts, axis=0) / segment_sizes(values, starts)
-
-
-@aggregation("least_misery")
-def least_misery(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """The group is as happy as its least happy member: the minimum predicted rating."""
-    return np.minimum.reduceat(values, starts, axis=0)
-
-
-@aggregation("most_pleasure")
-def most_pleasure(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """The group is as happy as its happiest member: the maximum predicted rating."""
-    return np.maximum.reduceat(values, starts, axis=0)
-
-
-def runs_within(sizes: np.ndarray, limit: int) -> list[tuple[int, int]]:
-    """``(first, last)`` ranges of consecutive entries whose ``sizes`` add up to about ``limit`` (at
-    least one entry per range): runs of groups holding a bounded number of rows or pairs."""
-    cumulative, runs, first = np.cumsum(sizes), [], 0
-    while first < len(sizes):
-        before = cumulative[first - 1] if first else 0
-        last = max(first + 1, int(np.searchsorted(cumulative, before + limit, side="right")))
-        runs.append((first, last))
-        first = last
-    return runs
-
-
-def segment_starts(keys: np.ndarray) -> np.ndarray:
-    """First row of each run of equal rows in ``keys`` (sorted, shape ``(n,)`` or ``(n, m)``)."""
-    if len(keys) == 0:
-        return np.zeros(0, dtype=np.intp)
-    differs = keys[1:] != keys[:-1]
-    if differs.ndim > 1:
-        differs = differs.any(axis=1)
-    return np.concatenate([[0], np.flatnonzero(differs) + 1])
 
 
 # ---------------------------------------------------------------------------- config
 
-def _get(node: Any, key: str, default: Any) -> Any:
-    if node is None:
-        return default
-    value = node.get(key, default) if hasattr(node, "get") else getattr(node, key, default)
-    return default if value is None and default is not None else value
-
-
 def aggregations_of(config: Any) -> list[str]:
-    names = list(_get(_get(config, "group", None), "aggregations", DEFAULT_AGGREGATIONS))
+    names = list(setting(setting(config, "group", None), "aggregations", DEFAULT_AGGREGATIONS))
     unknown = [n for n in names if n not in AGGREGATIONS]
     if not names or unknown:
         raise ConfigError(f"eval.group.aggregations={names}: unknown {unknown or 'empty list'}; "
@@ -115,102 +56,29 @@ def aggregations_of(config: Any) -> list[str]:
 
 
 def min_raters_of(config: Any) -> int:
-    value = _get(_get(config, "group", None), "min_raters", DEFAULT_MIN_RATERS)
+    value = setting(setting(config, "group", None), "min_raters", DEFAULT_MIN_RATERS)
     require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
             f"eval.group.min_raters={value} must be an integer >= 1")
     return int(value)
 
 
 def cold_threshold_of(config: Any) -> int | None:
-    value = _get(config, "cold_threshold", None)
+    value = setting(config, "cold_threshold", None)
     require(value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0),
             f"eval.cold_threshold={value} must be null (off) or an integer >= 0")
     return value
 
 
+def group_candidates(ctx: EvalContext) -> ListedCandidates:
+    """The groups' listed candidates and truth, built once per evaluation (the test-items and the
+    full-catalogue evaluators both read them)."""
+    if "group_candidates" not in ctx.shared:
+        ctx.shared["group_candidates"] = group_test_items(ctx.groups, ctx.dataset, ctx.predictions,
+                                                          min_raters_of(ctx.config))
+    return ctx.shared["group_candidates"]
+
+
 # ---------------------------------------------------------------------------- building blocks
-
-def unique_members(members: pd.DataFrame) -> pd.DataFrame:
-    """``group, user`` rows without repeats (a user listed twice in a group counts once)."""
-    return members[["group", "user"]].drop_duplicates(ignore_index=True)
-
-
-def group_truth(test: pd.DataFrame, members: pd.DataFrame, min_raters: int = 1) -> pd.DataFrame:
-    """KMeans-group ground truth: ``group, item, rating, n_raters`` for items of the test fold
-    rated by at least ``min_raters`` members; rating = mean of those members' test ratings."""
-    rated = test[["user", "item", "rating"]].merge(unique_members(members), on="user")
-    truth = rated.groupby(["group", "item"], as_index=False, sort=True).agg(
-        rating=("rating", "mean"), n_raters=("user", "size"))
-    return truth[truth["n_raters"] >= min_raters].reset_index(drop=True)
-
-
-def _sorted_members_items(members: pd.DataFrame, group_items: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Distinct ``group, user`` rows sorted by group; distinct ``group, item`` rows sorted by group, item."""
-    members = unique_members(members).sort_values("group", kind="stable", ignore_index=True)
-    items = (group_items[["group", "item"]].drop_duplicates()
-             .sort_values(["group", "item"], kind="stable", ignore_index=True))
-    return members, items
-
-
-def _pair_rows(members: pd.DataFrame, items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(item row, member row) of every member x item pair of the same group, item-major (an item's
-    members consecutive), and the first pair of each item that has members: the segments the
-    aggregations reduce. ``members`` and ``items`` as ``_sorted_members_items`` leaves them."""
-    member_groups, item_groups = members["group"].to_numpy(), items["group"].to_numpy()
-    first = np.searchsorted(member_groups, item_groups, side="left")
-    counts = np.searchsorted(member_groups, item_groups, side="right") - first
-    item_rows = np.repeat(np.arange(len(items)), counts)
-    starts = np.cumsum(counts) - counts
-    # pair p of an item's segment [start, start + count) is that group's (p - start)-th member
-    member_rows = np.repeat(first - starts, counts) + np.arange(len(item_rows))
-    return item_rows, member_rows, starts[counts > 0]
-
-
-def member_pairs(members: pd.DataFrame, group_items: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-    """``group, item, user`` for every member of every group and each of its items, sorted by group
-    and item (an item's members consecutive), and the first row of each (group, item)."""
-    members, items = _sorted_members_items(members, group_items)
-    item_rows, member_rows, starts = _pair_rows(members, items)
-    pairs = pd.DataFrame({"group": items["group"].to_numpy()[item_rows], "item": items["item"].to_numpy()[item_rows],
-                          "user": members["user"].to_numpy()[member_rows]})
-    return pairs, starts
-
-
-def member_predictions(model: Recommender, members: pd.DataFrame, group_items: pd.DataFrame,
-                       truth: pd.DataFrame | None = None) -> pd.DataFrame:
-    """``group, item, user, prediction`` for every member of every group and each of its items,
-    sorted by group and item (``member_pairs``).
-
-    Each distinct (user, item) pair is predicted once, in one ``model.predict`` call, and
-    shared by every group the user belongs to.
-    """
-    pairs, _ = member_pairs(members, group_items)
-    one_group_each = not unique_members(members)["user"].duplicated().any()
-    return pairs.assign(prediction=_predicted(model, pairs[["user", "item"]], truth, one_group_each))
-
-
-def _predicted(model: Recommender, pairs: pd.DataFrame, truth: pd.DataFrame | None,
-               one_group_each: bool) -> np.ndarray:
-    """The model's predictions for ``user, item`` pairs; a pair shared by several groups is predicted once."""
-    if one_group_each:  # (KMeans) every pair is distinct
-        return checked_predictions(model, pairs, what="group-member pairs", truth=truth)
-    pair = pairs.groupby(["user", "item"], sort=False).ngroup().to_numpy()
-    _, first = np.unique(pair, return_index=True)  # the first row of each distinct pair, in pair-id order
-    distinct = pairs.iloc[first].reset_index(drop=True)
-    return checked_predictions(model, distinct, what="group-member pairs", truth=truth)[pair]
-
-
-def aggregate(member_preds: pd.DataFrame, name: str) -> pd.DataFrame:
-    """``group, item, prediction``: the members' predictions turned into one group score (sorted)."""
-    ordered = member_preds.sort_values(["group", "item"], kind="stable")
-    if ordered.empty:
-        return pd.DataFrame({"group": ordered["group"], "item": ordered["item"], "prediction": np.zeros(0)})
-    keys = ordered[["group", "item"]].to_numpy()
-    starts = segment_starts(keys)
-    scores = AGGREGATIONS[name](ordered["prediction"].to_numpy(dtype=float), starts)
-    return pd.DataFrame({"group": ordered["group"].to_numpy()[starts], "item": ordered["item"].to_numpy()[starts],
-                         "prediction": scores})
-
 
 def training_counts(train: pd.DataFrame, users) -> pd.Series:
     """Number of training ratings of each user (0 for users without any)."""
@@ -224,53 +92,6 @@ def group_training_counts(train: pd.DataFrame, members: pd.DataFrame) -> pd.Seri
     return pd.Series(counts, index=members["group"].to_numpy()).groupby(level=0).sum()
 
 
-def score_groups(truth: pd.DataFrame, scores: dict[str, pd.DataFrame], k: int, threshold: float) -> pd.DataFrame:
-    """Per-group metrics for each aggregation's ``group, item, prediction`` scores:
-    ``aggregation, group, n_test, <ranking metrics>, rmse, mae``."""
-    tables = []
-    truth = truth[["group", "item", "rating"]]
-    for name, aggregated in scores.items():
-        same_rows = (len(aggregated) == len(truth) and np.array_equal(aggregated["group"].to_numpy(), truth["group"].to_numpy())
-                     and np.array_equal(aggregated["item"].to_numpy(), truth["item"].to_numpy()))
-        # KMeans groups: every truth row was scored, in the same (group, item) order: no merge needed
-        frame = (truth.assign(prediction=aggregated["prediction"].to_numpy()) if same_rows
-                 else truth.merge(aggregated, on=["group", "item"]))
-        tables.append(per_user_metrics(frame, k, threshold, key="group").reset_index()
-                      .assign(aggregation=name))
-    table = pd.concat(tables, ignore_index=True)
-    return table[["aggregation", *[c for c in table.columns if c != "aggregation"]]]
-
-
-def group_scores(model: Recommender, members: pd.DataFrame, group_items: pd.DataFrame, aggregations: list[str],
-                 truth: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
-    """Each aggregation's ``group, item, prediction`` (sorted by group and item), predicted and
-    aggregated a run of groups at a time: at most ~``GROUP_CHUNK_PAIRS`` member x item pairs exist
-    at once, at any data size."""
-    members, items = _sorted_members_items(members, group_items)
-    groups = np.unique(items["group"].to_numpy())
-    n_pairs = (items["group"].value_counts().reindex(groups, fill_value=0).to_numpy()
-               * members["group"].value_counts().reindex(groups, fill_value=0).to_numpy())
-    member_groups, item_groups = members["group"].to_numpy(), items["group"].to_numpy()
-    one_group_each = not members["user"].duplicated().any()
-    parts: dict[str, list[pd.DataFrame]] = {name: [] for name in aggregations}
-    for first, last in runs_within(n_pairs, GROUP_CHUNK_PAIRS):
-        low, high = groups[first], groups[last - 1]
-        chunk_members = members.iloc[np.searchsorted(member_groups, low):np.searchsorted(member_groups, high, "right")]
-        chunk_items = items.iloc[np.searchsorted(item_groups, low):np.searchsorted(item_groups, high, "right")]
-        item_rows, member_rows, starts = _pair_rows(chunk_members, chunk_items)
-        if not len(starts):
-            continue
-        pairs = pd.DataFrame({"user": chunk_members["user"].to_numpy()[member_rows],
-                              "item": chunk_items["item"].to_numpy()[item_rows]})
-        values = _predicted(model, pairs, truth, one_group_each)  # floats (checked_predictions)
-        keys = {"group": chunk_items["group"].to_numpy()[item_rows[starts]],
-                "item": chunk_items["item"].to_numpy()[item_rows[starts]]}
-        for name in aggregations:
-            parts[name].append(pd.DataFrame({**keys, "prediction": AGGREGATIONS[name](values, starts)}))
-    empty = pd.DataFrame({"group": [], "item": [], "prediction": []})
-    return {name: pd.concat(frames, ignore_index=True) if frames else empty for name, frames in parts.items()}
-
-
 def summarize_groups(per_group: pd.DataFrame, k: int, prefix: str = "group_") -> dict[str, float]:
     """``<prefix><aggregation>_<metric>_at_<k>`` averaged over groups, plus the group count."""
     means = per_group.groupby("aggregation", sort=False)[list(RANKING_METRICS)].mean()
@@ -280,14 +101,15 @@ def summarize_groups(per_group: pd.DataFrame, k: int, prefix: str = "group_") ->
     return metrics
 
 
-def evaluate_groups(ctx: EvalContext, truth: pd.DataFrame) -> EvalResult:
-    """Shared by the KMeans and real-group evaluators: score, summarize, and the cold subset."""
-    if truth.empty:
+def evaluate_groups(ctx: EvalContext, candidates: ListedCandidates) -> EvalResult:
+    """Shared by the KMeans and real-group evaluators: score, rank, summarize, and the cold subset."""
+    truth = candidates.frame
+    if candidates.empty:
         log.warning("group evaluation: no group has a candidate item (eval.group.min_raters too high?)")
         return EvalResult({"group_n_groups": 0.0})
     members = ctx.groups.members
-    scores = group_scores(ctx.model, members, truth, aggregations_of(ctx.config), truth=ctx.predictions)
-    per_group = score_groups(truth, scores, ctx.k, ctx.threshold)
+    scores = score_group_items(group_scores_of(ctx.scorer, aggregations_of(ctx.config)), members, truth)
+    per_group = listed_group_metrics(candidates, scores, ctx.k, ctx.threshold)
     n_train = group_training_counts(ctx.train, members)
     per_group["n_train"] = n_train.reindex(per_group["group"].to_numpy(), fill_value=0).to_numpy()
     metrics = summarize_groups(per_group, ctx.k)
@@ -309,8 +131,7 @@ def kmeans_groups(ctx: EvalContext) -> EvalResult:
     """Group metrics for groups made by the harness (KMeans): truth from the members' test ratings."""
     if ctx.groups.method == "real":
         return EvalResult()
-    truth = group_truth(ctx.predictions, ctx.groups.members, min_raters_of(ctx.config))
-    return evaluate_groups(ctx, truth)
+    return evaluate_groups(ctx, group_candidates(ctx))
 
 
 @evaluator("group_real")
@@ -318,12 +139,7 @@ def real_groups(ctx: EvalContext) -> EvalResult:
     """Group metrics for real groups: each group's own ratings (never trained on) are the truth."""
     if ctx.groups.method != "real":
         return EvalResult()
-    ratings = ctx.dataset.group_ratings
-    require(ratings is not None, f"grouping=real: dataset {ctx.dataset.name} has no group ratings; "
-                                 f"use dataset=itmrec or grouping=kmeans")
-    known = ratings["group"].isin(ctx.groups.members["group"])
-    truth = ratings.loc[known, ["group", "item", "rating"]].reset_index(drop=True)
-    return evaluate_groups(ctx, truth)
+    return evaluate_groups(ctx, group_candidates(ctx))
 
 
 @evaluator("cold")
@@ -350,7 +166,7 @@ def cold_users(ctx: EvalContext) -> EvalResult:
         metrics["cold_user_n_users"] = float(len(unseen))
         metrics.update(summarize(subset, ctx.k, ctx.threshold, prefix="cold_user_"))
         if isinstance(ctx.model, GroupProfiler):
-            y_pred = np.asarray(ctx.model.predict_groups(unseen))
+            y_pred = ctx.scorer.predict_groups(unseen)
             metrics.update(classification_metrics(ctx.groups.of(unseen), y_pred, prefix="cold_profile_"))
     return EvalResult(metrics)
 

@@ -1,15 +1,23 @@
-"""Metrics on one frame of test predictions (``user, item, rating, prediction``).
+"""Ranking metrics of scored candidates (benchmark/protocol/candidates.py), for users and groups alike.
 
-Rating metrics come from scikit-learn. Ranking metrics rank each user's test items by
-predicted rating and are computed per user, vectorised over a frame sorted once; the
-per-user table is saved with every run so the report can run paired tests on it.
+Listed candidates (a frame ``user, item, rating, prediction``; ``key="group"`` for groups): rating
+metrics come from scikit-learn; ranking metrics rank each query's items by predicted rating and
+are computed per query, vectorised over a frame sorted once; the per-query table is saved with
+every run so the report can run paired tests on it.
 
 P@k and R@k follow the Surprise FAQ rule: relevant = true rating >= threshold;
 recommended = among the top k AND prediction >= threshold; P = |rel & rec| / |rec|,
 R = |rel & rec| / |rel|, 0 where the denominator is 0. NDCG@k uses the true rating as a
-linear gain (as sklearn.metrics.ndcg_score) with ties in the prediction broken by item id.
+linear gain (as sklearn.metrics.ndcg_score). A new ranking metric is one function registered
+with ``@ranking_metric("name")``.
 
-A new ranking metric is one function registered with ``@ranking_metric("name")``.
+Catalogue candidates (a score matrix, queries x catalogue items, with excluded and relevant
+masks): binary-relevance P@k, R@k, NDCG@k, hit rate, MAP and MRR (:func:`rank_metrics`; the
+definitions are in benchmark/evaluation/full_ranking.py's docstring), from the top k and the first
+relevant rank, without sorting whole rows.
+
+Ties in the scores are broken in both by the protocol's one rule
+(benchmark.protocol.ranking.tie_break).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import pandas as pd
 from sklearn.metrics import mean_absolute_error, mean_squared_error
 
 from benchmark.core.registry import Registry
+from benchmark.protocol import ranking
 
 RankingMetric = Callable[[pd.DataFrame, int, float], pd.Series]
 RANKING_METRICS: Registry[RankingMetric] = Registry("ranking metric")
@@ -45,11 +54,11 @@ def per_user_sum(ranked: pd.DataFrame, values) -> pd.Series:
 
 
 def rank_by_prediction(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Sort by user, then prediction (descending), then item; add the 0-based ``rank``."""
-    # one np.lexsort of the three columns (stable, as the sort it replaces): a multi-key pandas sort
-    # factorizes each key first and costs several times more at 10^5-10^6 rows
-    order = np.lexsort((predictions["item"].to_numpy(), -predictions["prediction"].to_numpy(dtype=float),
-                        predictions["user"].to_numpy()))
+    """Sort by user, then prediction (descending), then the tie rule; add the 0-based ``rank``."""
+    # one np.lexsort of the three keys (ranking.order_rows): a multi-key pandas sort factorizes
+    # each key first and costs several times more at 10^5-10^6 rows
+    order = ranking.order_rows(predictions["user"].to_numpy(), predictions["prediction"].to_numpy(dtype=float),
+                               predictions["item"].to_numpy())
     ranked = predictions.take(order).reset_index(drop=True)
     users = ranked["user"].to_numpy()
     starts = user_starts(users)
@@ -97,17 +106,19 @@ def ndcg_at_k(ranked: pd.DataFrame, k: int, threshold: float) -> pd.Series:
 
 
 def per_user_metrics(predictions: pd.DataFrame, k: int = 10, threshold: float = 3.5,
-                     key: str = "user") -> pd.DataFrame:
+                     key: str = "user", rated: bool = True) -> pd.DataFrame:
     """One row per ``key`` (user, or group for group-level evaluation): n_test, ranking metrics, and the
-    key's own error ``<key>_rmse``, ``<key>_mae`` (RMSE over that user's rows; not the pooled ``rmse``)."""
+    key's own error ``<key>_rmse``, ``<key>_mae`` (RMSE over that user's rows; not the pooled ``rmse``).
+    ``rated=False`` (the truth is no rating: implicit relevance) leaves the two errors out."""
     frame = predictions.rename(columns={key: "user"}) if key != "user" else predictions
     ranked = rank_by_prediction(frame[["user", "item", "rating", "prediction"]])
     table = pd.DataFrame({name: fn(ranked, k, threshold) for name, fn in RANKING_METRICS.items()})
-    error = ranked["prediction"].to_numpy(dtype=float) - ranked["rating"].to_numpy(dtype=float)
     n_test = per_user_sum(ranked, np.ones(len(ranked), dtype=np.int64))
-    # per-key errors are named for their unit (user_rmse, group_rmse): the pooled ``rmse`` is another number
-    table[f"{key}_rmse"] = np.sqrt(per_user_sum(ranked, error ** 2) / n_test)
-    table[f"{key}_mae"] = per_user_sum(ranked, np.abs(error)) / n_test
+    if rated:
+        error = ranked["prediction"].to_numpy(dtype=float) - ranked["rating"].to_numpy(dtype=float)
+        # per-key errors are named for their unit (user_rmse, group_rmse): the pooled ``rmse`` is another number
+        table[f"{key}_rmse"] = np.sqrt(per_user_sum(ranked, error ** 2) / n_test)
+        table[f"{key}_mae"] = per_user_sum(ranked, np.abs(error)) / n_test
     table.insert(0, "n_test", n_test)
     table.index.name = key
     return table
@@ -124,4 +135,99 @@ def summarize(predictions: pd.DataFrame, k: int = 10, threshold: float = 3.5,
     }
     for name in RANKING_METRICS:
         metrics[f"{prefix}{name}_at_{k}"] = float(per_user[name].mean())
+    return metrics
+
+
+# ---------------------------------------------------------------------------- catalogue candidates
+
+# A catalogue ranking orders a matrix row: scores descending, ties by column position, excluded
+# items last. The columns are put in tie order first when the rule asks for it (ranking.tie_columns:
+# with the item-id rule and a sorted catalogue, never). Only the top k and the rank of the first
+# relevant item are needed, so both come from linear passes (a partition, comparisons, a cumulative
+# sum) instead of sorting the whole row.
+
+FULL_METRICS = ("precision", "recall", "ndcg", "hit_rate", "map", "mrr")
+
+
+def metric_name(metric: str, k: int, prefix: str = "full_") -> str:
+    return f"{prefix}{metric}" if metric == "mrr" else f"{prefix}{metric}_at_{k}"
+
+
+def ranking_key(scores: np.ndarray, excluded: np.ndarray) -> np.ndarray:
+    """Ascending key = ranking order: the negated score, +inf for excluded items (last)."""
+    return np.where(excluded, np.inf, -scores)
+
+
+def top_k_positions(key: np.ndarray, k: int) -> np.ndarray:
+    """Each row's first ``min(k, n_items)`` positions in ranking order (ties: lower position first),
+    shape ``(rows, min(k, n_items))``."""
+    rows, n_items = key.shape
+    kk = min(k, n_items)
+    if rows == 0 or kk == 0:
+        return np.zeros((rows, kk), dtype=np.intp)
+    kth = np.take_along_axis(key, np.argpartition(key, kk - 1, axis=1)[:, kk - 1:kk], axis=1)
+    better = key < kth
+    tied = key == kth
+    # all strictly better items, then the lowest-positioned tied items until the row holds kk
+    wanted = kk - better.sum(axis=1, keepdims=True)
+    chosen = better | (tied & (np.cumsum(tied, axis=1) <= wanted))
+    positions = np.nonzero(chosen)[1].reshape(rows, kk)  # ascending position within each row
+    order = np.argsort(np.take_along_axis(key, positions, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(positions, order, axis=1)
+
+
+def first_relevant_rank(key: np.ndarray, relevant: np.ndarray) -> np.ndarray:
+    """0-based rank of each row's best-ranked relevant item (rows without one: meaningless, mask them)."""
+    best = np.where(relevant, key, np.inf).min(axis=1, keepdims=True)
+    best_position = (relevant & (key == best)).argmax(axis=1)[:, None]
+    ahead_on_tie = (key == best) & (np.arange(key.shape[1]) < best_position)
+    return (key < best).sum(axis=1) + ahead_on_tie.sum(axis=1)
+
+
+def rank_metrics(scores: np.ndarray, excluded: np.ndarray, relevant: np.ndarray, k: int,
+                 tie_order: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Per-row metrics (rows: users or groups) and each row's top-k item positions (-1 = none).
+
+    ``excluded`` items are not candidates (training items); ``relevant`` is never excluded.
+    ``tie_order`` (``ranking.tie_columns``): each row's columns in tie order, None = as they are.
+    """
+    if tie_order is not None:
+        scores, excluded, relevant = (np.take_along_axis(m, tie_order, axis=1) for m in (scores, excluded, relevant))
+    candidates = relevant & ~excluded
+    key = ranking_key(scores, excluded)
+    top_positions = top_k_positions(key, k)
+    top = np.take_along_axis(candidates, top_positions, axis=1)
+    n_candidates = (~excluded).sum(axis=1)
+    if tie_order is not None:  # back to catalogue positions
+        top_positions = np.take_along_axis(tie_order, top_positions, axis=1)
+    top_items = np.where(np.arange(top_positions.shape[1]) < n_candidates[:, None], top_positions, -1)
+    n_relevant = candidates.sum(axis=1)
+    hits = top.sum(axis=1)
+    discount = 1.0 / np.log2(np.arange(top.shape[1]) + 2.0)
+    ideal = np.concatenate([[0.0], np.cumsum(discount)])[np.minimum(n_relevant, top.shape[1])]
+    precision_at = np.cumsum(top, axis=1) / np.arange(1, top.shape[1] + 1)
+    first = np.where(n_relevant > 0, first_relevant_rank(key, candidates), -1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        table = pd.DataFrame({
+            "n_relevant": n_relevant, "n_candidates": n_candidates,
+            "precision": hits / k,
+            "recall": np.where(n_relevant > 0, hits / n_relevant, np.nan),
+            "ndcg": np.where(n_relevant > 0, (top * discount).sum(axis=1) / ideal, np.nan),
+            "hit_rate": np.where(n_relevant > 0, (hits > 0).astype(float), np.nan),
+            "map": np.where(n_relevant > 0, (precision_at * top).sum(axis=1) / np.minimum(n_relevant, k), np.nan),
+            "mrr": np.where(first >= 0, 1.0 / (first + 1.0), np.nan),
+        })
+    table.loc[table["n_relevant"] == 0, "precision"] = np.nan
+    return table, top_items
+
+
+def summarize_full(table: pd.DataFrame, top_items: np.ndarray, n_items: int, k: int,
+                   prefix: str = "full_") -> dict[str, float]:
+    """``<prefix><metric>_at_<k>`` averaged over the rows with a relevant item, the coverage of the
+    catalogue by the rows' top k, and the number of rows scored."""
+    scored = table[table["n_relevant"] > 0]
+    metrics = {metric_name(m, k, prefix): float(scored[m].mean()) if len(scored) else 0.0 for m in FULL_METRICS}
+    shown = np.unique(top_items[top_items >= 0])
+    metrics[f"{prefix}coverage_at_{k}"] = float(len(shown) / n_items) if n_items else 0.0
+    metrics[f"{prefix}n_scored"] = float(len(scored))
     return metrics

@@ -1,10 +1,17 @@
-"""Writing tables: Markdown, LaTeX and CSV, each carrying the report's provenance."""
+"""Writing tables: Markdown, LaTeX and CSV, each carrying the report's provenance.
+
+Tables are rendered by pandas' ``Styler``: ``to_latex`` (LaTeX escaping, booktabs rules, the best
+cell of a column in ``\\textbf``) and ``to_string`` (the Markdown rows; ``DataFrame.to_markdown``
+needs ``tabulate``, which is not a dependency). A :class:`Table` is display text plus a same-shaped
+mask of the cells to set in bold.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 
@@ -21,30 +28,68 @@ class Provenance:
                 f"from tracking store {self.uri}, experiment '{self.experiment}' (groupbench {self.commit})."]
 
 
-def markdown(frame: pd.DataFrame) -> str:
-    """A GitHub Markdown table (pandas' to_markdown needs tabulate, which is not a dependency)."""
-    def cell(value) -> str:
-        return str(value).replace("|", "\\|")
-    header = "| " + " | ".join(cell(c) for c in frame.columns) + " |"
+@dataclass
+class Table:
+    """Display text (``cells``) and where a column's best value is (``bold``: True/False, same shape)."""
+    cells: pd.DataFrame
+    bold: pd.DataFrame | None = None
+
+    def mask(self) -> np.ndarray:
+        if self.bold is None:
+            return np.zeros(self.cells.shape, dtype=bool)
+        return self.bold.reindex(index=self.cells.index, columns=self.cells.columns, fill_value=False).to_numpy(bool)
+
+    def markdown(self) -> str:
+        return markdown(self.cells, self.mask())
+
+    def latex(self, caption: str, label: str) -> str:
+        return latex(self.cells, caption, label, self.mask())
+
+    @staticmethod
+    def concat(tables: list[Table]) -> Table:
+        """The tables one below the other (their columns united, in first-seen order)."""
+        cells = pd.concat([t.cells for t in tables], ignore_index=True)
+        bold = pd.concat([pd.DataFrame(t.mask(), columns=t.cells.columns).reindex(columns=cells.columns,
+                                                                                 fill_value=False)
+                          for t in tables], ignore_index=True)
+        return Table(cells, bold)
+
+
+def _pipe(value) -> str:
+    return str(value).replace("|", "\\|")
+
+
+def markdown(frame: pd.DataFrame, bold: np.ndarray | None = None) -> str:
+    """A GitHub Markdown table: first column left-aligned, the others right-aligned; ``bold`` marks cells."""
+    text = frame.map(str)
+    if bold is not None and bold.any():
+        text = text.mask(bold, "**" + text + "**")
+    rows = (text.style.hide(axis="index").format(_pipe).format_index(_pipe, axis=1)
+            .to_string(delimiter=" | ").splitlines())
     rule = "|" + "|".join(" --- " if i == 0 else " ---: " for i in range(len(frame.columns))) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
+    lines = [f"| {row} |" for row in rows]
+    return "\n".join([lines[0], rule, *lines[1:]])
 
 
-_TEX = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{", "}": r"\}"}
+# after LaTeX escaping (pandas' escape="latex"): the report's symbols in math mode
+_SYMBOLS = {"λ": r"$\lambda$", "±": r"$\pm$", "—": "--", "†": r"$^\dagger$", "‡": r"$^\ddagger$",
+            "↑": r"$\uparrow$", "↓": r"$\downarrow$"}
 
 
-def tex(text: str) -> str:
-    text = "".join(_TEX.get(ch, ch) for ch in str(text))
-    return (text.replace("λ", r"$\lambda$").replace("±", r"$\pm$").replace("—", "--")
-            .replace("†", r"$^\dagger$").replace("‡", r"$^\ddagger$")
-            .replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$"))
+def _symbols(text: str) -> str:
+    for symbol, tex in _SYMBOLS.items():
+        text = text.replace(symbol, tex)
+    return text
 
 
-def latex(frame: pd.DataFrame, caption: str, label: str) -> str:
-    """A booktabs table of already-escaped cells (``display_table(..., escape=tex)``), scaled to the column
+def latex(frame: pd.DataFrame, caption: str, label: str, bold: np.ndarray | None = None) -> str:
+    """A booktabs table of the cells (escaped here), ``bold`` cells in ``\\textbf``, scaled to the column
     width (``\\resizebox``; needs ``graphicx``) so that it fits a paper column."""
-    body = frame.to_latex(index=False, escape=False, column_format="l" + "r" * (len(frame.columns) - 1))
+    style = (frame.map(str).style.hide(axis="index").format(_symbols, escape="latex")
+             .format_index(_symbols, escape="latex", axis=1))
+    if bold is not None:
+        style = style.apply(lambda _: np.where(bold, "textbf:--rwrap;", ""), axis=None)
+    body = style.to_latex(hrules=True, column_format="l" + "r" * (len(frame.columns) - 1))
     return "\n".join([r"\begin{table}[t]", r"\centering", f"\\caption{{{caption}}}", f"\\label{{{label}}}",
                       r"\resizebox{\columnwidth}{!}{%", body.rstrip("\n"), "}", r"\end{table}"])
 

@@ -11,18 +11,19 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 import benchmark.evaluation.full_ranking  # registers the full-catalogue top-N evaluator (full_* metrics)
 import benchmark.evaluation.groups  # registers the group-level and cold-start evaluators; validates eval.group
-from benchmark.core.config import RESULT_KEYS, config_hash, instantiate, run_name
+from benchmark.core.config import RESULT_KEYS, build_model, config_hash, instantiate, run_name
 from benchmark.core.schema import check_threshold, validate_config
 from benchmark.data.cache import ProtocolCache
 from benchmark.evaluation import divergence
 from benchmark.evaluation.base import EvalContext, checked_predictions, evaluate, model_clock
+from benchmark.protocol.folds import Fold
 from benchmark.protocol.grouping import Groups
 from benchmark.protocol.split import are_splits
 from benchmark.tracking import claims, orphans, provenance, saved_models
@@ -83,11 +84,14 @@ def build_tracker(cfg: DictConfig) -> Tracker:
 
 
 def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | None = None,
-        tags: dict[str, str] | None = None, claim: bool | None = None) -> JobResult:
+        tags: dict[str, str] | None = None, claim: bool | None = None,
+        stages: Callable[[], Stages] = Stages) -> JobResult:
     """Run one job and log it as one MLflow run (FAILED, with the error, if anything raises).
 
     ``claim`` (sweep jobs): once the data hash is known, claim (config hash, data hash) or stop as a
-    duplicate (:class:`benchmark.tracking.claims.AlreadyClaimed`); True also yields to FINISHED runs (resume)."""
+    duplicate (:class:`benchmark.tracking.claims.AlreadyClaimed`); True also yields to FINISHED runs (resume).
+    ``stages`` makes the job's stage timer: a tool measuring more per stage passes its own
+    (``benchmark.timing.MeteredStages``: peak memory too) instead of patching this module."""
     tracker = tracker or build_tracker(cfg)
     base_tags = {"groupbench.role": "job", "config_hash": config_hash(cfg), "git_commit": git_commit(),
                  "model": cfg.model.name,
@@ -101,13 +105,13 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
         provenance.set_experiment_description(tracker.client, tracker.experiment_id,
                                               provenance.describe_experiment(tracker.experiment_name))
     with tracker.run(provenance.display_name(cfg, varies), tags=base_tags, parent_run_id=parent_run_id) as logger:
-        stage, models = Stages(), []
+        stage, models = stages(), []
         with stage("log"):
             logger.log_params(provenance.run_params(cfg, RESULT_KEYS))
             logger.log_artifacts({"config.yaml": OmegaConf.to_yaml(cfg, resolve=True)})
         validate(cfg)
         saved_models.policy(cfg.get("artifacts"))
-        instantiate(cfg.model, seed=cfg.seed)  # validates the model's config before any data work
+        build_model(cfg.model, seed=cfg.seed)  # validates the model's config before any data work
         protocol = ProtocolCache(cfg)
 
         with stage("load"):  # loading, split and grouping come from the protocol cache when they can
@@ -158,12 +162,13 @@ def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int, stage: Stage
         make_groups = lambda: instantiate(cfg.grouping)(dataset, split.train, seed=cfg.seed)  # noqa: E731
         groups = (protocol.groups(split.fold, make_groups, lambda value: isinstance(value, Groups))
                   if protocol is not None else make_groups())
-    model = instantiate(cfg.model, seed=cfg.seed)
+    model = build_model(cfg.model, seed=cfg.seed)
 
     def log_epoch(values: dict[str, float], step: int | None = None) -> None:
         logger.log_metrics({f"{prefix}{k}": v for k, v in values.items()}, step=step)
 
-    context = FitContext(dataset=dataset, groups=groups, seed=cfg.seed, log_metrics=log_epoch)
+    context = FitContext(dataset=dataset, groups=groups, seed=cfg.seed, log_metrics=log_epoch,
+                         fold=Fold.from_split(split, seed=cfg.seed))  # its validation part: carved once
     with stage("fit"):
         started = time.perf_counter()
         model.fit(split.train, context)
@@ -188,11 +193,12 @@ def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int, stage: Stage
     frame = split.test[["user", "item", "rating"]].assign(prediction=prediction)
     # the predictions evaluation asks the model for (catalogue, group members, profiling) are the
     # model's work: the predict stage, not the harness's evaluate stage (ranking, aggregation, metrics)
-    with stage("evaluate"), model_clock(model) as eval_predict:
-        result = evaluate(EvalContext(dataset, split.train, frame, groups, model, cfg.eval))
-    stage.move("evaluate", "predict", eval_predict[0])
+    eval_context = EvalContext(dataset, split.train, frame, groups, model, cfg.eval)
+    with stage("evaluate"), model_clock(eval_context) as eval_predict:
+        result = evaluate(eval_context)
+    stage.move("evaluate", "predict", eval_predict.seconds)
     metrics = {**result.metrics, "fit_seconds": fit_seconds, "predict_seconds": predict_seconds,
-               "eval_predict_seconds": eval_predict[0],
+               "eval_predict_seconds": eval_predict.seconds,
                **{f"grouping_{k}": v for k, v in groups.stats.items()}}
     tables = dict(result.tables)
     tables["groups"] = groups.labels.rename("group").reset_index()

@@ -1,13 +1,15 @@
 """Sweeps: ``python -m benchmark +sweep=NAME`` runs a grid (or several) as nested MLflow runs.
 
-The sweeper (``hydra/sweeper=groupbench``, the default) does, in order:
+The sweeper (``hydra/sweeper=groupbench``, the default) does, in order (steps 1-2 in
+benchmark/sweeps/plan.py):
 
 1. expands each grid of ``hydra.sweeper.grids`` (and ``hydra.sweeper.params``, Hydra's single
    grid) into jobs, exactly as Hydra's basic sweeper does: a command-line override replaces the
    grid's values for the same key, so ``+sweep=lambda dataset=ml100k seed=0`` narrows the grid;
 2. composes every job's config once and drops jobs whose config hash was already seen: grids are
    concatenated, not multiplied, and an overlap (attention=softmax at the default λ is also in
-   the λ grid) runs once; a bad override fails here, before anything runs;
+   the λ grid) runs once; a bad override, or a value the harness or the model refuses, fails
+   here, before anything runs;
 3. skips jobs whose config hash already has a FINISHED job run in the experiment (``resume=true``);
 4. opens the parent run ``sweep:<name>`` (tags ``groupbench.role=sweep``, ``sweep=<name>``) before
    any job starts, and hands its id, the sweep's name, the absolute tracking URI and the job's
@@ -32,23 +34,26 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from benchmark.core.config import config_hash, run_name
+from benchmark.core.config import build_model, run_name
 from benchmark.core.errors import ConfigError, GroupbenchError, TrackingError, one_line
 from benchmark.run import summary
 from benchmark.run.job import build_tracker, run, validate
 from benchmark.run.preflight import record_failure
+from benchmark.sweeps.plan import Composer, Job, plan
 from benchmark.sweeps.tune import run_tuned, tuning
 from benchmark.tracking import claims, provenance
 from benchmark.tracking.claims import AlreadyClaimed
-from benchmark.tracking.tracker import Tracker, git_commit, resolve_uri
+from benchmark.tracking.tracker import Tracker, git_commit
 
 log = logging.getLogger("benchmark.sweeps.sweep")
 
@@ -58,16 +63,6 @@ SWEEP_ENV = "GROUPBENCH_SWEEP_RUN"  # the sweep's bookkeeping for one job (JSON)
 
 class SweepFailed(GroupbenchError):
     """Some jobs of a sweep failed (the parent run is FAILED with this message)."""
-
-
-@dataclass
-class Job:
-    """One unique configuration of a sweep."""
-
-    overrides: list[str]          # Hydra overrides that compose the job's config
-    varies: dict[str, str]        # swept key -> value, tagged ``varies.<key>`` on the child run
-    config_hash: str
-    name: str                     # model/dataset/seedN, the child run's name
 
 
 @dataclass
@@ -82,89 +77,6 @@ class Outcome:
     error: str | None = None
     fit_seconds: float = 0.0
     predict_seconds: float = 0.0
-
-
-# --------------------------------------------------------------------------------------------
-# grids -> jobs
-
-
-def _key(override: str) -> str:
-    """``+model.x=1`` -> ``model.x``; ``model=svd`` -> ``model``."""
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def _grid_overrides(grid: Mapping[str, Any]) -> list[str]:
-    """A grid value may be Hydra's sweep string (``0,0.1,0.5``) or a YAML list."""
-    items = []
-    for key, values in grid.items():
-        if isinstance(values, (list, tuple)) or OmegaConf.is_list(values):
-            values = ",".join(str(v) for v in values)
-        items.append(f"{key}={values}")
-    return items
-
-
-def expand(grid: Mapping[str, Any], arguments: Sequence[str], parser: OverridesParser) -> list[tuple[list[str], dict]]:
-    """Cartesian product of one grid, command-line overrides winning per key (Hydra's rule)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
-    overrides = parser.parse_overrides(_grid_overrides(grid) + list(arguments))
-    swept = {_key(o) for o in _grid_overrides(grid)}
-    swept |= {o.get_key_element().lstrip("+~") for o in overrides if o.is_sweep_override()}
-    jobs = []
-    for combination in BasicSweeper.split_arguments(overrides, None)[0]:
-        varies = {_key(o): o.split("=", 1)[1] for o in combination if _key(o) in swept}
-        jobs.append((list(combination), varies))
-    return jobs
-
-
-class Composer:
-    """Job configs for hashing: one full Hydra compose per set of config-group choices (model=...,
-    dataset=...), then the value overrides applied with Hydra's own function, as Hydra does after
-    composing the defaults. A full compose re-reads every YAML file (~0.1-0.3 s); the paper sweep's
-    230 jobs share 26 group choices."""
-
-    def __init__(self, compose, parser: OverridesParser, repository):
-        self.compose = compose        # overrides -> config (a full Hydra compose)
-        self.parser = parser
-        self.repository = repository  # Hydra's ConfigRepository: which keys are config groups
-        self.cache: dict[tuple[str, ...], DictConfig] = {}
-
-    def __call__(self, overrides: list[str]) -> DictConfig:
-        import copy
-
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl
-
-        parsed = self.parser.parse_overrides(list(overrides))
-        is_group = [self.repository.group_exists(o.key_or_group) for o in parsed]
-        groups = tuple(o.input_line for o, g in zip(parsed, is_group) if g)
-        if groups not in self.cache:
-            self.cache[groups] = self.compose(list(groups))
-        cfg = copy.deepcopy(self.cache[groups])
-        try:
-            ConfigLoaderImpl._apply_overrides_to_config([o for o, g in zip(parsed, is_group) if not g], cfg)
-        except Exception:  # let the full compose raise Hydra's own error for this job
-            return self.compose(list(overrides))
-        return cfg
-
-
-def plan(grids: Mapping[str, Mapping[str, Any]], arguments: Sequence[str], parser: OverridesParser,
-         compose) -> list[Job]:
-    """Jobs of all grids in order, one per config hash (swept values of duplicates are merged)."""
-    from tqdm import tqdm
-
-
-    candidates = [job for grid in grids.values() for job in expand(grid, arguments, parser)]
-    unique: dict[str, Job] = {}
-    for overrides, varies in tqdm(candidates, desc="composing jobs", unit="job", leave=False,
-                                  disable=len(candidates) < 50):
-        cfg = compose(overrides)
-        digest = config_hash(cfg)
-        if digest in unique:
-            for key, value in varies.items():
-                unique[digest].varies.setdefault(key, value)
-        else:
-            unique[digest] = Job(overrides, dict(varies), digest, run_name(cfg))
-    return list(unique.values())
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,8 +110,6 @@ class SweeperBase(Sweeper):
         self.launcher = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from hydra.core.plugins import Plugins
-
         self.hydra_context = hydra_context
         self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(
@@ -233,16 +143,18 @@ class SweeperBase(Sweeper):
                               f"fix the sweep file conf/sweep/{self.name}.yaml or the command-line override") from None
 
     def _sweep(self, arguments: list[str]) -> list[Outcome]:
-        from pathlib import Path
-
-
         started = time.perf_counter()
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        composer = Composer(self._compose, parser, self.hydra_context.config_loader.repository)
+        composer = Composer(self._compose, parser, self.hydra_context.config_loader)
         jobs = plan(self.grids or {"command line": {}}, arguments, parser, composer)
         configs = [composer(job.overrides) for job in jobs]  # cached: no second full compose
-        for cfg in configs:  # a bad value (eval.k=abc, seed=true) fails here, before anything runs
+        models_checked: set[str] = set()
+        for cfg in configs:  # a bad value (eval.k=abc, seed=true, model.params.k=0) fails here, before anything runs
             validate(cfg)
+            model = json.dumps(OmegaConf.to_container(cfg.model, resolve=True), sort_keys=True, default=str)
+            if model not in models_checked:  # the model's own keys: its typed config, checked on construction
+                build_model(cfg.model, seed=cfg.seed)
+                models_checked.add(model)
         if self.dry_run:  # the plan on stdout, one job a line; nothing is run or logged
             print(f"sweep {self.name}: {len(jobs)} jobs")
             for job in jobs:
@@ -393,60 +305,3 @@ def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:
     else:
         log.info("%s", line)
     return asdict(outcome)
-
-
-# --------------------------------------------------------------------------------------------
-# figures for docs/performance.md: python -m benchmark.sweeps.sweep [--experiment NAME] [--tracking-uri URI]
-
-
-def fit_predict_seconds(metrics: dict[str, float]) -> float:
-    """A job's fit + predict (every prediction asked of the model, evaluation's included); runs
-    logged before stage timing: the per-fold means of fit_seconds + predict_seconds."""
-    if "stage_fit_seconds" in metrics:
-        return metrics["stage_fit_seconds"] + metrics.get("stage_predict_seconds", 0.0)
-    return metrics.get("fit_seconds", 0.0) + metrics.get("predict_seconds", 0.0)
-
-
-def timing(client, experiment_id: str, parent) -> dict[str, float]:
-    """Wall time of one sweep invocation and how it splits: fit+predict vs everything else."""
-    children = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
-                                  max_results=5000)
-    ran = [c for c in children if c.info.end_time]
-    compute = sum(fit_predict_seconds(c.data.metrics) for c in ran)
-    in_runs = sum((c.info.end_time - c.info.start_time) / 1000 for c in ran)
-    wall = parent.data.metrics.get("wall_seconds", float("nan"))
-    n = max(len(ran), 1)
-    return {"jobs": len(ran), "skipped": parent.data.metrics.get("n_skipped", 0), "wall_s": wall,
-            "fit_predict_s": compute, "inside_runs_s": in_runs,
-            "overhead_per_job_s": (wall - compute) / n,          # everything but fit+predict
-            "outside_runs_per_job_s": (wall - in_runs) / n}       # Hydra compose/launch, sweeper, MLflow run setup
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    import pandas as pd
-    from mlflow.tracking import MlflowClient
-
-
-    parser = argparse.ArgumentParser(description="Wall time and harness overhead of logged sweeps.")
-    parser.add_argument("--experiment", action="append", help="experiment name (repeatable); default: all")
-    parser.add_argument("--tracking-uri", default=None, help="default: sqlite:///<cwd>/mlflow.db")
-    args = parser.parse_args(argv)
-    client = MlflowClient(tracking_uri=resolve_uri(args.tracking_uri))
-    experiments = [client.get_experiment_by_name(n) for n in args.experiment] if args.experiment \
-        else client.search_experiments()
-    rows = []
-    for experiment in filter(None, experiments):
-        for parent in client.search_runs([experiment.experiment_id], "tags.`groupbench.role` = 'sweep'",
-                                         order_by=["attributes.start_time ASC"]):
-            rows.append({"experiment": experiment.name, "parent": parent.info.run_id[:8],
-                         "launcher": parent.data.params.get("launcher", "?").rsplit(".", 1)[-1],
-                         "overrides": parent.data.params.get("overrides", ""),
-                         **timing(client, experiment.experiment_id, parent)})
-    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 60):
-        print(pd.DataFrame(rows).round(2).to_string(index=False) if rows else "no sweep runs found")
-
-
-if __name__ == "__main__":
-    main()

@@ -2,9 +2,11 @@
 
 A tuned job is one (model, dataset, seed). With the seed's split:
 
-1. **validation part**: each user's training ratings are dealt to fitting and validation rows by
-   :func:`benchmark.protocol.split.holdout_mask` (``tune.val_size``, the job's seed) — the rule that carves
-   DMTL's early-stopping part; the test part of the split is never read here;
+1. **validation part**: each user's training ratings are dealt to fitting and validation rows: the
+   validation part of the split's fold at ``tune.val_size`` (:class:`benchmark.protocol.folds.Fold`, the
+   job's seed), the part the trainer early-stops on when the fractions are equal; the test part of the
+   split is never read here. A trial works on ``fold.inner(tune.val_size)``: it fits on the fitting
+   rows (its trainer early-stops on that fold's own validation part) and is scored on the validation rows;
 2. **study**: ``tune.trials`` trials of seeded Optuna TPE over the model's search space
    (``conf/search/<model>.yaml``); a trial fits on the fitting rows and scores the validation rows
    with the project's own metric code (``tune.metric``: ``val_rmse`` or ``val_ndcg_at_<k>``).
@@ -39,11 +41,11 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from benchmark.core.config import CONF, config_hash, instantiate
+from benchmark.core.config import CONF, build_model, config_hash, instantiate
 from benchmark.core.errors import ConfigError, require
 from benchmark.evaluation.base import checked_predictions
 from benchmark.evaluation.metrics import summarize
-from benchmark.protocol.split import holdout_mask
+from benchmark.protocol.folds import Fold
 from benchmark.run.job import build_tracker, run
 from benchmark.tracking.queries import retry_locked
 from benchmark.tracking.tracker import RunLogger
@@ -100,29 +102,40 @@ def apply(cfg: DictConfig, values: dict[str, Any]) -> DictConfig:
 
 @dataclass
 class TuningData:
+    """What every trial reads: ``fold`` is the trial fold (train = the fitting rows, test = the
+    validation rows of the split's fold at ``tune.val_size``), ``groups`` fit on its training part."""
+
     dataset: Any
-    fit_rows: pd.DataFrame
-    val_rows: pd.DataFrame
+    fold: Fold
     groups: Any
+
+    @property
+    def fit_rows(self) -> pd.DataFrame:
+        return self.fold.train
+
+    @property
+    def val_rows(self) -> pd.DataFrame:
+        return self.fold.test
 
 
 def tuning_data(cfg: DictConfig) -> TuningData:
-    """The seed's training part, split into fitting and validation rows; test is dropped unread."""
+    """The seed's training part, split into fitting and validation rows by its fold; test is dropped unread."""
 
     dataset = instantiate(cfg.dataset.loader, root=cfg.data.root, download=cfg.data.download, verify=cfg.data.verify)
-    train = instantiate(cfg.split)(dataset.ratings, seed=cfg.seed)[0].train  # k-fold: tuned on fold 0
-    mask = holdout_mask(train, float(cfg.tune.val_size), int(cfg.seed))
-    require(mask.any() and (~mask).any(), f"tune.val_size={cfg.tune.val_size} leaves no validation rows")
-    fit_rows, val_rows = train[~mask].reset_index(drop=True), train[mask].reset_index(drop=True)
-    groups = instantiate(cfg.grouping)(dataset, fit_rows, seed=cfg.seed)
-    return TuningData(dataset, fit_rows, val_rows, groups)
+    split = instantiate(cfg.split)(dataset.ratings, seed=cfg.seed)[0]  # k-fold: tuned on fold 0
+    fold = Fold.from_split(split, seed=int(cfg.seed))
+    require(not fold.validation(float(cfg.tune.val_size)).empty,
+            f"tune.val_size={cfg.tune.val_size} leaves no validation rows")
+    trial_fold = fold.inner(float(cfg.tune.val_size))
+    groups = instantiate(cfg.grouping)(dataset, trial_fold.train, seed=cfg.seed)
+    return TuningData(dataset, trial_fold, groups)
 
 
 def score_trial(cfg: DictConfig, data: TuningData) -> dict[str, float]:
     """Fit on the fitting rows, predict the validation rows, and score them like test (metrics.summarize)."""
 
-    model = instantiate(cfg.model, seed=cfg.seed)
-    model.fit(data.fit_rows, FitContext(dataset=data.dataset, groups=data.groups, seed=cfg.seed))
+    model = build_model(cfg.model, seed=cfg.seed)
+    model.fit(data.fit_rows, FitContext(dataset=data.dataset, groups=data.groups, seed=cfg.seed, fold=data.fold))
     frame = data.val_rows[["user", "item", "rating"]].assign(
         prediction=checked_predictions(model, data.val_rows, what="validation pairs"))
     return summarize(frame, int(cfg.eval.k), float(cfg.eval.threshold), prefix="val_")

@@ -30,18 +30,21 @@ from mlflow.entities import Dataset as DatasetEntity
 from mlflow.entities import DatasetInput, InputTag
 from omegaconf import DictConfig, OmegaConf
 
+from benchmark.core import models_meta
+from benchmark.core.config import MODEL_META, without_meta
 from benchmark.tracking.queries import retry_locked
 
 log = logging.getLogger(__name__)
 
-# Distributions whose versions can change a result, tagged ``version.<name>`` on every run.
-PACKAGES = ("groupbench", "torch", "scikit-surprise", "numpy", "pandas", "scikit-learn", "scipy", "mlflow",
-            "hydra-core", "omegaconf")
+# Distributions whose versions can change a result, tagged ``version.<name>`` on every run; the models'
+# own libraries (``meta.packages`` of conf/model/*.yaml) are added after torch.
+PACKAGES = ("groupbench", "torch", "numpy", "pandas", "scikit-learn", "scipy", "mlflow", "hydra-core", "omegaconf")
 # Config values that change no result: logged as tags, never as params.
 UNLOGGED_PARAMS = ("model.trainer.progress",)
 HYDRA_FLAGS = ("._partial_", "._convert_", "._recursive_")  # how Hydra builds an object, not what it builds
-# Short labels of swept keys, for run names and the sweep's job lines.
-SHORT_NAMES = {"model.lambda_profile": "λ", "model.attention": "attention", "trainer.max_epochs": "epochs"}
+# Short labels of swept keys, for run names and the sweep's job lines; a model's own come from its
+# ``meta.swept`` (benchmark/core/models_meta.py).
+SHORT_NAMES = {"trainer.max_epochs": "epochs"}
 # Keys a run name and a job line already show in their fixed part.
 SHOWN = ("model", "dataset", "seed")
 
@@ -59,7 +62,7 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def run_params(cfg: DictConfig, result_keys) -> dict[str, Any]:
     """The result-deciding configuration, flattened (``model.lambda_profile``, ``split.test_size``...)."""
-    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    resolved = without_meta(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))  # display only
     params = flatten({key: resolved[key] for key in result_keys if key in resolved})
     return {key: value for key, value in params.items()
             if key not in UNLOGGED_PARAMS and not key.endswith(HYDRA_FLAGS)}
@@ -73,11 +76,13 @@ def config_tags(cfg: DictConfig, result_keys) -> dict[str, str]:
     return {f"config.{key}": str(value) for key, value in rest.items()}
 
 
-@lru_cache(maxsize=1)
-def package_versions() -> dict[str, str]:
-    """``version.<distribution>`` tags (and ``version.python``)."""
+@lru_cache(maxsize=8)
+def package_versions(packages: tuple[str, ...] | None = None) -> dict[str, str]:
+    """``version.<distribution>`` tags (and ``version.python``); "not installed" for a missing one.
+    The one place versions are read: the runs' tags (``PACKAGES`` with the models' own libraries
+    after torch, by default), and the report's header line."""
     versions = {"version.python": platform.python_version()}
-    for name in PACKAGES:
+    for name in packages or (*PACKAGES[:2], *models_meta.packages(), *PACKAGES[2:]):
         try:
             versions[f"version.{name}"] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -94,7 +99,7 @@ def source_tags(commit: str) -> dict[str, str]:
 
 
 def short_name(key: str) -> str:
-    return SHORT_NAMES.get(key, key.rsplit(".", 1)[-1])
+    return {**SHORT_NAMES, **models_meta.short_names()}.get(key, key.rsplit(".", 1)[-1])
 
 
 def swept_values(varies: Mapping[str, Any]) -> list[str]:
@@ -108,12 +113,19 @@ def display_name(cfg: DictConfig, varies: Mapping[str, Any] | None = None) -> st
     return " · ".join(parts)
 
 
+def _meta(model: DictConfig) -> dict | None:
+    node = model.get(MODEL_META)
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None
+
+
 def describe_run(cfg: DictConfig, varies: Mapping[str, Any] | None = None, sweep: str | None = None) -> str:
     """A Markdown description for the run page (``mlflow.note.content``)."""
     model = cfg.model
     what = f"**{model.name}**"
-    if "lambda_profile" in model:
-        what += f" (λ = {model.lambda_profile}, attention {model.get('attention', '?')})"
+    swept = [s for s in models_meta.parse(str(model.name), _meta(model)).swept if s.key in model]
+    if swept:  # ``(λ = 0.5, attention softmax)``: the model's swept parameters (its meta.swept)
+        what += " (" + ", ".join(f"{s.short} = {model[s.key]}" if s.kind == "number" else f"{s.short} {model[s.key]}"
+                                 for s in swept) + ")"
     split = str(cfg.split.get("_target_", "?")).rsplit(".", 1)[-1]
     grouping = str(cfg.grouping.get("_target_", "?")).rsplit(".", 1)[-1]
     lines = [f"{what} on **{cfg.dataset.name}**, seed {cfg.seed}: {split} split, {grouping} groups "

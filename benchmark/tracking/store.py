@@ -30,15 +30,15 @@ copy of ``mlflow.db`` without its ``-wal`` is complete.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import logging
 import os
 import re
 import sqlite3
-import time
 from pathlib import Path
 from typing import Iterator
+
+from filelock import FileLock, Timeout
 
 from benchmark.core.errors import TrackingError, one_line
 
@@ -59,26 +59,22 @@ def _lock_path(path: Path) -> Path:
 @contextlib.contextmanager
 def store_lock(uri: str, wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
     """An exclusive lock on ``<store>.lock`` (a no-op for a tracking server); released on any exit,
-    a kill included (the kernel drops ``flock`` locks with the process)."""
+    a kill included: ``filelock``'s Unix lock is an ``flock``, which the kernel drops with the
+    process (its soft, file-exists fallback is turned off: a killed holder would leave it locked)."""
     path = sqlite_path(uri)
     if path is None:
         yield
         return
-    with open(_lock_path(path), "a") as handle:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TrackingError(f"tracking store {path}: {_lock_path(path)} has been locked for {wait:.0f} s "
-                                        f"by another process; wait for it or stop it") from None
-                time.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    lock = FileLock(_lock_path(path), fallback_to_soft=False)
+    try:
+        lock.acquire(timeout=wait, poll_interval=0.05)
+    except Timeout:
+        raise TrackingError(f"tracking store {path}: {_lock_path(path)} has been locked for {wait:.0f} s "
+                            f"by another process; wait for it or stop it") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def check_writable(path: Path) -> None:
