@@ -35,7 +35,7 @@ from benchmark.core.config import CONF, instantiate
 from benchmark.data.cache import ProtocolCache
 from benchmark.run.job import build_tracker, run
 from benchmark.timing import STAGES, compose, fit_predict_seconds, stage_seconds
-from benchmark.tracking.tracker import resolve_uri
+from benchmark.tracking.tracker import existing_store
 
 FAMILIES = ("dmtl", "neural_mf", "svd", "svdpp", "knn_baseline", "slope_one", "baseline_only")
 OUTSIDE_TARGET, DMTL_TARGET, SWEEP_TARGET = 0.25, 0.5, 1.3
@@ -211,10 +211,11 @@ def sweep_mode(args) -> dict[str, float]:
     from mlflow.tracking import MlflowClient
 
 
-    client = MlflowClient(tracking_uri=resolve_uri(args.tracking_uri))
+    uri = existing_store(args.tracking_uri)  # read-only: never created; a server answers within the timeout
+    client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(args.sweep)
     if experiment is None:
-        raise SystemExit(f"no MLflow experiment {args.sweep!r} in {resolve_uri(args.tracking_uri)}; "
+        raise SystemExit(f"no MLflow experiment {args.sweep!r} in {uri}; "
                          f"run the sweep first or pass --tracking-uri")
     parents = client.search_runs([experiment.experiment_id], "tags.`groupbench.role` = 'sweep'",
                                  order_by=["attributes.start_time DESC"], max_results=1)
