@@ -118,8 +118,12 @@ class SweeperBase(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         # SIGTERM (a scheduler, `kill`) ends the sweep like Ctrl-C: runs are marked KILLED, not left RUNNING
         signal.signal(signal.SIGTERM, _raise_interrupt)
+        sys.unraisablehook = _redeliver_interrupt
         try:
             outcomes = self._sweep(list(arguments))
+        except KeyboardInterrupt:  # anywhere, store creation included: one line, the runs KILLED, never RUNNING
+            log.error("sweep %s interrupted: rerun the same command to resume (FINISHED jobs are skipped)", self.name)
+            sys.exit(130)
         except SweepFailed:
             sys.exit(1)
         except GroupbenchError as exc:
@@ -182,37 +186,33 @@ class SweeperBase(Sweeper):
         provenance.set_experiment_description(tracker.client, tracker.experiment_id, provenance.describe_experiment(
             tracker.experiment_name, self.name, self.grids))
         outcomes: list[Outcome] = [Outcome("SKIPPED", job.name) for job in skipped]
-        try:
-            with tracker.run(f"sweep:{self.name}", tags=tags) as parent:
-                parent.log_params({"overrides": " ".join(arguments) or "(none)",
-                                   "grids": json.dumps(self.grids, sort_keys=True, default=str),
-                                   "launcher": self.config.hydra.launcher.get("_target_", "?"),
-                                   # parallel workers, for python -m benchmark.speed --sweep (1: basic launcher)
-                                   "launcher_workers": self.config.hydra.launcher.get(
-                                       "n_jobs", self.config.hydra.launcher.get("array_parallelism", 1)),
-                                   "resume": self.config.get("resume", True)})
-                parent.log_metrics({"n_jobs": len(jobs), "n_skipped": len(skipped)})
-                common = {"name": self.name, "parent_run_id": parent.run_id, "total": len(todo),
-                          "tracking_uri": tracker.uri}
-                size = self.max_batch_size or max(len(todo), 1)
-                for start in range(0, len(todo), size):
-                    batch = todo[start:start + size]
-                    overrides = [job.overrides + [f"hydra.job.env_set.{SWEEP_ENV}=" + _quote(json.dumps(
-                        {**common, "index": start + n + 1, "varies": job.varies}))] for n, job in enumerate(batch)]
-                    outcomes += self._launch(batch, overrides, start)
-                counts = {status: sum(o.status == status for o in outcomes) for status in ("FINISHED", "FAILED")}
-                wall = time.perf_counter() - started
-                parent.log_metrics({"n_finished": counts["FINISHED"], "n_failed": counts["FAILED"],
-                                    "wall_seconds": wall})
-                failures = [o for o in outcomes if o.status == "FAILED"]
-                report(self.name, outcomes, wall)
-                print("\n".join(summary.next_steps(tracker.uri, tracker.experiment_name)), file=sys.stderr, flush=True)
-                if failures:
-                    raise SweepFailed(f"{len(failures)} of {len(jobs)} jobs failed: "
-                                      + "; ".join(f"{o.name}: {o.error}" for o in failures)[:1000])
-        except KeyboardInterrupt:
-            log.error("sweep %s interrupted: rerun the same command to resume (FINISHED jobs are skipped)", self.name)
-            sys.exit(130)
+        with tracker.run(f"sweep:{self.name}", tags=tags) as parent:
+            parent.log_params({"overrides": " ".join(arguments) or "(none)",
+                               "grids": json.dumps(self.grids, sort_keys=True, default=str),
+                               "launcher": self.config.hydra.launcher.get("_target_", "?"),
+                               # parallel workers, for python -m benchmark.speed --sweep (1: basic launcher)
+                               "launcher_workers": self.config.hydra.launcher.get(
+                                   "n_jobs", self.config.hydra.launcher.get("array_parallelism", 1)),
+                               "resume": self.config.get("resume", True)})
+            parent.log_metrics({"n_jobs": len(jobs), "n_skipped": len(skipped)})
+            common = {"name": self.name, "parent_run_id": parent.run_id, "total": len(todo),
+                      "tracking_uri": tracker.uri}
+            size = self.max_batch_size or max(len(todo), 1)
+            for start in range(0, len(todo), size):
+                batch = todo[start:start + size]
+                overrides = [job.overrides + [f"hydra.job.env_set.{SWEEP_ENV}=" + _quote(json.dumps(
+                    {**common, "index": start + n + 1, "varies": job.varies}))] for n, job in enumerate(batch)]
+                outcomes += self._launch(batch, overrides, start)
+            counts = {status: sum(o.status == status for o in outcomes) for status in ("FINISHED", "FAILED")}
+            wall = time.perf_counter() - started
+            parent.log_metrics({"n_finished": counts["FINISHED"], "n_failed": counts["FAILED"],
+                                "wall_seconds": wall})
+            failures = [o for o in outcomes if o.status == "FAILED"]
+            report(self.name, outcomes, wall)
+            print("\n".join(summary.next_steps(tracker.uri, tracker.experiment_name)), file=sys.stderr, flush=True)
+            if failures:
+                raise SweepFailed(f"{len(failures)} of {len(jobs)} jobs failed: "
+                                  + "; ".join(f"{o.name}: {o.error}" for o in failures)[:1000])
         return outcomes
 
     def _launch(self, batch: list[Job], overrides: list[list[str]], index: int) -> list[Outcome]:
@@ -233,6 +233,17 @@ class SweeperBase(Sweeper):
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _redeliver_interrupt(unraisable) -> None:
+    """An interrupt raised where Python ignores exceptions (a ``__del__``, a weakref callback such as
+    SQLAlchemy's during store creation) would be lost and the sweep go on: it is raised again
+    50 ms later instead, in the code then running. Anything else: Python's own report."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        signal.signal(signal.SIGALRM, _raise_interrupt)
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def report(name: str, outcomes: list[Outcome], wall: float) -> None:
