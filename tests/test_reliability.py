@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, data_root
+from tests.conftest import CONF, REPO, data_root
 
 TIMEOUT = 300
 SVD = ["model=svd", "dataset=synthetic"]
@@ -63,6 +63,10 @@ def bad_inputs(tmp: Path) -> list[tuple[str, list[str], dict, str | None]]:
                                   + "\t4\t881250949\n" + "".join(real[6:])),
     }
     ml = ["model=svd", "dataset=ml100k", "data.verify=false", "data.download=false"]
+    outside = tmp / "outside"
+    outside.mkdir()
+    shutil.copy(CONF / "model" / "svd.yaml", outside / "evil.yaml")
+    escape = os.path.relpath(outside / "evil", CONF / "model")  # conf/model/<escape>.yaml is outside conf/
     cases = [
         # config-group choices that Hydra itself used to report (exit 1)
         ("model=foo", ["model=foo"], {}, "model=foo is not a model name"),
@@ -134,10 +138,29 @@ def bad_inputs(tmp: Path) -> list[tuple[str, list[str], dict, str | None]]:
                                             "data.download=false"], {}, "dataset ml100k not found"),
         ("GROUPBENCH_DATA is a file", ["model=svd", "dataset=ml100k"], {"GROUPBENCH_DATA": str(a_file)},
          "is a file, not a folder"),
-        # sweeps: refused before any job runs
+        # sweeps: refused before any job runs, as a single run is (#28 item 5)
         ("sweep eval.k=abc", ["+sweep=smoke", "eval.k=abc"], {}, "eval.k='abc'"),
-        ("sweep model=foo,svd", ["+sweep=smoke", "model=foo,svd"], {}, "does not compose"),
+        ("sweep model=foo,svd", ["+sweep=smoke", "model=foo,svd"], {}, "model=foo is not a model name"),
         ("sweep seed=true", ["+sweep=smoke", "seed=true"], {}, "seed=true"),
+        ("+sweep=../sweep/smoke", ["+sweep=../sweep/smoke"], {}, "sweep=../sweep/smoke is not a sweep name"),
+        ("+sweep=nosuch", ["+sweep=nosuch"], {}, "sweep=nosuch is not a sweep name"),
+        ("sweep model=foo", ["+sweep=smoke", "model=foo"], {}, "model=foo is not a model name"),
+        ("sweep dataset=../dataset/itmrec", ["+sweep=smoke", "dataset=../dataset/itmrec"], {},
+         "dataset=../dataset/itmrec is not a dataset name"),
+        ("sweep: a model file outside conf/", ["+sweep=smoke", f"model={escape}"], {},
+         f"model={escape} is not a model name"),
+        ("sweep hydra/launcher=nosuch", ["+sweep=smoke", "hydra/launcher=nosuch"], {},
+         "hydra/launcher=nosuch is not a hydra/launcher name"),
+        ("sweep grid value: a path", ["+sweep=smoke", "hydra.sweeper.params.dataset=../dataset/itmrec"], {},
+         "sweep smoke: dataset=../dataset/itmrec is not a dataset name"),
+        ("sweep grid value: no such model", ["+sweep=smoke", "hydra.sweeper.params.model='svd,nosuch'"], {},
+         "sweep smoke: model=nosuch is not a model name"),
+        ("sweep over hydra.*", ["+sweep=smoke", "hydra.sweeper.params.model=svd,nosuch"], {},
+         "Hydra's own configuration cannot be swept"),
+        ("-m model=foo,svd", ["-m", "model=foo,svd", "dataset=synthetic"], {}, "model=foo is not a model name"),
+        ("-m dataset=../x", ["--multirun", "model=svd", "dataset=../x"], {}, "dataset=../x is not a dataset name"),
+        ("sweep malformed override", ["+sweep=smoke", "seed=[0"], {}, "does not compose"),
+        ("hydra/launcher=nosuch", [*SVD, "hydra/launcher=nosuch"], {}, "hydra/launcher=nosuch is not a hydra/launcher"),
         # tracking stores that cannot be used: one line, exit 2, no run anywhere
         ("file store", [*SVD, "tracking.uri=file:///tmp/mlruns"], {}, "file store is deprecated"),
         ("unreachable server", [*SVD, "tracking.uri=http://127.0.0.1:9"], {}, "is unreachable"),

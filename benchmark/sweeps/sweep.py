@@ -48,7 +48,7 @@ from benchmark.core.config import build_model, run_name
 from benchmark.core.errors import ConfigError, GroupbenchError, TrackingError, one_line
 from benchmark.run import summary
 from benchmark.run.job import build_tracker, run, validate
-from benchmark.run.preflight import record_failure
+from benchmark.run.preflight import group_error, record_failure
 from benchmark.sweeps.plan import Composer, Job, plan
 from benchmark.sweeps.tune import run_tuned, tuning
 from benchmark.tracking import claims, provenance
@@ -136,6 +136,12 @@ class SweeperBase(Sweeper):
         return outcomes
 
     def _compose(self, overrides: list[str]) -> DictConfig:
+        # a group choice of any job (the sweep file's grids included) is one of its group's options,
+        # checked before it is composed: never a path, never launched (the single-run preflight's rule)
+        message = group_error(list(overrides), self.hydra_context.config_loader)
+        if message is not None:
+            raise ConfigError(f"sweep {self.name}: {message}; fix the sweep file conf/sweep/{self.name}.yaml "
+                              f"or the command-line override")
         try:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             with open_dict(cfg):  # the job sees its config without the hydra node, as Hydra hands it over
