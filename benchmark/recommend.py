@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from benchmark.core.cli import ArgumentParser, whole
 from benchmark.core.config import instantiate
 from benchmark.core.errors import ConfigError, DataError, GroupbenchError, TrackingError
 from benchmark.evaluation.base import Scorer
@@ -132,8 +133,8 @@ def with_titles(table: pd.DataFrame, dataset) -> pd.DataFrame:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.recommend",
-                                     description="Top-N unseen items for a user or a group, from a run's saved model.")
+    parser = ArgumentParser(prog="python -m benchmark.recommend",
+                            description="Top-N unseen items for a user or a group, from a run's saved model.")
     parser.add_argument("--run", required=True, help="MLflow run id of a FINISHED job run with a saved model")
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", type=int, help="user id (as in the dataset)")
@@ -151,12 +152,11 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    args = parse_args(argv)
     try:
         from mlflow.tracking import MlflowClient
 
-        if args.k < 1:
-            raise ConfigError(f"--k {args.k} must be >= 1")
+        args = parse_args(argv)  # a bad argument is one line too (benchmark.core.cli)
+        whole("--k", args.k)
         uri = existing_store(args.tracking_uri)
         client = MlflowClient(tracking_uri=uri)
         with tempfile.TemporaryDirectory() as tmp:

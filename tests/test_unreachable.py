@@ -18,6 +18,7 @@ DEAD = "http://127.0.0.1:9"
 COMMANDS = {
     "recommend": ["-m", "benchmark.recommend", "--run", "0123abcd", "--user", "1", "--tracking-uri", DEAD],
     "report": ["-m", "benchmark.report", "--experiment", "paper", "--tracking-uri", DEAD, "--no-log"],
+    "speed --sweep": ["-m", "benchmark.speed", "--sweep", "paper", "--tracking-uri", DEAD],
 }
 
 
@@ -60,10 +61,11 @@ def test_the_timeout_setting_is_checked(monkeypatch):
 
 def test_an_unwritable_report_folder_is_one_line(tmp_path: Path):
     """``report --out`` in a place that cannot be written: one line naming it, exit 2 (#28 item 6)."""
+    from hydra import compose, initialize_config_dir
+
     from benchmark.report.build import main
     from benchmark.run.job import run
     from tests.conftest import CONF
-    from hydra import compose, initialize_config_dir
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from benchmark.core.cli import ArgumentParser
 from benchmark.core.errors import ConfigError, GroupbenchError
 from benchmark.report.collect import Collected, collect, sweep_seed_count
 from benchmark.report.context import Context
@@ -97,7 +98,7 @@ def default_experiment(client) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.report", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m benchmark.report", description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", default=None,
                         help="MLflow experiment (= sweep name); default: paper, or the latest sweep's when no "
                              "paper sweep has run")
@@ -123,8 +124,8 @@ def check_out(out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
     try:
+        args = parse_args(argv)  # a bad argument is one line too (benchmark.core.cli)
         uri = existing_store(args.tracking_uri)  # never created here; a server answers within the timeout
         prepare_store(uri)  # a file that is not a complete MLflow store is refused in one line
         client = MlflowClient(tracking_uri=uri)

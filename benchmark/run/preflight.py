@@ -10,7 +10,9 @@ swept values, as Hydra composes a multirun's config); if that fails, the first l
 message becomes the one error line, the run is recorded FAILED in the tracking store named on the
 command line (or the default one), ``sweep:<name>`` for a sweep, and the exit code is 2. The
 sweeper applies :func:`group_error` to every job of its grids before it composes or launches any
-(benchmark/sweeps/sweep.py).
+(benchmark/sweeps/sweep.py). The tools (``benchmark.speed``, ``benchmark.scale``) build each job's
+config through :func:`job_config`: these checks, then the schema and the model's own config, as
+the runner checks them before any data work.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from benchmark.core.config import CONF
+from benchmark.core.config import CONF, build_model
 from benchmark.core.errors import ConfigError, one_line
+from benchmark.run.job import validate
 from benchmark.tracking.tracker import Tracker
 
 log = logging.getLogger("benchmark")
@@ -111,6 +114,19 @@ def _compose(overrides: list[str], sweep: bool = False) -> tuple[DictConfig | No
 def compose_error(argv: list[str], sweep: bool = False) -> str | None:
     """None when the command line composes; else the one-line reason and fix."""
     return _compose(argv, sweep)[1]
+
+
+def job_config(overrides: list[str]) -> DictConfig:
+    """One job's config, checked as ``python -m benchmark`` and its runner check a single run before
+    any data work: its group choices and composition (:func:`compose_error`), the schema of every
+    harness key (``benchmark.run.job.validate``) and the model's own config (``build_model``).
+    ConfigError (one line) otherwise."""
+    cfg, message = _compose(overrides)
+    if message is not None:
+        raise ConfigError(message)
+    validate(cfg)
+    build_model(cfg.model, seed=cfg.seed)
+    return cfg
 
 
 def record_failure(uri: str | None, experiment: str | None, message: str, overrides: list[str],
