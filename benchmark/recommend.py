@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from benchmark.core.cli import ArgumentParser, whole
 from benchmark.core.config import instantiate
 from benchmark.core.errors import ConfigError, DataError, GroupbenchError, TrackingError
 from benchmark.evaluation.base import Scorer
@@ -35,8 +36,8 @@ from benchmark.evaluation.scoring import AGGREGATIONS, group_scores_of
 from benchmark.protocol.candidates import unique_members
 from benchmark.protocol.ranking import order_rows
 from benchmark.tracking.artifacts import download_table
-from benchmark.tracking.saved_models import ARTIFACT, deserialize
-from benchmark.tracking.tracker import resolve_uri
+from benchmark.tracking.saved_models import ARTIFACT, SHA256_TAG, deserialize
+from benchmark.tracking.tracker import existing_store
 from models.base import GroupScorer
 
 log = logging.getLogger("benchmark.recommend")
@@ -68,7 +69,8 @@ def load_run(client, run_id: str, workdir: Path, data_root: str | None = None) -
         raise ConfigError(f"run {run_id} has no saved model ({run.data.tags.get('model_artifact', ARTIFACT + ' missing')}); "
                           f"rerun its configuration with artifacts.save_model=true")
     config = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", str(workdir)))
-    model = deserialize(Path(client.download_artifacts(run_id, ARTIFACT, str(workdir))).read_bytes())
+    model = deserialize(Path(client.download_artifacts(run_id, ARTIFACT, str(workdir))).read_bytes(),
+                        run.data.tags.get(SHA256_TAG), where=f"{ARTIFACT} of run {run_id}")
     root = data_root or None
     dataset = instantiate(config.dataset.loader, root=root if root is not None else config.data.root,
                           download=False, verify=True)
@@ -131,8 +133,8 @@ def with_titles(table: pd.DataFrame, dataset) -> pd.DataFrame:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.recommend",
-                                     description="Top-N unseen items for a user or a group, from a run's saved model.")
+    parser = ArgumentParser(prog="python -m benchmark.recommend",
+                            description="Top-N unseen items for a user or a group, from a run's saved model.")
     parser.add_argument("--run", required=True, help="MLflow run id of a FINISHED job run with a saved model")
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", type=int, help="user id (as in the dataset)")
@@ -150,17 +152,12 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    args = parse_args(argv)
     try:
         from mlflow.tracking import MlflowClient
 
-
-        if args.k < 1:
-            raise ConfigError(f"--k {args.k} must be >= 1")
-        uri = resolve_uri(args.tracking_uri)
-        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-            raise TrackingError(f"tracking store {uri} does not exist; pass --tracking-uri (the store the run was "
-                                f"logged to)")
+        args = parse_args(argv)  # a bad argument is one line too (benchmark.core.cli)
+        whole("--k", args.k)
+        uri = existing_store(args.tracking_uri)
         client = MlflowClient(tracking_uri=uri)
         with tempfile.TemporaryDirectory() as tmp:
             run = load_run(client, args.run, Path(tmp), args.data_root or os.environ.get("GROUPBENCH_DATA"))

@@ -50,10 +50,13 @@ from typing import Any
 
 import numpy as np
 
+from benchmark.core.cli import ArgumentParser, positive, whole, writable_folder
 from benchmark.core.config import CONF
+from benchmark.core.errors import ConfigError, GroupbenchError, one_line
 from benchmark.growth import HARNESS_JOB, summarize
 from benchmark.run.job import run
-from benchmark.timing import MeteredStages, compose, peak_rss_mb, stage_seconds
+from benchmark.run.preflight import job_config
+from benchmark.timing import AllJobsFailed, MeteredStages, peak_rss_mb, stage_seconds, tool_overrides
 from benchmark.tracking.tracker import Tracker
 
 DEFAULT_SIZES = "100k,300k,1m"
@@ -75,10 +78,30 @@ MODELS: dict[str, tuple[str, list[str]]] = {
 }
 
 
+# keys every job's config gets from the tool itself: an override of one would be ignored, so it is refused
+OWNED = {"model": "use --models to choose the models (e.g. --models svd,dmtl)",
+         "dataset": "every job runs on synthetic data of the --sizes",
+         **{f"dataset.loader.{key}": "set by --sizes, --group-size and --groups"
+            for key in ("n_users", "n_items", "n_ratings", "n_groups")},
+         "tracking.uri": "the jobs log to a temporary store; drop it",
+         "tracking.experiment": "the jobs log to a temporary store; drop it",
+         "cache.dir": "the jobs share a temporary protocol cache; drop it",
+         "artifacts.format": "use --format parquet|csv",
+         "eval.full_catalogue": "use --full-catalogue"}
+EPOCH_KEYS = ("trainer.max_epochs", "trainer.patience")  # owned when --epochs is given
+
+
 def parse_size(text: str) -> int:
+    """``100k`` -> 100000, ``1.5m`` -> 1500000, ``2000`` -> 2000; ConfigError naming --sizes otherwise."""
     text = text.strip().lower()
     scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
-    return int(float(text[:-1] if scale > 1 else text) * scale)
+    try:
+        value = float(text[:-1] if scale > 1 else text) * scale
+    except ValueError:
+        value = float("nan")
+    if not (np.isfinite(value) and value >= 1 and value == int(value)):
+        raise ConfigError(f"--sizes {text}: not a number of ratings >= 1; use e.g. --sizes 100k,300k,1m")
+    return int(value)
 
 
 def shape(n_ratings: int, group_size: int = GROUP_SIZE, n_groups: int | None = None) -> dict[str, int]:
@@ -134,7 +157,7 @@ def compose_cfg(model: str, n_ratings: int, epochs: int | None, uri: str, fmt: s
                  f"eval.full_catalogue={str(full_catalogue).lower()}"]
     if cache_dir is not None:
         overrides.append(f"cache.dir={cache_dir}")
-    return compose(overrides)
+    return job_config(overrides)  # checked as a single run's: groups, composition, schema, the model's config
 
 
 def run_job(model: str, n_ratings: int, epochs: int | None, fmt: str, uri: str, cache_dir: str,
@@ -188,8 +211,9 @@ def available_models(wanted: list[str]) -> tuple[list[str], list[str]]:
     kept, notes = [], []
     for model in wanted:
         if model not in MODELS or model == HARNESS_JOB:
-            raise SystemExit(f"--models: unknown model {model!r}; choose from "
-                             f"{', '.join(m for m in MODELS if m != HARNESS_JOB)}")
+            raise ConfigError(f"--models: unknown model {model!r}; choose from "
+                              f"{', '.join(m for m in MODELS if m != HARNESS_JOB)} (or --models '' for the harness "
+                              f"job alone)")
         if not (CONF / "model" / f"{MODELS[model][0]}.yaml").exists():
             notes.append(f"{model}: skipped, conf/model/{MODELS[model][0]}.yaml does not exist in this checkout")
             continue
@@ -213,8 +237,28 @@ def load_average() -> str:
     return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.scale", description=__doc__.split("\n\n")[0])
+def _from_json(path: Path) -> dict[str, Any]:
+    """A scale.json written by this tool, or ConfigError naming the file."""
+    try:
+        loaded = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"--from-json {path}: cannot be read ({exc.strerror or exc}); give a scale.json a run "
+                          f"wrote (--out folder)") from None
+    except ValueError as exc:
+        raise ConfigError(f"--from-json {path}: not JSON ({exc}); give a scale.json a run wrote") from None
+    results = loaded.get("results") if isinstance(loaded, dict) else None
+    if not (isinstance(results, list) and isinstance(loaded.get("argv"), list) and "machine" in loaded
+            and all(isinstance(r, dict) and isinstance(r.get("model"), str) and isinstance(r.get("n_ratings"), int)
+                    for r in results)):
+        raise ConfigError(f"--from-json {path}: not a scale.json (machine, argv and results of models and sizes); "
+                          f"give a scale.json a run wrote")
+    return loaded
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, every value checked here (one line naming the argument, exit 2), and every
+    job's config composed and checked as a single run's before any job starts."""
+    parser = ArgumentParser(prog="python -m benchmark.scale", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="ratings per dataset, e.g. 100k,1m,10m (default %(default)s)")
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
                         help=f"from {', '.join(m for m in MODELS if m != HARNESS_JOB)} (default %(default)s); "
@@ -240,14 +284,63 @@ def main(argv: list[str] | None = None) -> None:
                              "100k-1M one) and print / plot them together")
     args = parser.parse_args(argv)
     if args.from_json:
-        loaded = [json.loads(path.read_text()) for path in args.from_json]
-        for each in loaded:
+        ignored = [f"--{dest.replace('_', '-')}" if dest != "overrides" else "--set"
+                   for dest in ("sizes", "models", "epochs", "memory_limit_gb", "full_catalogue", "group_size",
+                                "groups", "overrides", "format", "timeout")
+                   if getattr(args, dest) != parser.get_default(dest)]
+        if ignored:
+            raise ConfigError(f"{', '.join(ignored)}: --from-json runs nothing (it merges saved results); drop "
+                              f"{'it' if len(ignored) == 1 else 'them'} or --from-json")
+        args.loaded = [_from_json(path) for path in args.from_json]
+        writable_folder("--out", args.out)
+        return args
+    args.sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+    if not args.sizes:
+        raise ConfigError("--sizes names no size; use e.g. --sizes 100k,300k,1m")
+    whole("--epochs", args.epochs)
+    whole("--group-size", args.group_size, minimum=2)
+    whole("--groups", args.groups)
+    positive("--memory-limit-gb", args.memory_limit_gb)
+    positive("--timeout", args.timeout)
+    for n_ratings in args.sizes:  # the synthetic generator's own bounds (benchmark/data/synthetic.py)
+        dims = shape(n_ratings, args.group_size, args.groups)
+        if not dims["n_users"] <= n_ratings <= dims["n_users"] * dims["n_items"]:
+            raise ConfigError(f"--sizes {n_ratings}: fewer ratings than the {dims['n_users']:,} users of synthetic "
+                              f"data at this size (each user rates at least once); use more ratings (e.g. 100k)")
+    args.models, args.notes = available_models([m.strip() for m in args.models.split(",") if m.strip()])
+    owned = {**OWNED, **({key: "set by --epochs; drop one of them" for key in EPOCH_KEYS} if args.epochs else {})}
+    args.overrides = tool_overrides("scale", args.overrides, owned)
+    writable_folder("--out", args.out)
+    for model in [HARNESS_JOB, *args.models]:  # as each job composes it, before any job starts
+        try:
+            compose_cfg(model, args.sizes[0], args.epochs, "sqlite:///unused.db", args.format, None,
+                        args.full_catalogue, args.group_size, args.groups, tuple(args.overrides))
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (in the {model} job)") from None
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure (or merge); a bad argument: one line on stderr, exit 2; every job failed: exit 1."""
+    try:
+        measure(parse_args(argv), argv)
+    except AllJobsFailed as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    except GroupbenchError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def measure(args: argparse.Namespace, argv: list[str] | None) -> None:
+    if args.from_json:
+        for each in args.loaded:
             print(f"machine ({' '.join(each['argv'])}): {each['machine']}")
-        summarize([r for each in loaded for r in each["results"]], args.out, {"merged": [str(p) for p in args.from_json]})
+        summarize([r for each in args.loaded for r in each["results"]], args.out,
+                  {"merged": [str(p) for p in args.from_json]})
         return
 
-    sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
-    models, notes = available_models([m.strip() for m in args.models.split(",") if m.strip()])
+    sizes, models, notes = args.sizes, args.models, args.notes
     print(f"machine: {machine()}; load average at start {load_average()}")
     for note in notes:
         print(note)
@@ -295,8 +388,12 @@ def main(argv: list[str] | None = None) -> None:
             (args.out / "scale.json").write_text(json.dumps({**header, "results": results}, indent=2, default=str))
 
     header["load_average_end"] = load_average()
-    summarize(results, args.out, header)
     work.cleanup()
+    ran = [r for r in results if "skipped" not in r]
+    if ran and all("error" in r for r in ran):
+        raise AllJobsFailed(f"every job failed, nothing was measured (results in {args.out / 'scale.json'}): "
+                            + "; ".join(f"{r['model']} at {r['n_ratings']:,}: {r['error']}" for r in ran)[:1000])
+    summarize(results, args.out, header)
 
 
 if __name__ == "__main__":

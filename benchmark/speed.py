@@ -32,16 +32,25 @@ import pandas as pd
 
 from baselines import surprise_predict
 from baselines.surprise import SurpriseRecommender
+from benchmark.core.cli import ArgumentParser, whole
 from benchmark.core.config import CONF, instantiate
-from benchmark.core.errors import GroupbenchError, one_line
+from benchmark.core.errors import ConfigError, GroupbenchError, one_line
 from benchmark.data.cache import ProtocolCache
 from benchmark.run.job import build_tracker, run
-from benchmark.timing import STAGES, compose, fit_predict_seconds, stage_seconds
-from benchmark.tracking.tracker import resolve_uri
+from benchmark.run.preflight import job_config
+from benchmark.timing import STAGES, AllJobsFailed, compose, fit_predict_seconds, stage_seconds, tool_overrides
+from benchmark.tracking.store import prepare_store
+from benchmark.tracking.tracker import existing_store
 
 FAMILIES = ("dmtl", "neural_mf", "svd", "svdpp", "knn_baseline", "slope_one", "baseline_only")
 OUTSIDE_TARGET, DMTL_TARGET, SWEEP_TARGET = 0.25, 0.5, 1.3
 CATALOGUE_SAMPLE = 5000  # catalogue pairs Surprise predicts one by one (its time per pair is extrapolated)
+# keys job mode sets itself: an override of one would be ignored, so it is refused (-> what to do instead)
+OWNED = {"model": "use --models to choose the models (e.g. --models svd,dmtl)",
+         "tracking.uri": "job mode logs to a temporary store (--tracking-uri is for --sweep); drop it",
+         "tracking.experiment": "job mode logs to a temporary store; drop it",
+         "cache.dir": "the protocol cache is timed off, cold and warm in a temporary folder; drop it",
+         "cache.enabled": "the protocol cache is timed off, cold and warm in a temporary folder; drop it"}
 
 
 def compose_config(overrides: list[str]):
@@ -101,12 +110,10 @@ def time_predictions(model, pairs: pd.DataFrame, pairwise_sample: int | None = N
 
 
 def job_mode(args) -> dict[str, float]:
-    families = [name for name in (args.models.split(",") if args.models else FAMILIES)
-                if (CONF / "model" / f"{name}.yaml").is_file()]
-    missing = sorted(set(args.models.split(",") if args.models else ()) - set(families))
+    families = args.families
     print(f"machine: {machine()}")
-    if missing:
-        print(f"no conf/model/*.yaml for {missing}: skipped")
+    if args.missing:
+        print(f"no conf/model/*.yaml for {args.missing}: skipped")
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="groupbench-speed-") as scratch:
         store = f"sqlite:///{scratch}/mlflow.db"
@@ -121,11 +128,16 @@ def job_mode(args) -> dict[str, float]:
         importlib.import_module("torch._dynamo")
         print(f"one-time per process (MLflow store setup, torch._dynamo import): {time.perf_counter() - started:.2f} s")
 
-        rows, results = [], {}
+        rows, results, failed = [], {}, {}
         for name in families:
             cfg = compose_config([f"model={name}", *base])
             started = time.perf_counter()
-            result = run(cfg)
+            try:
+                result = run(cfg)
+            except Exception as exc:  # its run is FAILED in the temporary store; the other families go on
+                failed[name] = one_line(exc if isinstance(exc, GroupbenchError) else f"{type(exc).__name__}: {exc}")
+                print(f"  {name}: FAILED {failed[name]}", flush=True)
+                continue
             total = time.perf_counter() - started
             stages = stage_seconds(result.metrics)
             inside = stages["fit"] + stages["predict"]
@@ -133,6 +145,9 @@ def job_mode(args) -> dict[str, float]:
                          "outside_share": (total - inside) / total})
             results[name] = result
             print(f"  {name}: {total:.1f} s (rmse {result.metrics['rmse']:.4f})", flush=True)
+        if not rows:
+            raise AllJobsFailed("every job failed, nothing was measured: "
+                                + "; ".join(f"{name}: {error}" for name, error in failed.items()))
         table = pd.DataFrame(rows).set_index("model")
         print(f"\nseconds per job stage, one job per family, {cfg.dataset.name} seed {cfg.seed}, warm protocol cache "
               f"(evaluate includes group-level evaluation; other = run setup, model construction):")
@@ -140,6 +155,8 @@ def job_mode(args) -> dict[str, float]:
             print(table.round(3).to_string())
         print(f"target: outside fit + predict <= {OUTSIDE_TARGET:.0%} of each family's job time; over it: "
               f"{', '.join(table.index[table.outside_share > OUTSIDE_TARGET]) or 'none'}")
+        if failed:
+            print(f"failed (not in the table): {', '.join(failed)}")
         figures.update({f"{name}_{key}": float(value) for name, row in table.iterrows() for key, value in row.items()})
 
         if "dmtl" in results:
@@ -213,15 +230,18 @@ def sweep_mode(args) -> dict[str, float]:
     from mlflow.tracking import MlflowClient
 
 
-    client = MlflowClient(tracking_uri=resolve_uri(args.tracking_uri))
+    uri = existing_store(args.tracking_uri)  # read-only: never created; a server answers within the timeout
+    prepare_store(uri)  # a file that is not a complete MLflow store is refused in one line, never changed
+    client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(args.sweep)
     if experiment is None:
-        raise SystemExit(f"no MLflow experiment {args.sweep!r} in {resolve_uri(args.tracking_uri)}; "
-                         f"run the sweep first or pass --tracking-uri")
+        raise ConfigError(f"--sweep {args.sweep}: no MLflow experiment {args.sweep!r} in {uri}; "
+                          f"run the sweep first or pass --tracking-uri")
     parents = client.search_runs([experiment.experiment_id], "tags.`groupbench.role` = 'sweep'",
                                  order_by=["attributes.start_time DESC"], max_results=1)
     if not parents:
-        raise SystemExit(f"experiment {args.sweep!r} has no sweep parent run")
+        raise ConfigError(f"--sweep {args.sweep}: experiment {args.sweep!r} has no sweep parent run; "
+                          f"run python -m benchmark +sweep={args.sweep} first")
     parent = parents[0]
     jobs = [c for c in client.search_runs([experiment.experiment_id],
                                           f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'", max_results=50000)
@@ -233,7 +253,8 @@ def sweep_mode(args) -> dict[str, float]:
              **stage_seconds(job.data.metrics, missing=np.nan)} for job in jobs]
     frame = pd.DataFrame(rows)
     if frame.empty:
-        raise SystemExit(f"sweep {args.sweep!r} (parent {parent.info.run_id[:8]}) has no FINISHED job run")
+        raise AllJobsFailed(f"sweep {args.sweep!r} (parent {parent.info.run_id[:8]}) has no FINISHED job run: "
+                            f"nothing to measure")
     fit_predict = frame["fit_predict"].sum()
     ratio = wall / (fit_predict / workers)
     print(f"sweep {args.sweep!r}, parent run {parent.info.run_id[:8]} (latest invocation): {len(frame)} FINISHED jobs, "
@@ -253,18 +274,65 @@ def sweep_mode(args) -> dict[str, float]:
             **{f"{name}_outside_share": float(v) for name, v in families["outside_share"].items()}}
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, every value checked here (one line naming the argument, exit 2): a value
+    the chosen mode would ignore is refused, each job's config is composed and checked as a single
+    run's (``benchmark.run.preflight.job_config``) before anything is measured."""
+    parser = ArgumentParser(prog="python -m benchmark.speed", description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. dataset=itmrec seed=1 trainer.device=cuda")
     parser.add_argument("--models", help=f"comma-separated model configs (default: {','.join(FAMILIES)}; "
-                                         f"those without a conf/model file are skipped)")
+                                         f"a default one without a conf/model file is skipped)")
     parser.add_argument("--skip-pairwise", action="store_true",
                         help="do not time Surprise's per-pair predict against the vectorised one")
     parser.add_argument("--sweep", metavar="EXPERIMENT", help="report a finished sweep's timing from MLflow instead")
     parser.add_argument("--tracking-uri", default=None, help="sweep mode: default sqlite:///<cwd>/mlflow.db")
     parser.add_argument("--workers", type=int, help="sweep mode: parallel workers (default: from the sweep's overrides)")
     args = parser.parse_args(argv)
-    return sweep_mode(args) if args.sweep else job_mode(args)
+    whole("--workers", args.workers)
+    if args.sweep is not None:
+        if not args.sweep.strip():
+            raise ConfigError("--sweep needs the sweep's experiment name, e.g. --sweep smoke")
+        for given, flag in ((args.overrides, " ".join(args.overrides)), (args.models, "--models"),
+                            (args.skip_pairwise, "--skip-pairwise")):
+            if given:
+                raise ConfigError(f"{flag}: job mode only, --sweep reads a finished sweep's runs; drop it or --sweep")
+        return args
+    for given, flag in ((args.workers, "--workers"), (args.tracking_uri, "--tracking-uri")):
+        if given is not None:
+            raise ConfigError(f"{flag}: for --sweep only (job mode runs its jobs in a temporary store); drop it "
+                              f"or add --sweep NAME")
+    known = sorted(path.stem for path in (CONF / "model").glob("*.yaml"))
+    if args.models is None:
+        args.families = [name for name in FAMILIES if name in known]
+        args.missing = sorted(set(FAMILIES) - set(args.families))
+    else:
+        args.families = list(dict.fromkeys(name.strip() for name in args.models.split(",") if name.strip()))
+        args.missing = []
+        if not args.families:
+            raise ConfigError(f"--models {args.models!r} names no model; use one or more of {known}")
+        unknown = [name for name in args.families if name not in known]
+        if unknown:
+            raise ConfigError(f"--models: no conf/model/<name>.yaml for {unknown}; use one or more of {known}")
+    tool_overrides("speed", args.overrides, OWNED)
+    for name in args.families:  # as the job composes it (job_mode): every override checked for every family
+        try:
+            job_config(["trainer.progress=false", f"model={name}", *args.overrides])
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (in the {name} job)") from None
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """The figures; a bad argument or input: one line on stderr, exit 2; every job failed: exit 1."""
+    try:
+        args = parse_args(argv)
+        return sweep_mode(args) if args.sweep else job_mode(args)
+    except AllJobsFailed as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    except GroupbenchError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

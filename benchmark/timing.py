@@ -7,6 +7,12 @@ hands the runner a ``stages`` factory instead of replacing the runner's class: `
 :class:`MeteredStages`, which also notes the peak RSS and the page faults at the end of each
 stage. So the library is never patched by a tool, and a job run by a tool is the job a sweep runs.
 
+Both tools parse their command line under the harness's contract (a bad value is one line naming
+it, exit 2; ``benchmark.core.cli``), and every Hydra override they take is checked with the
+single run's own checks before anything is measured (:func:`tool_overrides`: the tool's own keys
+refused, then ``benchmark.run.preflight.job_config``: group choices, composition, the schema, the
+model's config). A measurement in which every job failed raises :class:`AllJobsFailed` (exit 1).
+
 This module is above the library's layers (like the tools): it may import any of them.
 """
 
@@ -21,6 +27,7 @@ from hydra import initialize_config_dir
 from omegaconf import DictConfig
 
 from benchmark.core.config import CONF
+from benchmark.core.errors import ConfigError, GroupbenchError
 from benchmark.run.job import Stages
 
 # the runner's stages in pipeline order (benchmark/run/job.py); fit and predict are the model's
@@ -31,6 +38,21 @@ def compose(overrides: list[str]) -> DictConfig:
     """conf/config.yaml with ``overrides``, as ``python -m benchmark`` composes a single run."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+class AllJobsFailed(GroupbenchError):
+    """Every job a tool started failed: nothing was measured (the tool exits 1)."""
+
+
+def tool_overrides(tool: str, overrides: list[str], owned: Mapping[str, str]) -> list[str]:
+    """``overrides`` unchanged when none sets a key the tool sets itself (``owned``: key -> how to
+    choose it instead); else ConfigError naming the override. Each job's config is then built by
+    ``benchmark.run.preflight.job_config``, which checks them as a single run's."""
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0].strip()
+        if key in owned:
+            raise ConfigError(f"{override}: python -m benchmark.{tool} sets {key} itself; {owned[key]}")
+    return list(overrides)
 
 
 def stage_seconds(metrics: Mapping[str, float], missing: float = 0.0) -> dict[str, float]:

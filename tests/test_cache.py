@@ -212,3 +212,28 @@ def test_model_clock_counts_the_models_prediction_calls_once_and_never_patches_t
     assert 0.1 <= spent.seconds < elapsed - 0.04
     assert not vars(model)  # nothing was ever set on the model: the scorer times its calls from outside
     assert Slow.predict.__name__ == "predict" and model.predict.__func__ is Slow.predict
+
+
+def test_an_entry_of_the_wrong_type_or_key_is_recomputed_not_used(make_cfg, tracking_uri, tmp_path):
+    """A valid pickle of the wrong type, or another key's entry, copied over an entry: the job
+    recomputes it (and rewrites it) instead of failing on it, then and in every later run (#28 item 7)."""
+    from mlflow.tracking import MlflowClient
+
+    from benchmark.run.job import run
+
+    overrides = ("dataset=synthetic", "model=baseline_only", "split=kfold", "split.n_folds=2",
+                 f"cache.dir={tmp_path / 'runs'}")
+    first = run(make_cfg(*overrides))
+    [split_entry] = (tmp_path / "runs" / "split").glob("*.pkl")
+    fold0, fold1 = sorted((tmp_path / "runs" / "groups").glob("*.pkl"))
+    split_entry.write_bytes(pickle.dumps({"not": "a split"}))         # a valid pickle, the wrong type
+    fold1.write_bytes(fold0.read_bytes())                              # a real entry, another key
+    wrapped = pickle.loads(fold0.read_bytes())
+    fold0.write_bytes(pickle.dumps({**wrapped, "value": [1, 2, 3]}))  # the right envelope, the wrong type
+    second = run(make_cfg(*overrides))
+    pd.testing.assert_frame_equal(first.predictions, second.predictions, check_exact=True)
+    assert MlflowClient(tracking_uri).get_run(second.run_id).data.tags["protocol_cache"] == \
+        "dataset=uncached split=miss groups=miss"
+    third = run(make_cfg(*overrides))  # rewritten: a hit again
+    assert MlflowClient(tracking_uri).get_run(third.run_id).data.tags["protocol_cache"] == \
+        "dataset=uncached split=hit groups=hit"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from pathlib import Path
 
@@ -174,3 +175,33 @@ def test_names_lines_and_params_from_a_config(make_cfg):
     assert lines[0].split() == ["rating", "RMSE", "0.9312", "MAE", "0.7000"]
     assert lines[1].split() == ["ranking", "P@10", "0.5000", "NDCG@10", "0.9000"]
     assert len(lines) == 3 and "inertia" not in " ".join(lines)
+
+
+class _Crafted:
+    """A pickle that runs code when loaded (it creates a file named by its argument)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_a_replaced_model_pickle_is_refused_before_it_is_loaded(make_cfg, tracking_uri, tmp_path, capsys):
+    """model.pkl's sha256 is recorded when it is saved; a file replaced in the artifact store (here a
+    pickle that would run code) is refused in one line, exit 2, and never unpickled (#28 item 7)."""
+    result = run(make_cfg(*TINY, "model=svd"))
+    client = MlflowClient(tracking_uri)
+    recorded = client.get_run(result.run_id).data.tags["model_sha256"]
+    saved = Path(client.download_artifacts(result.run_id, "model.pkl", str(tmp_path / "download"))).read_bytes()
+    assert recorded == hashlib.sha256(saved).hexdigest()
+    marker = tmp_path / "the-pickle-ran"
+    artifact_dir = Path(client.get_run(result.run_id).info.artifact_uri.replace("file://", ""))
+    (artifact_dir / "model.pkl").write_bytes(pickle.dumps(_Crafted(str(marker))))
+    code = recommend.main(["--run", result.run_id, "--user", "1", "--tracking-uri", tracking_uri])
+    err = capsys.readouterr().err
+    assert code == 2 and "was replaced, and is not unpickled" in err, err
+    assert not marker.exists()
+    client.set_tag(result.run_id, "model_sha256", "")  # a run without the record is refused too
+    assert recommend.main(["--run", result.run_id, "--user", "1", "--tracking-uri", tracking_uri]) == 2
+    assert "no recorded sha256" in capsys.readouterr().err and not marker.exists()

@@ -1,12 +1,13 @@
-"""Reliability (issue 14; over 400 lines: the bad-input table and the fault tests share their helpers):
+"""Reliability (issues 14 and 28; over 400 lines: the fault tests share their process helpers):
 one error contract for every bad input; the store survives kills;
 resume and concurrent sweeps never duplicate a result or trust one computed on other data.
 
-The bad-input table runs ``python -m benchmark`` once per case, in forked children of one driver
-process (tests/bad_input_driver.py), and checks each: exit code 2, exactly one error line on
-stderr, no traceback, and a FAILED run whose ``error`` tag holds that whole line's message
-(where a store is reachable). The fault and concurrency tests run real subprocesses on synthetic
-data and send real signals.
+The bad-input table (tests/bad_inputs.py: every entry point) runs once per case, in forked
+children of one driver process (tests/bad_input_driver.py), and each case is checked: exit
+code 2, exactly one error line on stderr, no traceback, and a FAILED run whose ``error`` tag
+holds that whole line's message (runs and sweeps whose store is reachable; the other entry
+points write nothing to the store). The fault and concurrency tests run real subprocesses on
+synthetic data and send real signals.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import bad_inputs
+from tests.bad_inputs import error_lines, ml100k_with
 from tests.conftest import REPO, data_root
 
 TIMEOUT = 300
@@ -32,110 +35,8 @@ SVD = ["model=svd", "dataset=synthetic"]
 DMTL = ["model=dmtl", "dataset=synthetic", "trainer.max_epochs=2", "trainer.progress=false"]
 
 
-def _ml100k_with(folder: Path, u_data: str) -> Path:
-    """A data root whose ml-100k/ has the real u.user and u.item and the given u.data."""
-    target = folder / "ml-100k"
-    target.mkdir(parents=True)
-    for name in ("u.user", "u.item"):
-        shutil.copy(data_root() / "ml-100k" / name, target / name)
-    (target / "u.data").write_text(u_data)
-    return folder
-
-
-def bad_inputs(tmp: Path) -> list[tuple[str, list[str], dict, str | None]]:
-    """(case id, argv, env, expected text of the error) — every case of issue 14 and more."""
-    real = (data_root() / "ml-100k" / "u.data").read_text().splitlines(keepends=True)
-    truncated = tmp / "truncated"
-    shutil.copytree(data_root() / "ml-100k", truncated / "ml-100k",
-                    ignore=shutil.ignore_patterns("u[0-9ab]*.base", "u[0-9ab]*.test"))
-    (truncated / "ml-100k" / "u.data").write_text("".join(real[:500]))
-    a_file = tmp / "not-a-folder"
-    a_file.write_text("x")
-    roots = {
-        "empty": _ml100k_with(tmp / "empty", ""),
-        "fields": _ml100k_with(tmp / "fields", "".join(real[:3]) + "1\t2\t3\t4\t5\n" + "".join(real[3:20])),
-        "text": _ml100k_with(tmp / "text", "".join(real[:7]) + "1\t2\tfive\t881250949\n" + "".join(real[7:20])),
-        # whole files with one row changed: the row count is right, the value is not
-        "range": _ml100k_with(tmp / "range", "".join(real[:4]) + "1\t2\t9\t881250949\n" + "".join(real[5:])),
-        "user": _ml100k_with(tmp / "user", "".join(real[:4]) + "5000\t2\t3\t881250949\n" + "".join(real[5:])),
-    }
-    ml = ["model=svd", "dataset=ml100k", "data.verify=false", "data.download=false"]
-    cases = [
-        # config-group choices that Hydra itself used to report (exit 1)
-        ("model=foo", ["model=foo"], {}, "model=foo is not a model name"),
-        ("dataset=../../etc", ["dataset=../../etc"], {}, "dataset=../../etc is not a dataset name"),
-        ("split=nope", ["split=nope", *SVD[:1]], {}, "split=nope is not a split name"),
-        ("grouping=../x", ["grouping=../x"], {}, "grouping=../x is not a grouping name"),
-        ("unknown key", [*SVD, "foo=1"], {}, "does not compose"),
-        ("sweep value without -m", [*SVD, "seed=0,1"], {}, "does not compose"),
-        # types and ranges, before any data work
-        ("eval.k=abc", [*SVD, "eval.k=abc"], {}, "eval.k='abc' must be an integer"),
-        ("eval.k=0", [*SVD, "eval.k=0"], {}, "eval.k=0 must be an integer >= 1"),
-        ("eval.k=-3", [*SVD, "eval.k=-3"], {}, "eval.k=-3"),
-        ("eval.k=2.5", [*SVD, "eval.k=2.5"], {}, "eval.k=2.5"),
-        ("eval.threshold=abc", [*SVD, "eval.threshold=abc"], {}, "eval.threshold='abc' must be a finite number"),
-        ("eval.threshold=nan", [*SVD, "eval.threshold=nan"], {}, "eval.threshold=nan"),
-        ("eval.threshold=-1", [*SVD, "eval.threshold=-1"], {}, "eval.threshold=-1 is outside the rating scale"),
-        ("eval.threshold=7", [*SVD, "eval.threshold=7"], {}, "eval.threshold=7 is outside the rating scale"),
-        ("seed=true", [*SVD, "seed=true"], {}, "seed=true must be an integer"),
-        ("seed=-1", [*SVD, "seed=-1"], {}, "seed=-1 must be an integer >= 0"),
-        ("seed=abc", [*SVD, "seed=abc"], {}, "seed='abc'"),
-        ("seed=1.5", [*SVD, "seed=1.5"], {}, "seed=1.5"),
-        # trainer.* is checked whatever the model (a baseline ignores it, but a typo is still a typo)
-        ("trainer.lr=abc", [*DMTL, "trainer.lr=abc"], {}, "trainer.lr='abc' must be a finite number"),
-        ("trainer.lr=0", [*SVD, "trainer.lr=0"], {}, "trainer.lr=0 must be a finite number > 0"),
-        ("trainer.lr=-1", [*SVD, "trainer.lr=-1"], {}, "trainer.lr=-1"),
-        ("trainer.batch_size=0", [*SVD, "trainer.batch_size=0"], {}, "trainer.batch_size=0"),
-        ("trainer.max_epochs=abc", [*SVD, "trainer.max_epochs=abc"], {}, "trainer.max_epochs='abc'"),
-        ("trainer.patience=-1", [*SVD, "trainer.patience=-1"], {}, "trainer.patience=-1"),
-        ("trainer.val_size=1.5", [*SVD, "trainer.val_size=1.5"], {}, "trainer.val_size=1.5"),
-        ("trainer.weight_decay=-0.1", [*SVD, "trainer.weight_decay=-0.1"], {}, "trainer.weight_decay=-0.1"),
-        ("svd n_factors=-5", [*SVD, "model.params.n_factors=-5"], {}, "model.params.n_factors=-5"),
-        ("svd n_epochs=abc", [*SVD, "model.params.n_epochs=abc"], {}, "model.params.n_epochs='abc'"),
-        ("svd lr_all=-1", [*SVD, "model.params.lr_all=-1"], {}, "model.params.lr_all=-1"),
-        ("knn k=0", ["model=knn_basic", "dataset=synthetic", "model.params.k=0"], {}, "model.params.k=0"),
-        ("dmtl lambda=-1", [*DMTL, "model.lambda_profile=-1"], {}, "model.lambda_profile=-1"),
-        ("dmtl attention=bogus", [*DMTL, "model.attention=bogus"], {}, "model.attention='bogus'"),
-        ("data.verify=maybe", [*SVD, "data.verify=maybe"], {}, "data.verify='maybe' must be true or false"),
-        ("data.download=3", [*SVD, "data.download=3"], {}, "data.download=3"),
-        ("eval.cold_threshold=-2", [*SVD, "eval.cold_threshold=-2"], {}, "eval.cold_threshold=-2"),
-        ("eval.group.min_raters=0", [*SVD, "eval.group.min_raters=0"], {}, "eval.group.min_raters=0"),
-        ("eval.group.aggregations=[foo]", [*SVD, "eval.group.aggregations=[foo]"], {}, "eval.group.aggregations"),
-        ("split.test_size=2", [*SVD, "split.test_size=2"], {}, "split.test_size=2"),
-        ("split.n_folds=1", [*SVD, "split=kfold", "split.n_folds=1"], {}, "split.n_folds=1"),
-        ("synthetic n_groups=0", [*SVD, "dataset.loader.n_groups=0"], {}, "dataset.n_groups=0"),
-        # divergence: a learning rate far too high trains to garbage without a NaN
-        ("trainer.lr=1e6 diverges", [*DMTL, "trainer.lr=1e6"], {}, "dmtl diverged"),
-        # data
-        ("empty u.data, verify off", [*ml, f"data.root={roots['empty']}"], {}, "u.data is empty"),
-        ("u.data row with 5 fields", [*ml, f"data.root={roots['fields']}"], {}, "malformed row"),
-        ("u.data rating 'five'", [*ml, f"data.root={roots['text']}"], {}, "line 8: field 'rating' is 'five'"),
-        ("u.data rating 9", [*ml, f"data.root={roots['range']}"], {}, "line 5: field 'rating' is 9,"),
-        ("u.data unknown user", [*ml, f"data.root={roots['user']}"], {}, "line 5: field 'user' is 5000"),
-        ("u.data truncated, verify on", ["model=svd", "dataset=ml100k", f"data.root={truncated}"], {},
-         "sha256 mismatch"),
-        ("data root missing, no download", ["model=svd", "dataset=ml100k", f"data.root={tmp / 'none'}",
-                                            "data.download=false"], {}, "dataset ml100k not found"),
-        ("GROUPBENCH_DATA is a file", ["model=svd", "dataset=ml100k"], {"GROUPBENCH_DATA": str(a_file)},
-         "is a file, not a folder"),
-        # sweeps: refused before any job runs
-        ("sweep eval.k=abc", ["+sweep=smoke", "eval.k=abc"], {}, "eval.k='abc'"),
-        ("sweep model=foo,svd", ["+sweep=smoke", "model=foo,svd"], {}, "does not compose"),
-        ("sweep seed=true", ["+sweep=smoke", "seed=true"], {}, "seed=true"),
-        # tracking stores that cannot be used: one line, exit 2, no run anywhere
-        ("file store", [*SVD, "tracking.uri=file:///tmp/mlruns"], {}, "file store is deprecated"),
-        ("unreachable server", [*SVD, "tracking.uri=http://127.0.0.1:9"], {}, "is unreachable"),
-    ]
-    return cases
-
-
-def error_lines(stderr: str) -> list[str]:
-    """Lines that are not INFO/WARNING log records: the error contract allows exactly one."""
-    return [line for line in stderr.splitlines()
-            if line.strip() and "][INFO] - " not in line and "][WARNING] - " not in line]
-
-
 def test_bad_inputs_one_line_exit_2_failed_run(tmp_path: Path):
+    """The bad-input table (tests/bad_inputs.py): every entry point, every case one line and exit 2."""
     from mlflow.entities import ViewType
     from mlflow.tracking import MlflowClient
 
@@ -143,43 +44,52 @@ def test_bad_inputs_one_line_exit_2_failed_run(tmp_path: Path):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     prepare_store(uri)  # created once here: the children's logs then hold no store-creation lines
-    cases = bad_inputs(tmp_path)
-    assert len(cases) >= 40
+    cases = bad_inputs.cases(tmp_path, uri)
+    counts = {entry: sum(case.entry == entry for case in cases) for entry in bad_inputs.MODULES}
+    assert counts["benchmark"] >= 60 and counts["speed"] >= 15 and counts["scale"] >= 15, counts
+    assert min(counts.values()) >= 8, counts
     runs = []
-    for number, (_, argv, env, _) in enumerate(cases):
-        has_uri = any(a.startswith("tracking.uri=") for a in argv)
-        runs.append({"argv": [*argv, *([] if has_uri else [f"tracking.uri={uri}"]),
-                              f"tracking.experiment=case{number}"],
+    for number, case in enumerate(cases):
+        logged = case.entry in bad_inputs.LOGS_A_FAILED_RUN
+        has_uri = any(a.startswith("tracking.uri=") for a in case.argv)
+        argv = [*case.argv, *([f"tracking.uri={uri}"] if logged and not has_uri else []),
+                *([f"tracking.experiment=case{number}"] if logged else [])]
+        runs.append({"module": bad_inputs.MODULES[case.entry], "argv": argv,
                      "env": {"GROUPBENCH_DATA": str(data_root()), "HYDRA_FULL_ERROR": "1",
-                             "PYTHONWARNINGS": "ignore", "MLFLOW_TRACKING_URI": None, **env},
+                             "PYTHONWARNINGS": "ignore", "MLFLOW_TRACKING_URI": None, **case.env},
                      "cwd": str(tmp_path)})
     (tmp_path / "cases.json").write_text(json.dumps(runs))
     done = subprocess.run([sys.executable, str(REPO / "tests" / "bad_input_driver.py"), str(tmp_path / "cases.json"),
-                           str(tmp_path / "results.json")], cwd=REPO, capture_output=True, text=True, timeout=600,
+                           str(tmp_path / "results.json")], cwd=REPO, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
 
     client = MlflowClient(tracking_uri=uri)
     problems = []
-    for number, ((name, argv, _, expected), result) in enumerate(zip(cases, results)):
-        stderr, lines = result["stderr"], error_lines(result["stderr"])
-        if result["rc"] != 2 or "Traceback" in stderr or len(lines) != 1 or expected not in lines[0]:
+    for number, (case, result) in enumerate(zip(cases, results)):
+        name = f"{case.entry}: {case.name}"
+        stderr, lines = result["stderr"], bad_inputs.error_lines(result["stderr"])
+        if result["rc"] != 2 or "Traceback" in stderr or len(lines) != 1 or case.expected not in lines[0]:
             problems.append(f"{name}: rc={result['rc']} error lines={lines!r}\n{stderr[-1500:]}")
             continue
-        message = lines[0].split("error: ", 1)[1]
+        created = [path for path in case.absent if Path(path).exists()]
+        if created:
+            problems.append(f"{name}: created {created}")
         experiment = client.get_experiment_by_name(f"case{number}")
-        reachable = not any(a.startswith("tracking.uri=") for a in argv)
-        if not reachable:
-            assert experiment is None, name
+        if not case.failed_run:
+            if experiment is not None:
+                problems.append(f"{name}: an experiment was created in the store")
             continue
+        message = lines[0].split("error: ", 1)[1]
         found = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL) if experiment else []
-        failed = [r for r in found if r.info.status == "FAILED"]
-        if len(failed) != 1 or failed[0].data.tags.get("error") != message or \
-                any(r.info.status == "RUNNING" for r in found):
+        if [r.info.status for r in found] != ["FAILED"] or found[0].data.tags.get("error") != message:
             problems.append(f"{name}: runs {[(r.info.status, r.data.tags.get('error')) for r in found]} "
                             f"vs line {message!r}")
-    assert not problems, "\n\n".join(problems)
+    # the read-only commands and the tools wrote nothing to the table's store
+    logged = {f"case{n}" for n, case in enumerate(cases) if case.failed_run}
+    assert {e.name for e in client.search_experiments(view_type=ViewType.ALL)} <= logged | {"Default"}
+    assert not problems, f"{len(problems)} of {len(cases)} cases broke the contract:\n\n" + "\n\n".join(problems)
 
 
 # ------------------------------------------------------------------------------------- faults
@@ -241,13 +151,46 @@ def test_sigterm_during_store_setup_then_rerun_completes(tmp_path: Path):
     wait_for(lambda: temporaries() or db.exists(), process, "store setup to begin")
     time.sleep(0.3)  # inside MLflow's table creation (about 1-3 s)
     process.send_signal(signal.SIGTERM)
-    process.wait(timeout=TIMEOUT)
+    code, stderr = finish(process)
+    # one line, no traceback (#28 item 7: it was a 40-line KeyboardInterrupt traceback)
+    assert code == 130 and "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.strip() and " INFO mlflow." not in line
+             and "creating the tracking store" not in line]  # MLflow's and the store's progress lines
+    assert len(lines) == 1 and "sweep smoke interrupted: rerun the same command to resume" in lines[0], stderr
     # the store is either absent or complete, never half-made
     assert not db.exists() or job_statuses(db) is not None
     code, stderr = finish(start(tmp_path, *SWEEP))
     assert code == 0, stderr[-3000:]
     assert_complete(db, 2)
     assert not temporaries()
+
+
+def test_an_interrupt_python_would_ignore_is_raised_again(monkeypatch):
+    """SIGTERM raises KeyboardInterrupt in whatever code runs; in a weakref callback or a ``__del__``
+    (SQLAlchemy's, during store creation) Python prints "Exception ignored" and goes on, and the sweep
+    ran to its end. The sweeper's hook raises it again in the code that runs next (#28 item 7)."""
+    import weakref
+
+    from benchmark.sweeps import sweep
+
+    class Thing:
+        pass
+
+    def callback(_):
+        raise KeyboardInterrupt("signal 15")
+
+    monkeypatch.setattr(sys, "unraisablehook", sweep._redeliver_interrupt)
+    previous = signal.getsignal(signal.SIGALRM)
+    try:
+        thing = Thing()
+        ref = weakref.ref(thing, callback)  # its callback runs when thing goes
+        with pytest.raises(KeyboardInterrupt):
+            del thing  # the callback's KeyboardInterrupt is ignored by Python here ...
+            time.sleep(5)  # ... and raised again within 50 ms
+        assert ref() is None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _error_lines(stderr: str) -> list[str]:
@@ -446,8 +389,8 @@ def _zip(path: Path, entries: dict[str, bytes]) -> Path:
     ({"a.txt": b"ok", "b.txt": b"tampered"}, {"b.txt": "0" * 64}, "has sha256"),
 ], ids=["zip-slip", "file under a file", "pinned sha256"])
 def test_extraction_checks_every_entry_before_writing_any(tmp_path: Path, entries, sha256, message):
-    from benchmark.data.base import safe_extract
     from benchmark.core.errors import DataError
+    from benchmark.data.base import safe_extract
 
     archive = _zip(tmp_path / "archive.zip", entries)
     target = tmp_path / "out"
@@ -457,8 +400,8 @@ def test_extraction_checks_every_entry_before_writing_any(tmp_path: Path, entrie
 
 
 def test_divergence_is_refused_against_the_training_mean():
-    from benchmark.evaluation.divergence import check_not_diverged
     from benchmark.core.errors import TrainingError
+    from benchmark.evaluation.divergence import check_not_diverged
 
     check_not_diverged("m", 0.9, 1.2)  # better than the mean: fine
     with pytest.raises(TrainingError, match=r"m diverged: validation rating MSE 1.6 is worse than 1.25x the "
@@ -476,7 +419,7 @@ def test_resume_does_not_reuse_a_result_on_other_data(tmp_path: Path):
     real = (data_root() / "ml-100k" / "u.data").read_text().splitlines(keepends=True)
     user, item, rating, stamp = real[0].split("\t")
     other = 1 if int(rating) != 1 else 2
-    edited = _ml100k_with(tmp_path / "edited", "".join([f"{user}\t{item}\t{other}\t{stamp}", *real[1:]]))
+    edited = ml100k_with(tmp_path / "edited", "".join([f"{user}\t{item}\t{other}\t{stamp}", *real[1:]]))
     sweep = ["-m", "model=normal_predictor", "dataset=ml100k", "tracking.experiment=smoke"]
     code, stderr = finish(start(tmp_path, *sweep, "data.verify=false", f"data.root={edited}"))
     assert code == 0, stderr[-3000:]
@@ -504,8 +447,8 @@ def test_a_weak_fit_is_tagged_a_far_worse_one_diverged():
     improving at its last epoch); beyond it, or not finite: diverged."""
     from types import SimpleNamespace
 
-    from benchmark.evaluation.divergence import DIVERGED_FACTOR, check_model
     from benchmark.core.errors import TrainingError
+    from benchmark.evaluation.divergence import DIVERGED_FACTOR, check_model
 
     def model(val_losses, best, val_mse, trivial):
         history = [{"epoch": e, "val_rating_loss": v} for e, v in enumerate(val_losses, 1)]

@@ -41,11 +41,11 @@ class Rule:
         kind = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}[self.kind]
         if self.choices:
             return f"one of {list(self.choices)}"
-        bounds = []
+        bounds, shown = [], (lambda x: str(int(x)) if self.kind is int else f"{x:g}")
         if self.low is not None:
-            bounds.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+            bounds.append(f"{'>' if self.low_open else '>='} {shown(self.low)}")
         if self.high is not None:
-            bounds.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+            bounds.append(f"{'<' if self.high_open else '<='} {shown(self.high)}")
         return kind + (" " + " and ".join(bounds) if bounds else "") + (" (or null)" if self.nullable else "")
 
     def accepts(self, value: Any) -> bool:
@@ -71,10 +71,11 @@ class Rule:
 
 
 INT_POS, INT_NONNEG = Rule(int, low=1), Rule(int, low=0)
-NONNEG, BOOL = Rule(float, low=0), Rule(bool)
+NONNEG, BOOL = Rule(float, low=0), Rule(bool, fix="use true or false")
 
 RULES: dict[str, Rule] = {
-    "seed": Rule(int, low=0, fix="use an integer such as seed=0"),
+    # numpy's and scikit-learn's seeds are 32-bit: 2**32 passed here and failed deep inside KMeans
+    "seed": Rule(int, low=0, high=2**32 - 1, fix="use an integer such as seed=0"),
     "resume": BOOL,
     "data.download": BOOL,
     "data.verify": BOOL,
@@ -83,7 +84,17 @@ RULES: dict[str, Rule] = {
     # the dataset's rating scale bounds it too, checked once the data is loaded (check_threshold)
     "eval.threshold": Rule(float, fix="use a rating such as eval.threshold=3.5"),
     "eval.cold_threshold": Rule(int, low=0, nullable=True),
+    "eval.full_catalogue": BOOL,
     "tracking.experiment": Rule(str, fix="use a name such as tracking.experiment=groupbench"),
+    "tracking.uri": Rule(str, nullable=True, fix="use sqlite:////path/mlflow.db or http://HOST:PORT, or null"),
+    "cache.enabled": BOOL,
+    "cache.dir": Rule(str, nullable=True, fix="set it to a folder only you write to, or null for the default"),
+    # tuning (+sweep=tuned, tune.enabled=true): a bool given as `maybe` used to start a full study
+    "tune.enabled": BOOL,
+    "tune.trials": INT_POS,
+    "tune.val_size": Rule(float, low=0, high=1, low_open=True, high_open=True,
+                          fix="use a share of each user's training ratings such as tune.val_size=0.1"),
+    "tune.sampler_seed": Rule(int, low=0, high=2**32 - 1, fix="use an integer such as tune.sampler_seed=0"),
     # optimisation settings of the torch models (conf/trainer/)
     "trainer.lr": Rule(float, low=0, low_open=True, fix="use e.g. trainer.lr=0.005"),
     "trainer.weight_decay": NONNEG,

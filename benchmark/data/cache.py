@@ -23,8 +23,12 @@ run every time, and its split and groups are still cached, keyed by ``Dataset.sh
 
 Writers compute under a per-key file lock (``filelock``; a waiting worker then reads the first
 one's entry instead of computing it again) and publish with a temporary file in the same
-folder plus ``os.replace``, so a reader never sees a partial entry. Entries are pickles: the
-cache is the user's own folder, read by the same code that wrote it.
+folder plus ``os.replace``, so a reader never sees a partial entry. Each entry is an envelope
+``{"kind", "key", "value"}``: a read checks the kind, the full key digest (the file name is not
+trusted) and, where the caller names one, the value's type; an entry that fails any check
+(truncated, another pickle copied over it, a value of the wrong type) is recomputed and rewritten,
+never used. Entries are pickles, and a pickle runs code when it is loaded: ``cache.dir`` must be a
+folder only you write to (the default is your own ``~/.cache``), as with any pickle cache.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from benchmark.data.base import Dataset, resolve_root, verify_file
 log = logging.getLogger(__name__)
 
 # Bump when protocol behaviour changes in code whose source is not hashed into the keys.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: entries are checked envelopes
 T = TypeVar("T")
 
 
@@ -119,14 +123,14 @@ class ProtocolCache:
             self._dataset_key = {**self.base, "dataset_sha256": dataset.sha256}
             return dataset
         self._dataset_key = {**self.base, "files_sha256": files}
-        return self.get("dataset", self._dataset_key, load)
+        return self.get("dataset", self._dataset_key, load, lambda value: isinstance(value, Dataset))
 
-    def splits(self, compute: Callable[[], T]) -> T:
-        return self.get("split", self.split_key(), compute)
+    def splits(self, compute: Callable[[], T], expected: Callable[[Any], bool] | None = None) -> T:
+        return self.get("split", self.split_key(), compute, expected)
 
-    def groups(self, fold: int, compute: Callable[[], T]) -> T:
+    def groups(self, fold: int, compute: Callable[[], T], expected: Callable[[Any], bool] | None = None) -> T:
         key = {**self.split_key(), "fold": fold, "grouping": self.grouping_config}
-        return self.get("groups", key, compute)
+        return self.get("groups", key, compute, expected)
 
     def split_key(self) -> dict[str, Any]:
         assert self._dataset_key is not None, "dataset() comes first"
@@ -141,11 +145,15 @@ class ProtocolCache:
     def path(self, kind: str, key: dict[str, Any]) -> Path:
         return self.directory / kind / f"{digest({'kind': kind, **key})}.pkl"
 
-    def get(self, kind: str, key: dict[str, Any], compute: Callable[[], T]) -> T:
+    def get(self, kind: str, key: dict[str, Any], compute: Callable[[], T],
+            expected: Callable[[Any], bool] | None = None) -> T:
+        """The entry of (kind, key), else ``compute()`` stored under it. ``expected(value)`` says
+        whether a stored value is of the right type; one that is not is recomputed."""
         if not self.enabled:
             return compute()
         path = self.path(kind, key)
-        value = self._read(path)
+        check = (kind, digest({"kind": kind, **key}), expected)
+        value = self._read(path, *check)
         if value is not None:
             self._note(kind, "hit")
             return value
@@ -159,13 +167,13 @@ class ProtocolCache:
             self._note(kind, "unwritable")
             return compute()
         try:
-            value = self._read(path)  # another worker may have written it while we waited
+            value = self._read(path, *check)  # another worker may have written it while we waited
             if value is not None:
                 self._note(kind, "hit")
                 return value
             value = compute()
             try:
-                self._write(path, value)
+                self._write(path, {"kind": kind, "key": check[1], "value": value})
             except OSError as exc:
                 log.warning("protocol cache: cannot write %s (%s); going on without it", path, exc)
         finally:
@@ -178,15 +186,25 @@ class ProtocolCache:
         self.outcomes[kind] = outcome if previous in (None, outcome) else "mixed"
 
     @staticmethod
-    def _read(path: Path) -> Any:
+    def _read(path: Path, kind: str, key_digest: str, expected: Callable[[Any], bool] | None) -> Any:
+        """The entry's value, or None (absent, unreadable, or not the entry of this kind and key)."""
         try:
             with open(path, "rb") as handle:
-                return pickle.load(handle)
+                entry = pickle.load(handle)
         except FileNotFoundError:
             return None
         except Exception as exc:  # an unreadable entry (e.g. written by another pandas): recompute it
             log.warning("protocol cache: ignoring unreadable %s (%s); recomputing it", path, exc)
             return None
+        if not (isinstance(entry, dict) and entry.get("kind") == kind and entry.get("key") == key_digest
+                and "value" in entry):
+            log.warning("protocol cache: %s is not the %s entry its name says; recomputing it", path, kind)
+            return None
+        if expected is not None and not expected(entry["value"]):
+            log.warning("protocol cache: %s holds a %s, not a %s entry; recomputing it", path,
+                        type(entry["value"]).__name__, kind)
+            return None
+        return entry["value"]
 
     @staticmethod
     def _write(path: Path, value: Any) -> None:

@@ -65,6 +65,9 @@ def load(root: str | None = None, download: bool = True, verify: bool = True) ->
                   f"one of u.occupation's {len(OCCUPATIONS)} values")
     check_values(folder / "u.data", ratings, "user", ratings.user.isin(users.user), "a user id of u.user")
     check_values(folder / "u.data", ratings, "item", ratings.item.isin(items.item), "an item id of u.item")
+    # one rating per (user, item), whatever data.verify says: an edited file could rate a pair twice
+    check_values(folder / "u.data", ratings, "item", ~ratings.duplicated(["user", "item"]),
+                 "one rating per (user, item) (this pair is rated on an earlier line too)")
 
     ratings = ratings[["user", "item", "rating"]].astype({"user": "int64", "item": "int64", "rating": "float64"})
     user_features = pd.DataFrame({"age": users.age.astype(float).to_numpy(),

@@ -8,6 +8,8 @@ label and the ratings are learnable from the features, which tests can check.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -69,10 +71,12 @@ def _split_flat(flat: np.ndarray, n_items: int) -> np.ndarray:
 def load(n_users: int = 300, n_items: int = 200, n_ratings: int = 6000, n_groups: int = 5,
          n_genres: int = 8, n_user_features: int = 6, noise: float = 0.5, seed: int = 0,
          **_ignored) -> Dataset:
-    require(n_users >= n_groups >= 1, f"dataset.n_groups={n_groups} must be in 1..n_users={n_users}")
-    require(n_items >= 1 and n_genres >= 1, "dataset.n_items and dataset.n_genres must be >= 1")
+    require(n_users >= n_groups >= 1, f"dataset.loader.n_groups={n_groups} must be in 1..n_users={n_users}")
+    require(n_items >= 1 and n_genres >= 1, "dataset.loader.n_items and dataset.loader.n_genres must be >= 1")
     require(n_users <= n_ratings <= n_users * n_items,
-            f"dataset.n_ratings={n_ratings} must be in n_users..n_users*n_items ({n_users}..{n_users * n_items})")
+            f"dataset.loader.n_ratings={n_ratings} must be in n_users..n_users*n_items ({n_users}..{n_users * n_items})")
+    require(isinstance(noise, (int, float)) and not isinstance(noise, bool) and math.isfinite(noise) and noise >= 0,
+            f"dataset.loader.noise={noise} must be a finite number >= 0; use e.g. dataset.loader.noise=0.5")
     rng = np.random.default_rng(seed)
     group = np.arange(n_users) % n_groups
     rng.shuffle(group)

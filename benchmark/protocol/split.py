@@ -53,6 +53,11 @@ def _shuffled_runs(ratings: pd.DataFrame, rng: np.random.Generator) -> tuple[np.
     return by_user, np.bincount(codes, minlength=len(users)), users
 
 
+def are_splits(value) -> bool:
+    """Whether ``value`` is what a split function returns (a non-empty list of :class:`Split`)."""
+    return isinstance(value, list) and bool(value) and all(isinstance(split, Split) for split in value)
+
+
 def holdout_mask(ratings: pd.DataFrame, test_size: float, seed: int) -> np.ndarray:
     """Boolean mask of test rows: round(test_size * n) of each user's n ratings, at most n - 1."""
     require(0.0 < test_size < 1.0, f"split.test_size={test_size} must be in (0, 1)")

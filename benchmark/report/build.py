@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 from datetime import datetime, timezone
@@ -32,7 +33,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from benchmark.core.errors import GroupbenchError, TrackingError
+from benchmark.core.cli import ArgumentParser
+from benchmark.core.errors import ConfigError, GroupbenchError
 from benchmark.report.collect import Collected, collect, sweep_seed_count
 from benchmark.report.commits import commit_lines
 from benchmark.report.context import Context
@@ -46,7 +48,7 @@ from benchmark.report.stats import holm
 from benchmark.report.tables import MAIN_COLUMNS, PAPER_LABEL, main_table, same_n
 from benchmark.tracking.queries import retry_locked
 from benchmark.tracking.store import prepare_store
-from benchmark.tracking.tracker import git_commit, resolve_uri
+from benchmark.tracking.tracker import existing_store, git_commit
 
 __all__ = ["PAPER_LABEL", "Collected", "Provenance", "best_configuration", "build_report", "collect",
            "default_experiment", "fill_val_rmse", "holm", "main", "main_table", "read_csv", "sweep_seed_count"]
@@ -97,7 +99,7 @@ def default_experiment(client) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.report", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m benchmark.report", description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", default=None,
                         help="MLflow experiment (= sweep name); default: paper, or the latest sweep's when no "
                              "paper sweep has run")
@@ -108,21 +110,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_out(out: Path) -> None:
+    """The output folder can be made and written, or one line naming it (never a traceback)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"report output folder {out} is not writable ({exc.strerror or exc}); pass --out "
+                          f"a writable folder") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
     try:
-        uri = resolve_uri(args.tracking_uri)
-        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-            raise TrackingError(f"tracking store {uri} does not exist; run the sweep first or pass --tracking-uri")
-        prepare_store(uri)  # a store a killed first use left half-made is repaired, not a traceback
+        args = parse_args(argv)  # a bad argument is one line too (benchmark.core.cli)
+        uri = existing_store(args.tracking_uri)  # never created here; a server answers within the timeout
+        prepare_store(uri)  # a file that is not a complete MLflow store is refused in one line
         client = MlflowClient(tracking_uri=uri)
         args.experiment = args.experiment or default_experiment(client)
         prov = Provenance(command=shlex.join(["python", "-m", "benchmark.report", *argv]),
                           date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), uri=uri,
                           experiment=args.experiment, commit=git_commit())
         out = Path(args.out or Path("reports") / safe_name(args.experiment))  # a name is never a path
+        check_out(out)
         written = build_report(client, args.experiment, uri, out, prov, log_to_parent=not args.no_log)
     except GroupbenchError as exc:
         log.error("error: %s", exc)

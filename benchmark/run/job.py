@@ -24,6 +24,8 @@ from benchmark.data.cache import ProtocolCache
 from benchmark.evaluation import divergence
 from benchmark.evaluation.base import EvalContext, checked_predictions, evaluate, model_clock
 from benchmark.protocol.folds import Fold
+from benchmark.protocol.grouping import Groups
+from benchmark.protocol.split import are_splits
 from benchmark.tracking import claims, orphans, provenance, saved_models
 from benchmark.tracking.artifacts import check_format, table_name
 from benchmark.tracking.tracker import Tracker, git_commit
@@ -130,7 +132,7 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
             provenance.log_dataset_input(logger, dataset)
 
         with stage("split"):
-            splits = protocol.splits(lambda: instantiate(cfg.split)(dataset.ratings, seed=cfg.seed))
+            splits = protocol.splits(lambda: instantiate(cfg.split)(dataset.ratings, seed=cfg.seed), are_splits)
         fold_metrics, frames, tables = [], [], {}
         for split in splits:
             metrics, frame, fold_tables = run_fold(cfg, dataset, split, logger, n_folds=len(splits),
@@ -163,7 +165,8 @@ def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int, stage: Stage
     stage = stage or Stages()
     with stage("grouping"):
         make_groups = lambda: instantiate(cfg.grouping)(dataset, split.train, seed=cfg.seed)  # noqa: E731
-        groups = protocol.groups(split.fold, make_groups) if protocol is not None else make_groups()
+        groups = (protocol.groups(split.fold, make_groups, lambda value: isinstance(value, Groups))
+                  if protocol is not None else make_groups())
     model = build_model((model_cfg if model_cfg is not None else cfg).model, seed=cfg.seed)
 
     def log_epoch(values: dict[str, float], step: int | None = None) -> None:
@@ -181,7 +184,7 @@ def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int, stage: Stage
     if split.fold == 0:  # k-fold runs keep the first fold's model
         with stage("log"):
             blob, note = saved_models.serialize(model, cfg.get("artifacts"))
-            logger.set_tags({"model_artifact": note})
+            logger.set_tags(saved_models.tags(blob, note))
             if blob is not None:
                 logger.log_artifacts({saved_models.ARTIFACT: blob})
 

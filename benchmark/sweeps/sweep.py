@@ -48,7 +48,7 @@ from benchmark.core.config import build_model, run_name
 from benchmark.core.errors import ConfigError, GroupbenchError, TrackingError, one_line
 from benchmark.run import summary
 from benchmark.run.job import build_tracker, run, validate
-from benchmark.run.preflight import record_failure
+from benchmark.run.preflight import group_error, record_failure
 from benchmark.sweeps.plan import Composer, Job, plan
 from benchmark.sweeps.tune import run_tuned, tuning
 from benchmark.tracking import claims, provenance
@@ -118,8 +118,12 @@ class SweeperBase(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         # SIGTERM (a scheduler, `kill`) ends the sweep like Ctrl-C: runs are marked KILLED, not left RUNNING
         signal.signal(signal.SIGTERM, _raise_interrupt)
+        sys.unraisablehook = _redeliver_interrupt
         try:
             outcomes = self._sweep(list(arguments))
+        except KeyboardInterrupt:  # anywhere, store creation included: one line, the runs KILLED, never RUNNING
+            log.error("sweep %s interrupted: rerun the same command to resume (FINISHED jobs are skipped)", self.name)
+            sys.exit(130)
         except SweepFailed:
             sys.exit(1)
         except GroupbenchError as exc:
@@ -132,6 +136,12 @@ class SweeperBase(Sweeper):
         return outcomes
 
     def _compose(self, overrides: list[str]) -> DictConfig:
+        # a group choice of any job (the sweep file's grids included) is one of its group's options,
+        # checked before it is composed: never a path, never launched (the single-run preflight's rule)
+        message = group_error(list(overrides), self.hydra_context.config_loader)
+        if message is not None:
+            raise ConfigError(f"sweep {self.name}: {message}; fix the sweep file conf/sweep/{self.name}.yaml "
+                              f"or the command-line override")
         try:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             with open_dict(cfg):  # the job sees its config without the hydra node, as Hydra hands it over
@@ -182,37 +192,33 @@ class SweeperBase(Sweeper):
         provenance.set_experiment_description(tracker.client, tracker.experiment_id, provenance.describe_experiment(
             tracker.experiment_name, self.name, self.grids))
         outcomes: list[Outcome] = [Outcome("SKIPPED", job.name) for job in skipped]
-        try:
-            with tracker.run(f"sweep:{self.name}", tags=tags) as parent:
-                parent.log_params({"overrides": " ".join(arguments) or "(none)",
-                                   "grids": json.dumps(self.grids, sort_keys=True, default=str),
-                                   "launcher": self.config.hydra.launcher.get("_target_", "?"),
-                                   # parallel workers, for python -m benchmark.speed --sweep (1: basic launcher)
-                                   "launcher_workers": self.config.hydra.launcher.get(
-                                       "n_jobs", self.config.hydra.launcher.get("array_parallelism", 1)),
-                                   "resume": self.config.get("resume", True)})
-                parent.log_metrics({"n_jobs": len(jobs), "n_skipped": len(skipped)})
-                common = {"name": self.name, "parent_run_id": parent.run_id, "total": len(todo),
-                          "tracking_uri": tracker.uri}
-                size = self.max_batch_size or max(len(todo), 1)
-                for start in range(0, len(todo), size):
-                    batch = todo[start:start + size]
-                    overrides = [job.overrides + [f"hydra.job.env_set.{SWEEP_ENV}=" + _quote(json.dumps(
-                        {**common, "index": start + n + 1, "varies": job.varies}))] for n, job in enumerate(batch)]
-                    outcomes += self._launch(batch, overrides, start)
-                counts = {status: sum(o.status == status for o in outcomes) for status in ("FINISHED", "FAILED")}
-                wall = time.perf_counter() - started
-                parent.log_metrics({"n_finished": counts["FINISHED"], "n_failed": counts["FAILED"],
-                                    "wall_seconds": wall})
-                failures = [o for o in outcomes if o.status == "FAILED"]
-                report(self.name, outcomes, wall)
-                print("\n".join(summary.next_steps(tracker.uri, tracker.experiment_name)), file=sys.stderr, flush=True)
-                if failures:
-                    raise SweepFailed(f"{len(failures)} of {len(jobs)} jobs failed: "
-                                      + "; ".join(f"{o.name}: {o.error}" for o in failures)[:1000])
-        except KeyboardInterrupt:
-            log.error("sweep %s interrupted: rerun the same command to resume (FINISHED jobs are skipped)", self.name)
-            sys.exit(130)
+        with tracker.run(f"sweep:{self.name}", tags=tags) as parent:
+            parent.log_params({"overrides": " ".join(arguments) or "(none)",
+                               "grids": json.dumps(self.grids, sort_keys=True, default=str),
+                               "launcher": self.config.hydra.launcher.get("_target_", "?"),
+                               # parallel workers, for python -m benchmark.speed --sweep (1: basic launcher)
+                               "launcher_workers": self.config.hydra.launcher.get(
+                                   "n_jobs", self.config.hydra.launcher.get("array_parallelism", 1)),
+                               "resume": self.config.get("resume", True)})
+            parent.log_metrics({"n_jobs": len(jobs), "n_skipped": len(skipped)})
+            common = {"name": self.name, "parent_run_id": parent.run_id, "total": len(todo),
+                      "tracking_uri": tracker.uri}
+            size = self.max_batch_size or max(len(todo), 1)
+            for start in range(0, len(todo), size):
+                batch = todo[start:start + size]
+                overrides = [job.overrides + [f"hydra.job.env_set.{SWEEP_ENV}=" + _quote(json.dumps(
+                    {**common, "index": start + n + 1, "varies": job.varies}))] for n, job in enumerate(batch)]
+                outcomes += self._launch(batch, overrides, start)
+            counts = {status: sum(o.status == status for o in outcomes) for status in ("FINISHED", "FAILED")}
+            wall = time.perf_counter() - started
+            parent.log_metrics({"n_finished": counts["FINISHED"], "n_failed": counts["FAILED"],
+                                "wall_seconds": wall})
+            failures = [o for o in outcomes if o.status == "FAILED"]
+            report(self.name, outcomes, wall)
+            print("\n".join(summary.next_steps(tracker.uri, tracker.experiment_name)), file=sys.stderr, flush=True)
+            if failures:
+                raise SweepFailed(f"{len(failures)} of {len(jobs)} jobs failed: "
+                                  + "; ".join(f"{o.name}: {o.error}" for o in failures)[:1000])
         return outcomes
 
     def _launch(self, batch: list[Job], overrides: list[list[str]], index: int) -> list[Outcome]:
@@ -233,6 +239,17 @@ class SweeperBase(Sweeper):
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _redeliver_interrupt(unraisable) -> None:
+    """An interrupt raised where Python ignores exceptions (a ``__del__``, a weakref callback such as
+    SQLAlchemy's during store creation) would be lost and the sweep go on: it is raised again
+    50 ms later instead, in the code then running. Anything else: Python's own report."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        signal.signal(signal.SIGALRM, _raise_interrupt)
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def report(name: str, outcomes: list[Outcome], wall: float) -> None:

@@ -343,7 +343,9 @@ def run_study(cfg: DictConfig, tracker, parent_run_id: str | None = None,
 
 
 def tuning(cfg: DictConfig) -> bool:
-    return bool(OmegaConf.select(cfg, "tune.enabled", default=False))
+    """``tune.enabled`` is true (a bool): anything else (``maybe``) runs untuned, and the runner's schema
+    check refuses it in one line with a FAILED run before any study or data work."""
+    return OmegaConf.select(cfg, "tune.enabled", default=False) is True
 
 
 def run_tuned(cfg: DictConfig, tracker=None, parent_run_id: str | None = None, tags: dict[str, str] | None = None):

@@ -10,20 +10,24 @@ modules and tensors pickle with it), so loading it needs no model-specific code.
 * ``true``: always save; ``false``: never.
 
 k-fold runs save the first fold's model. A pickle runs code when loaded: load only models from
-a tracking store you trust (your own runs).
+a tracking store you trust (your own runs). The pickle's sha256 is recorded on the run when it is
+saved (tag ``model_sha256``) and checked before it is unpickled (:func:`deserialize`): a
+``model.pkl`` replaced in the artifact store is refused in one line, never loaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import pickle
 from typing import Any
 
-from benchmark.core.errors import require
+from benchmark.core.errors import ConfigError, require
 
 log = logging.getLogger(__name__)
 
 ARTIFACT = "model.pkl"
+SHA256_TAG = "model_sha256"
 CHOICES = ("auto", "true", "false")
 
 
@@ -52,5 +56,18 @@ def serialize(model, settings: Any) -> tuple[bytes | None, str]:
     return blob, f"{ARTIFACT} ({size_mb:.2f} MB)"
 
 
-def deserialize(blob: bytes):
+def tags(blob: bytes | None, note: str) -> dict[str, str]:
+    """The run's tags for a saved (or not saved) model: why, and the pickle's sha256."""
+    return {"model_artifact": note, **({SHA256_TAG: hashlib.sha256(blob).hexdigest()} if blob is not None else {})}
+
+
+def deserialize(blob: bytes, expected_sha256: str | None, where: str = ARTIFACT):
+    """Unpickle ``blob`` only when its sha256 is the one recorded when it was saved."""
+    if not expected_sha256:
+        raise ConfigError(f"{where} has no recorded sha256 (tag {SHA256_TAG}: saved by an older groupbench, or the "
+                          f"tag was removed); it is not unpickled: rerun its configuration to save a checked model")
+    found = hashlib.sha256(blob).hexdigest()
+    if found != expected_sha256:
+        raise ConfigError(f"{where} has sha256 {found[:12]}... but {expected_sha256[:12]}... was recorded when it "
+                          f"was saved: the file was replaced, and is not unpickled; rerun its configuration")
     return pickle.loads(blob)

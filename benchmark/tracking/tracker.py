@@ -50,18 +50,53 @@ def resolve_uri(uri: str | None, base_dir: str | os.PathLike | None = None) -> s
     return uri
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+TIMEOUT_ENV = "GROUPBENCH_TRACKING_TIMEOUT"  # seconds a tracking server has to answer /health
+DEFAULT_TIMEOUT = 5.0
+
+
+def reach_timeout() -> float:
+    """The reachability check's timeout: ``$GROUPBENCH_TRACKING_TIMEOUT`` seconds, else 5."""
+    raw = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        value = float(raw) if raw else DEFAULT_TIMEOUT
+    except ValueError:
+        value = float("nan")
+    if not (0 < value < 3600):
+        raise TrackingError(f"{TIMEOUT_ENV}={raw!r} must be a number of seconds in (0, 3600); unset it for "
+                            f"{DEFAULT_TIMEOUT:g} s")
+    return value
+
+
+def check_reachable(uri: str, timeout: float | None = None) -> None:
+    """A tracking server answers ``/health`` within the timeout, or one line naming the URI: a
+    command never hangs on MLflow's retries against a server that is not there."""
+    if uri.startswith("sqlite:///"):  # its folder and file: benchmark.tracking.store.check_writable
         return
     if uri.startswith(("http://", "https://")):
+        timeout = reach_timeout() if timeout is None else timeout
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
                 return
         except (urllib.error.URLError, OSError) as exc:
-            raise TrackingError(f"tracking server {uri} is unreachable ({getattr(exc, 'reason', exc)}); start it "
-                                f"(mlflow server --backend-store-uri sqlite:///mlflow.db --host HOST --port PORT) "
-                                f"or drop tracking.uri to log to the local sqlite file") from None
+            raise TrackingError(f"tracking server {uri} is unreachable ({getattr(exc, 'reason', exc)}; "
+                                f"{timeout:g} s, {TIMEOUT_ENV}); start it (mlflow server --backend-store-uri "
+                                f"sqlite:///mlflow.db --host HOST --port PORT) or drop tracking.uri to log to the "
+                                f"local sqlite file") from None
+
+
+def existing_store(uri: str | None, base_dir: str | os.PathLike | None = None) -> str:
+    """The resolved URI of a store a read-only command (report, recommend, speed --sweep) reads:
+    a sqlite file that must exist (nothing is created, not even its folder), or a server that
+    must answer within the timeout. One line naming the URI otherwise."""
+    uri = resolve_uri(uri, base_dir)
+    path = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    if path is not None:
+        if not path.is_file():
+            raise TrackingError(f"tracking store {uri} does not exist; pass --tracking-uri (the store the runs "
+                                f"were logged to) or run the job or sweep first")
+        return uri
+    check_reachable(uri)
+    return uri
 
 
 def git_commit(repo_dir: str | os.PathLike | None = None) -> str:

@@ -29,6 +29,10 @@ from benchmark.core.errors import ConfigError
 log = logging.getLogger(__name__)
 
 FORWARDED_ENV = ("GROUPBENCH_", "MLFLOW_")
+# ``address: null`` starts a private local instance that listens on the loopback only (see _connect).
+# A cluster for other machines is started deliberately: ``ray start --head --node-ip-address=IP`` on
+# the head, then ``hydra.launcher.address=IP:PORT`` (README, "Launchers").
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def _run_on_worker(hydra_context: HydraContext, sweep_config: DictConfig, task_function: TaskFunction,
@@ -59,8 +63,14 @@ class RayLauncher(Launcher):
         self.task_function = task_function
 
     def _connect(self) -> None:
+        if self.address is None:
+            # Ray's own switch for a local-only instance, read when ray is imported and inherited by
+            # every process it starts: the node address is the loopback, so GCS, raylet, workers and
+            # agents bind 127.0.0.1 instead of every interface (on Linux Ray otherwise takes the
+            # machine's external address and binds gRPC servers on ``::``).
+            os.environ[LOCAL_ONLY_ENV] = "0"
         try:
-            import ray
+            import ray  # optional, heavy: only a Ray sweep needs it
         except ImportError:
             raise ConfigError("hydra/launcher=ray needs Ray: pip install 'groupbench[ray]' (or ray>=2.50,<3)") from None
 
@@ -70,6 +80,8 @@ class RayLauncher(Launcher):
         init = dict(self.init)
         runtime_env = dict(init.pop("runtime_env", None) or {})
         runtime_env["env_vars"] = {**env, **runtime_env.get("env_vars", {})}
+        if self.address is None:
+            init = {"include_dashboard": False, **init}  # no HTTP dashboard for a private instance
         log.info("ray.init(address=%s)", self.address)
         ray.init(address=self.address, runtime_env=runtime_env, **init)
 
@@ -81,7 +93,7 @@ class RayLauncher(Launcher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         self._connect()
-        import ray
+        import ray  # optional, heavy: imported by _connect above
 
         remote_job = ray.remote(**self.remote)(_run_on_worker) if self.remote else ray.remote(_run_on_worker)
         refs = []
