@@ -52,11 +52,11 @@ import numpy as np
 
 from benchmark.core.cli import ArgumentParser, positive, whole, writable_folder
 from benchmark.core.config import CONF
-from benchmark.core.errors import ConfigError, GroupbenchError, one_line
+from benchmark.core.errors import ConfigError
 from benchmark.growth import HARNESS_JOB, summarize
 from benchmark.run.job import run
 from benchmark.run.preflight import job_config
-from benchmark.timing import AllJobsFailed, MeteredStages, peak_rss_mb, stage_seconds, tool_overrides
+from benchmark.timing import AllJobsFailed, MeteredStages, peak_rss_mb, stage_seconds, tool_main, tool_overrides
 from benchmark.tracking.tracker import Tracker
 
 DEFAULT_SIZES = "100k,300k,1m"
@@ -322,14 +322,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     """Measure (or merge); a bad argument: one line on stderr, exit 2; every job failed: exit 1."""
-    try:
-        measure(parse_args(argv), argv)
-    except AllJobsFailed as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
-    except GroupbenchError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+    tool_main(lambda: measure(parse_args(argv), argv))
 
 
 def measure(args: argparse.Namespace, argv: list[str] | None) -> None:

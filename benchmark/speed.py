@@ -23,7 +23,6 @@ import importlib
 import os
 import platform
 import re
-import sys
 import tempfile
 import time
 
@@ -38,7 +37,15 @@ from benchmark.core.errors import ConfigError, GroupbenchError, one_line
 from benchmark.data.cache import ProtocolCache
 from benchmark.run.job import build_tracker, run
 from benchmark.run.preflight import job_config
-from benchmark.timing import STAGES, AllJobsFailed, compose, fit_predict_seconds, stage_seconds, tool_overrides
+from benchmark.timing import (
+    STAGES,
+    AllJobsFailed,
+    compose,
+    fit_predict_seconds,
+    stage_seconds,
+    tool_main,
+    tool_overrides,
+)
 from benchmark.tracking.store import prepare_store
 from benchmark.tracking.tracker import existing_store
 
@@ -324,20 +331,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """The figures; a bad argument or input: one line on stderr, exit 2; every job failed: exit 1."""
-    try:
+    def work() -> dict[str, float]:
         args = parse_args(argv)
         return sweep_mode(args) if args.sweep else job_mode(args)
-    except AllJobsFailed as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
-    except GroupbenchError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+
+    return tool_main(work)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except GroupbenchError as exc:  # unreachable data, a bad override: one line and exit 2, as every entry point
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        sys.exit(2)
+    main()

@@ -19,16 +19,19 @@ This module is above the library's layers (like the tools): it may import any of
 from __future__ import annotations
 
 import resource
+import sys
 from contextlib import contextmanager
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping, TypeVar
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import DictConfig
 
 from benchmark.core.config import CONF
-from benchmark.core.errors import ConfigError, GroupbenchError
+from benchmark.core.errors import ConfigError, GroupbenchError, one_line
 from benchmark.run.job import Stages
+
+T = TypeVar("T")
 
 # the runner's stages in pipeline order (benchmark/run/job.py); fit and predict are the model's
 STAGES = ("load", "split", "grouping", "fit", "predict", "evaluate", "log")
@@ -103,3 +106,16 @@ def peak_stage(peaks: Mapping[str, float]) -> str | None:
     """The first stage, in pipeline order, whose peak is the highest."""
     top = max(peaks.values(), default=None)
     return next((name for name in (*STAGES, *peaks) if name in peaks and peaks[name] >= top), None)
+
+
+def tool_main(work: Callable[[], T]) -> T:
+    """Run a measuring tool's ``work``; a bad argument or input is one line on stderr and exit 2, a
+    measurement in which every job failed one line and exit 1 (``speed`` and ``scale`` alike)."""
+    try:
+        return work()
+    except AllJobsFailed as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    except GroupbenchError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shlex
 import sys
 from datetime import datetime, timezone
@@ -33,8 +32,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from benchmark.core.cli import ArgumentParser
-from benchmark.core.errors import ConfigError, GroupbenchError
+from benchmark.core.cli import ArgumentParser, writable_folder
+from benchmark.core.errors import GroupbenchError
 from benchmark.report.collect import Collected, collect, sweep_seed_count
 from benchmark.report.commits import commit_lines
 from benchmark.report.context import Context
@@ -110,18 +109,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def check_out(out: Path) -> None:
-    """The output folder can be made and written, or one line naming it (never a traceback)."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"report output folder {out} is not writable ({exc.strerror or exc}); pass --out "
-                          f"a writable folder") from None
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     argv = sys.argv[1:] if argv is None else argv
@@ -135,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                           date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), uri=uri,
                           experiment=args.experiment, commit=git_commit())
         out = Path(args.out or Path("reports") / safe_name(args.experiment))  # a name is never a path
-        check_out(out)
+        writable_folder("--out", out)  # one line naming it, never a traceback
         written = build_report(client, args.experiment, uri, out, prov, log_to_parent=not args.no_log)
     except GroupbenchError as exc:
         log.error("error: %s", exc)
