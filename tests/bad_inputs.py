@@ -235,7 +235,7 @@ def report_cases(tmp: Path, uri: str) -> list[tuple]:
         ("a sqlite file that is not a store", ["--tracking-uri", f"sqlite:///{foreign_sqlite(tmp / 'report.db')}",
                                                "--no-log"], {}, "not an MLflow"),
         ("--out unwritable", ["--experiment", "x", "--tracking-uri", uri, "--out", "/proc/groupbench-report",
-                              "--no-log"], {}, "report output folder /proc/groupbench-report is not writable"),
+                              "--no-log"], {}, "--out /proc/groupbench-report is not a writable folder"),
     ]
 
 
