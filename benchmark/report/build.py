@@ -10,6 +10,7 @@ params, metrics and ``per_user_metrics.csv`` artifacts, and writes into ``--out`
   (``meta`` of conf/model/<name>.yaml; DMTL: ``lambda_sweep``, ``attention_ablation``);
 - ``significance.csv``    the focus model's best configuration against every baseline, paired per user;
 - ``secondary_metrics.csv`` group-level (``group_*``) and cold-start (``cold_*``) metrics, if logged;
+- ``ties.csv``            every configuration whose share of queries with a tie at the cut-off is above 5 %;
 - ``completeness.csv``    every cell whose seeds lack a FINISHED run.
 
 Each section is a module of :mod:`benchmark.report.sections`; :func:`build_report` composes them.
@@ -39,7 +40,17 @@ from benchmark.report.commits import commit_lines
 from benchmark.report.context import Context
 from benchmark.report.format import Provenance, read_csv
 from benchmark.report.results import safe_name
-from benchmark.report.sections import catalogue, completeness, groups, header, secondary, significance, swept, tuning
+from benchmark.report.sections import (
+    catalogue,
+    completeness,
+    groups,
+    header,
+    secondary,
+    significance,
+    swept,
+    ties,
+    tuning,
+)
 from benchmark.report.sections import main as main_section
 from benchmark.report.sections.significance import best_configuration
 from benchmark.report.selection import fill_val_rmse, tuned_trials
@@ -56,7 +67,7 @@ log = logging.getLogger("benchmark.report")
 
 # report.md, in this order; each section writes its own files (benchmark/report/sections/__init__.py)
 SECTIONS = (header.section, main_section.section, swept.section, significance.section, tuning.section,
-            secondary.section, catalogue.section, groups.section, completeness.section)
+            secondary.section, catalogue.section, ties.section, groups.section, completeness.section)
 DEFAULT_EXPERIMENT = "paper"
 
 
