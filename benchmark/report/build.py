@@ -38,6 +38,7 @@ from benchmark.report.collect import Collected, collect, sweep_seed_count
 from benchmark.report.commits import commit_lines
 from benchmark.report.context import Context
 from benchmark.report.format import Provenance, read_csv
+from benchmark.report.merge import merge_configurations
 from benchmark.report.results import safe_name
 from benchmark.report.sections import catalogue, completeness, groups, header, secondary, significance, swept, tuning
 from benchmark.report.sections import main as main_section
@@ -64,6 +65,8 @@ def build_report(client, experiment: str, uri: str, out: Path, prov: Provenance,
                  log_to_parent: bool = True) -> list[Path]:
     col = collect(client, experiment, uri)
     col.runs = fill_val_rmse(client, col.runs)
+    col.all_runs = col.runs  # group-level tables: every configuration
+    col.runs, col.merges = merge_configurations(col.runs, col.metrics)  # user-level tables: one row per distinct one
     out.mkdir(parents=True, exist_ok=True)
     main = main_table(col)
     show_n = not same_n(main_section.real_rows(main), MAIN_COLUMNS, col.k, col.expected_seeds)
