@@ -36,12 +36,12 @@ def per_user(shift: float, seed: int) -> pd.DataFrame:
 
 
 def log_job(tracker: Tracker, model: str, lam, attention, shift: float, seed: int, dataset: str = "synthetic",
-            parent: str | None = None, fail: bool = False, extra: dict | None = None) -> str:
+            parent: str | None = None, fail: bool = False, extra: dict | None = None, grouping_k: int = 5) -> str:
     params = {"model.name": model, "dataset.name": dataset, "seed": seed, "eval.k": 10,
-              "split._target_": "benchmark.protocol.split.holdout", "grouping.k": 5}
+              "split._target_": "benchmark.protocol.split.holdout", "grouping.k": grouping_k}
     if lam is not None:
         params.update({"model.lambda_profile": lam, "model.attention": attention})
-    config_hash = json.dumps([model, lam, attention, dataset, seed])
+    config_hash = json.dumps([model, lam, attention, dataset, seed] + ([grouping_k] if grouping_k != 5 else []))
     tags = {"groupbench.role": "job", "sweep": tracker.experiment_name, "config_hash": config_hash,
             "model": model, "dataset": dataset, "seed": str(seed)}
     table = per_user(shift, seed)

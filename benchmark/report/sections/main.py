@@ -92,6 +92,7 @@ def section(ctx: Context) -> list[str]:
         shown = display_table(table, MAIN_COLUMNS, k, col.expected_seeds, reported=ref, show_n=ctx.show_n,
                               trivial=trivial_floor(ctx, dataset))
         md += [title, "", shown.markdown(), ""]
+        ctx.results.setdefault("main_titles", {})[dataset] = title[len("## "):]
         md += trivial_notes(table, k)
         md += suffix_legend(ctx.col.runs[ctx.col.runs["dataset"] == dataset], table["configuration"])
         md += merge_notes(col.merges, dataset)
