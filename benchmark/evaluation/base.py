@@ -11,6 +11,7 @@ the model's share of evaluation as prediction time without touching the model ob
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -212,10 +213,25 @@ def model_clock(ctx: EvalContext) -> Iterator[ModelClock]:
 
 Evaluator = Callable[[EvalContext], EvalResult]
 EVALUATORS: Registry[Evaluator] = Registry("evaluator")
-evaluator = EVALUATORS.register
+# evaluator name -> the name patterns (re.fullmatch) of its metrics that do not depend on the grouping
+# (``grouping.*``) unless the model's fit reads the groups (``meta.reads_groups``): the report merges
+# configurations that differ only in such settings (benchmark/report/merge.py)
+GROUPING_FREE: dict[str, tuple[str, ...]] = {}
 
 
-@evaluator("user")
+def evaluator(name: str, grouping_free: tuple[str, ...] = ()) -> Callable[[Evaluator], Evaluator]:
+    """Register an evaluator; ``grouping_free``: patterns of its metrics the grouping cannot change for a
+    model that does not read the groups (default: none, i.e. every metric may depend on the grouping)."""
+    GROUPING_FREE[name] = tuple(grouping_free)
+    return EVALUATORS.register(name)
+
+
+def grouping_free(metric: str) -> bool:
+    """True when an evaluator declares ``metric`` independent of the grouping (for models that do not read it)."""
+    return any(re.fullmatch(pattern, metric) for patterns in GROUPING_FREE.values() for pattern in patterns)
+
+
+@evaluator("user", grouping_free=(r"(user_)?(rmse|mae)", r"prediction_std", r"(?!(group|full|cold)_)[a-z_]*_at_\d+"))
 def user_level(ctx: EvalContext) -> EvalResult:
     """RMSE, MAE, and P@k / R@k / NDCG@k averaged over users (metrics.py)."""
     per_user = per_user_metrics(ctx.predictions, ctx.k, ctx.threshold, seed=ctx.seed)
@@ -235,19 +251,34 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, prefix: str =
             f"{prefix}f1_macro": float(f1)}
 
 
+def trivial_groups(ctx: EvalContext, users: np.ndarray) -> np.ndarray:
+    """The trivial classifier's group of each user: the user's training group label when the user is seen
+    in training (groups are made from the training part and fixed, so this is the truth), else the
+    majority group of the training users."""
+    seen = set(ctx.train["user"].unique())
+    known = ctx.groups.labels[ctx.groups.labels.index.isin(seen)]
+    majority = known.mode().iloc[0] if len(known) else ctx.groups.labels.mode().iloc[0]
+    labels = ctx.groups.of(users)
+    return np.where(pd.Series(users).isin(seen).to_numpy(), labels, majority)
+
+
 @evaluator("profiling")
 def profiling(ctx: EvalContext) -> EvalResult:
-    """For models with a profiling head: classify the user of every test row into its group."""
+    """For models with a profiling head: classify the user of every test row into its group.
+
+    ``profile_trivial_*``: the same scores for the trivial classifier (``trivial_groups``): what a profiling
+    head must beat before its accuracy says anything."""
     if not isinstance(ctx.model, GroupProfiler):
         return EvalResult()
     users = ctx.predictions["user"].to_numpy()
     y_true = ctx.groups.of(users)
     y_pred = ctx.scorer.predict_groups(users)
+    trivial = classification_metrics(y_true, trivial_groups(ctx, users), prefix="profile_trivial_")
     # one row per test user: what the profiling head said, so the profiling can be audited
     distinct = np.unique(users)
     audit = pd.DataFrame({"user": distinct, "group": ctx.groups.of(distinct),
                           "predicted_group": ctx.scorer.predict_groups(distinct)})
-    return EvalResult(classification_metrics(y_true, y_pred), {"predicted_groups": audit})
+    return EvalResult({**classification_metrics(y_true, y_pred), **trivial}, {"predicted_groups": audit})
 
 
 def evaluate(ctx: EvalContext) -> EvalResult:

@@ -37,7 +37,7 @@ from benchmark.evaluation.groups import aggregations_of, group_candidates
 from benchmark.evaluation.pipeline import catalogue_metrics
 
 
-@evaluator("full_catalogue")
+@evaluator("full_catalogue", grouping_free=(r"full_(?!group_).*",))
 def full_catalogue(ctx: EvalContext) -> EvalResult:
     """``full_*`` metrics: every test user ranks the whole catalogue minus their training items; every
     group with members ranks it minus the items all its members trained on (``full_group_*``)."""

@@ -144,7 +144,7 @@ def real_groups(ctx: EvalContext) -> EvalResult:
     return evaluate_groups(ctx, group_candidates(ctx))
 
 
-@evaluator("cold")
+@evaluator("cold", grouping_free=(r"cold_(?!group_|profile_).*",))
 def cold_users(ctx: EvalContext) -> EvalResult:
     """User-level metrics on cold users.
 

@@ -35,8 +35,19 @@ def headline(metrics: dict[str, float]) -> list[str]:
                     cells.append(f"{short.format(*found.groups())} {_format(value)}")
                     break
         if cells:
-            lines.append(f"  {label:<14}" + "  ".join(cells))
+            lines.append(f"  {label:<14}" + "  ".join(cells) + trivial_note(label, metrics))
     return lines
+
+
+def trivial_note(label: str, metrics: dict[str, float]) -> str:
+    """After the profiling line: the trivial classifier's accuracy (``profile_trivial_accuracy``: a seen
+    user's training group, the majority group otherwise), and whether the model does no better."""
+    if label != "profiling" or "profile_trivial_accuracy" not in metrics or "profile_accuracy" not in metrics:
+        return ""
+    trivial = metrics["profile_trivial_accuracy"]
+    matched = metrics["profile_accuracy"] <= trivial + 1e-9
+    return (f"  (trivial classifier {_format(trivial)}"
+            + (": no better than the trivial classifier, not a result)" if matched else ")"))
 
 
 def _command(tool: str) -> str:

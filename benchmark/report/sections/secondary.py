@@ -29,7 +29,7 @@ def secondary_table(ctx: Context) -> pd.DataFrame:
                and not any(m.startswith(f"{p}n_") for p in SECONDARY_PREFIXES) and "ties_at_" not in m]
     if not metrics:
         return pd.DataFrame()
-    runs = col.runs[col.runs[metrics].notna().any(axis=1) & ~col.runs["model"].isin(REFERENCE_MODELS)]
+    runs = col.all_runs[col.all_runs[metrics].notna().any(axis=1) & ~col.all_runs["model"].isin(REFERENCE_MODELS)]
     return summarize(runs, metrics, ["dataset", "label"]).rename(columns={"label": "configuration"})
 
 

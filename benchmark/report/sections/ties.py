@@ -48,6 +48,10 @@ def flagged(runs: pd.DataFrame, k: int, share: float = FLAG_SHARE) -> pd.DataFra
     return long.reset_index(drop=True)
 
 
+def title(dataset: str) -> str:
+    return f"Ties at the cut-off: {dataset}"
+
+
 def section(ctx: Context) -> list[str]:
     k = ctx.k
     if not tie_columns(ctx.col.runs, k):
@@ -58,9 +62,14 @@ def section(ctx: Context) -> list[str]:
           f"Equal scores are ordered by a seeded random permutation (docs/protocol.md, \"Ties\"), never by item id, "
           f"and models rank by their scores before any clipping to the rating scale. Listed here: every configuration "
           f"whose mean share of queries with a tie across position {k} (the {k}-th and {k + 1}-th items scored alike) "
-          f"is above {FLAG_SHARE:.0%}. Their ranking metrics on those candidates partly measure the tie rule, not the "
-          f"model; a reference that scores every item alike (the constants) ties everywhere by construction.", ""]
+          f"is above {FLAG_SHARE:.0%}, per candidate set. Their ranking metrics on those candidates partly measure the "
+          f"tie rule, not the model; a reference that scores every item alike (the constants) ties everywhere by "
+          f"construction.", ""]
     if table.empty:
         return md + [f"No configuration is above {FLAG_SHARE:.0%}.", ""]
-    shown = table.assign(share=table["share"].map(lambda v: f"{v:.1%}")).drop(columns="metric")
-    return md + [markdown(shown), ""]
+    for dataset, rows in table.groupby("dataset", sort=False):
+        wide = (rows.pivot_table(index="configuration", columns="candidates", values="share", sort=False)
+                .map(lambda v: "" if pd.isna(v) else f"{v:.1%}").reset_index())
+        wide.columns.name = None
+        md += [f"### {title(dataset)}", "", markdown(wide), ""]
+    return md
