@@ -183,56 +183,71 @@ def ranking_key(scores: np.ndarray, excluded: np.ndarray) -> np.ndarray:
     return np.where(excluded, np.inf, -scores)
 
 
-def position_ties(shape: tuple[int, int]) -> np.ndarray:
-    """A tie key that keeps equal scores in column order (for callers without a query: tests)."""
-    return np.broadcast_to(np.arange(shape[1], dtype=np.uint64), shape)
+# A tie key: None (equal scores in column order), a uint64 matrix of the scores' shape, or a function
+# ``tie(rows, columns)`` of broadcastable index arrays (the pipeline's: ranking.tie_key of those rows'
+# queries and columns' items, so keys are hashed only where a tie has to be broken).
+TieKey = "np.ndarray | Callable[[np.ndarray, np.ndarray], np.ndarray] | None"
 
 
-def top_k_positions(key: np.ndarray, k: int, tie: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's first ``min(k, n_items)`` positions in ranking order (equal keys: the smaller
-    ``tie`` first; None = the lower position), shape ``(rows, min(k, n_items))``, and whether each
-    row has a tie across the cut-off (an item left out of the top k with the k-th item's score)."""
+def tie_at(tie, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """The tie key of the cells (rows, columns) (broadcast index arrays)."""
+    if tie is None:
+        return np.broadcast_arrays(rows, columns)[1].astype(np.uint64)
+    if callable(tie):
+        return tie(rows, columns)
+    return tie[rows, columns]
+
+
+def top_k_positions(key: np.ndarray, k: int, tie=None) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's first ``min(k, n_items)`` positions in ranking order (equal keys: the smaller tie
+    key first, :data:`TieKey`), shape ``(rows, min(k, n_items))``, and whether each row has a tie
+    across the cut-off (an item left out of the top k with the k-th item's score)."""
     rows, n_items = key.shape
     kk = min(k, n_items)
     if rows == 0 or kk == 0:
         return np.zeros((rows, kk), dtype=np.intp), np.zeros(rows, dtype=bool)
-    tie = position_ties(key.shape) if tie is None else tie
     kth = np.take_along_axis(key, np.argpartition(key, kk - 1, axis=1)[:, kk - 1:kk], axis=1)
     better = key < kth
     tied = key == kth
     wanted = kk - better.sum(axis=1)  # >= 1: the k-th item itself is tied with kth
-    n_tied = tied.sum(axis=1)
     chosen = better | tied
-    crowded = n_tied > wanted  # more tied items than free places: the tie key decides which enter
+    crowded = tied.sum(axis=1) > wanted  # more tied items than free places: the tie key decides which enter
     if crowded.any():
-        sub = np.where(tied[crowded], tie[crowded], np.iinfo(np.uint64).max)
-        top_wanted = int(wanted[crowded].max())
+        index = np.flatnonzero(crowded)
+        sub = np.where(tied[index], tie_at(tie, index[:, None], np.arange(n_items)[None, :]),
+                       np.iinfo(np.uint64).max)
+        top_wanted = int(wanted[index].max())
         smallest = np.partition(sub, np.arange(top_wanted), axis=1)[:, :top_wanted]
-        limit = np.take_along_axis(smallest, (wanted[crowded] - 1)[:, None], axis=1)
-        chosen[crowded] = better[crowded] | (tied[crowded] & (sub <= limit))
+        limit = np.take_along_axis(smallest, (wanted[index] - 1)[:, None], axis=1)
+        chosen[index] = better[index] | (tied[index] & (sub <= limit))
     positions = np.nonzero(chosen)[1].reshape(rows, kk)  # ascending position within each row
-    order = np.lexsort((np.take_along_axis(tie, positions, axis=1), np.take_along_axis(key, positions, axis=1)),
+    order = np.lexsort((tie_at(tie, np.arange(rows)[:, None], positions), np.take_along_axis(key, positions, axis=1)),
                        axis=1)
     cut_tie = crowded & np.isfinite(kth[:, 0])  # a tie among excluded items (+inf) decides nothing
     return np.take_along_axis(positions, order, axis=1), cut_tie
 
 
-def first_relevant_rank(key: np.ndarray, relevant: np.ndarray, tie: np.ndarray | None = None) -> np.ndarray:
+def first_relevant_rank(key: np.ndarray, relevant: np.ndarray, tie=None) -> np.ndarray:
     """0-based rank of each row's best-ranked relevant item (rows without one: meaningless, mask them)."""
-    tie = position_ties(key.shape) if tie is None else tie
     best = np.where(relevant, key, np.inf).min(axis=1, keepdims=True)
     at_best = key == best
-    best_tie = np.where(relevant & at_best, tie, np.iinfo(np.uint64).max).min(axis=1, keepdims=True)
-    return (key < best).sum(axis=1) + (at_best & (tie < best_tie)).sum(axis=1)
+    rank = (key < best).sum(axis=1)
+    shared = np.flatnonzero(at_best.sum(axis=1) > 1)  # rows where the best relevant score is tied
+    if len(shared):
+        keys = tie_at(tie, shared[:, None], np.arange(key.shape[1])[None, :])
+        here = at_best[shared]
+        best_tie = np.where(relevant[shared] & here, keys, np.iinfo(np.uint64).max).min(axis=1, keepdims=True)
+        rank[shared] += (here & (keys < best_tie)).sum(axis=1)
+    return rank
 
 
 def rank_metrics(scores: np.ndarray, excluded: np.ndarray, relevant: np.ndarray, k: int,
-                 tie: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+                 tie=None) -> tuple[pd.DataFrame, np.ndarray]:
     """Per-row metrics (rows: users or groups) and each row's top-k item positions (-1 = none).
 
     ``excluded`` items are not candidates (training items); ``relevant`` is never excluded.
-    ``tie``: the tie key of every cell (``ranking.tie_key`` of the rows' queries x the items);
-    None = equal scores in column order. ``tie_at_cutoff`` (1.0 / 0.0) marks a row whose top k
+    ``tie``: the tie key (:data:`TieKey`: a matrix, a function of cell indices, or None = equal
+    scores in column order). ``tie_at_cutoff`` (1.0 / 0.0) marks a row whose top k
     was completed by the tie key.
     """
     candidates = relevant & ~excluded

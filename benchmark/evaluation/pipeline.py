@@ -129,8 +129,10 @@ def rank_catalogue(candidates: CatalogueCandidates, chunks, k: int,
     parts: dict[str, list] = {}
     for start, stop, scores in chunks:
         excluded, relevant = candidates.matrices(start, stop)
-        tie = ranking.tie_key(candidates.queries[start:stop].to_numpy()[:, None], candidates.items.to_numpy()[None, :],
-                              seed)
+        queries, items = candidates.queries[start:stop].to_numpy(), candidates.items.to_numpy()
+
+        def tie(rows, columns, queries=queries, items=items):  # keys hashed only where a tie is broken
+            return ranking.tie_key(queries[rows], items[columns], seed)
         for name, matrix in scores.items():
             parts.setdefault(name, []).append(rank_metrics(matrix, excluded, relevant, k, tie))
     if not parts:
