@@ -52,7 +52,8 @@ def built(tmp_path_factory):
         for model, lam, attention, shift in CONFIGS + [("neural_mf", None, None, 0.05), ("item_mean", None, None, -0.3)]:
             for seed in SEEDS:
                 trivial = ({"profile_trivial_accuracy": 0.6 + seed / 100} if model == "dmtl" else
-                           {"precision_at_10": 0.99} if model == "item_mean" else None)
+                           {"precision_at_10": 0.99} if model == "item_mean" else
+                           {"ties_at_10": 0.2 + seed / 10} if model == "knn_basic" else None)
                 log_job(tracker, model, lam, attention, shift, seed, parent=parent.run_id, extra=trivial)
                 if (model, lam, attention) in (("svd", None, None), ("dmtl", 1.0, "softmax")):
                     log_job(tracker, model, lam, attention, shift, seed, parent=parent.run_id, extra=trivial,
@@ -101,6 +102,9 @@ def test_findings_come_first_and_each_cites_its_cell(built):
     assert any("the strongest baseline" in b for b in bullets)
     # the trivial reference beating every model on P@10 is a caveat
     assert any("P@10 ↑: the trivial reference Item mean attains" in b for b in bullets)
+    # ties at the cut-off (k-NN: 20-40 % of users over the seeds, mean 30 %): a caveat citing the ties table
+    tie = next(b for b in bullets if "tie across the 10-th position" in b)
+    assert "30.0%" in tie and "«Ties at the cut-off: synthetic»" in tie and "«test items»" in tie
 
 
 def test_trivial_profiling_score_is_never_bold(built):
