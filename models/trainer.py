@@ -347,7 +347,7 @@ class Trainer:
         ML-100K; on a small dataset it would leave a handful of steps per epoch, so the batch shrinks to
         give at least MIN_STEPS steps and the learning rate follows it linearly (the linear scaling rule).
         ML-100K (72k rows) is unaffected; ITM-Rec (3.5k fitting rows) trains at batch 111. Both used values are
-        logged (metrics ``used_batch_size``, ``used_lr``)."""
+        the run's params (``effective_settings``) and metrics (``used_batch_size``, ``used_lr``)."""
         batch, lr = self.config.batch_size, self.config.lr
         used = min(batch, max(1, math.ceil(n_rows / self.MIN_STEPS)))
         return used, lr * used / batch

@@ -23,9 +23,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import platform
+import re
 import time
 import warnings
 from functools import lru_cache
@@ -47,10 +49,15 @@ log = logging.getLogger(__name__)
 # Distributions whose versions can change a result, in every run's ``provenance.json`` (``versions``); the models'
 # own libraries (``meta.packages`` of conf/model/*.yaml) are added after torch.
 PACKAGES = ("groupbench", "torch", "numpy", "pandas", "scikit-learn", "scipy", "mlflow", "hydra-core", "omegaconf")
-# Plumbing among the result keys: where and how a model runs, not what it computes (config.yaml keeps them).
-PLUMBING = ("model.trainer.progress", "model.trainer.device")
+# Plumbing among the result keys, by the key's last part: where and how a model runs, or what it prints,
+# not what it computes (config.yaml keeps them).
+PLUMBING = ("device", "progress", "verbose")
+IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 HYDRA_FLAGS = ("._partial_", "._convert_", "._recursive_")  # how Hydra builds an object, not what it builds
 TARGET = "._target_"
+# A run's tags besides MLflow's own (``mlflow.*``, which the UI does not list): at most this many on any
+# job run, single, sweep job or tuned (tests/test_run_record.py, tests/test_sweeps.py, tests/test_tune.py).
+MAX_TAGS = 15
 # The tag holding the configured values of the params that differ from them (the trainer's scaled batch and lr).
 CONFIGURED_TAG = "configured"
 # Short labels of swept keys, for run names and the sweep's job lines; a model's own come from its
@@ -58,6 +65,12 @@ CONFIGURED_TAG = "configured"
 SHORT_NAMES = {"trainer.max_epochs": "epochs"}
 # Keys a run name and a job line already show in their fixed part.
 SHOWN = ("model", "dataset", "seed")
+
+
+def visible_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """A run's tags as its page lists them: MLflow's own ``mlflow.*`` (name, description, source,
+    parent) are shown in their places, not among the tags."""
+    return {key: value for key, value in tags.items() if not key.startswith("mlflow.")}
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -71,23 +84,30 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+@lru_cache(maxsize=256)
+def _import_path(value: str) -> bool:
+    """``surprise.SVD``, ``lenskit.als.BiasedMFScorer``: dotted names under an installed module."""
+    return bool(IMPORT_PATH.fullmatch(value)) and importlib.util.find_spec(value.split(".", 1)[0]) is not None
+
+
 def readable(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Flat config keys -> params: plumbing and Hydra's flags dropped, and no import path: a top-level
-    node's ``_target_`` (``split._target_: benchmark.protocol.split.holdout``) becomes the node's own
-    param (``split = holdout``), one under a named node or deeper (``model._target_``,
-    ``dataset.loader._target_``) is dropped: ``model.name`` / ``dataset.name`` say it. Also the
+    """Flat config keys -> params: plumbing (``PLUMBING``) and Hydra's flags dropped, and no import
+    path: a top-level node's ``_target_`` (``split._target_: benchmark.protocol.split.holdout``)
+    becomes the node's own param (``split = holdout``), one under a named node or deeper
+    (``model._target_``, ``dataset.loader._target_``) is dropped (``model.name`` / ``dataset.name``
+    say it), and a value naming a class keeps its last part (``model.algorithm = SVD``). Also the
     report's view of runs logged before these rules (benchmark/report/collect.py)."""
     named = {key.split(".", 1)[0] for key in params if key.count(".") == 1 and key.endswith(".name")}
     out: dict[str, Any] = {}
     for key, value in params.items():
-        if key in PLUMBING or key.endswith(HYDRA_FLAGS):
+        if key.rsplit(".", 1)[-1] in PLUMBING or key.endswith(HYDRA_FLAGS):
             continue
         if key.endswith(TARGET):
             node = key[:-len(TARGET)]
             if "." not in node and node not in named:
                 out[node] = str(value).rsplit(".", 1)[-1]
             continue
-        out[key] = value
+        out[key] = value.rsplit(".", 1)[-1] if isinstance(value, str) and _import_path(value) else value
     return out
 
 
