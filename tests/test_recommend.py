@@ -172,7 +172,7 @@ def test_names_lines_and_params_from_a_config(make_cfg):
     varies = {"model": "dmtl", "model.lambda_profile": "0.5", "dataset": "itmrec", "seed": "2"}
     assert provenance.display_name(cfg, varies) == "λ=0.5 · dmtl · itmrec · s2"
     assert provenance.swept_values({**varies, "model.attention": "none"}) == ["λ=0.5", "attention=none"]
-    params = provenance.run_params(cfg, RESULT_KEYS)
+    params = provenance.configured_params(cfg, RESULT_KEYS)
     assert params["model.trainer.max_epochs"] == cfg.trainer.max_epochs  # DMTL's trainer, logged once
     assert not any(key.startswith(("trainer.", "tracking.", "data.", "hydra")) for key in params)
     assert "model.trainer.progress" not in params

@@ -109,3 +109,23 @@ def test_readme_counts_of_params_and_tags():
     assert tuple(map(int, found.groups())) == counts
     limit = re.search(r"at most (\d+) tags besides MLflow's own", text)
     assert limit and int(limit.group(1)) == MAX_TAGS
+
+
+def test_a_tuned_sweep_job_stays_under_the_tag_limit(make_cfg, tmp_path):
+    """The most tagged job run: a tuned sweep job (``sweep``, ``varies``, ``groupbench.grid_hash``,
+    ``tuned.*`` beside the common ones), here with its swept and chosen values in one ``varies`` tag."""
+    from benchmark.sweeps import tune
+    from benchmark.tracking.tracker import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "tuned")
+    cfg = make_cfg("dataset=synthetic", "model=svd", "tune.enabled=true", "tune.trials=2")
+    result = tune.run_tuned(cfg, tracker, tags={"sweep": "tuned", "varies.model": "svd",
+                                                "varies.dataset": "synthetic", "varies.seed": "0"})
+    final = tracker.client.get_run(result.run_id)
+    shown = visible_tags(final.data.tags)
+    assert {"tuned.chosen", "tuned.trials", "sweep", "varies"} <= set(shown) and len(shown) <= MAX_TAGS, sorted(shown)
+    chosen = json.loads(final.data.tags["tuned.chosen"])
+    varies = json.loads(shown["varies"])
+    assert varies["model"] == "svd" and float(varies["model.params.lr_all"]) == pytest.approx(
+        chosen["model.params.lr_all"], rel=1e-3)
+    assert float(final.data.params["model.params.lr_all"]) == chosen["model.params.lr_all"]  # the params: as trained
