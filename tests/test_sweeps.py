@@ -253,7 +253,7 @@ def test_failing_job_is_failed_while_siblings_finish(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr[-3000:]
     parents, jobs = runs(uri, "smoke")
     children = check_sweep(parents[0], jobs, "smoke", finished=1, failed=1)
-    status = {c.data.tags["varies.grouping.k"]: c for c in children}
+    status = {json.loads(c.data.tags["varies"])["grouping.k"]: c for c in children}
     assert status["5"].info.status == "FINISHED"
     assert status["1000"].info.status == "FAILED" and "grouping.k=1000" in status["1000"].data.tags["error"]
     assert "grouping.k=1000" in parents[0].data.tags["error"]
@@ -293,7 +293,7 @@ def test_submitit_local_runs_a_smoke_sweep(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     parents, jobs = runs(uri, "smoke")
     children = check_sweep(parents[0], jobs, "smoke", finished=2)
-    assert {c.data.tags["model"] for c in children} == {"svd", "baseline_only"}
+    assert {c.data.params["model.name"] for c in children} == {"svd", "baseline_only"}
     assert "LocalLauncher" in parents[0].data.params["launcher"]
     assert list(tmp_path.glob("multirun/*/*/.submitit")), "submitit's job folders are missing"
 

@@ -3,10 +3,10 @@
 Every run records the process that owns it in one tag, ``groupbench.owner`` =
 ``HOST:PID:START`` (START: the process's start time, so a reused pid is not taken for the
 owner; runs logged before it have the tags ``groupbench.host``, ``groupbench.pid`` and
-``groupbench.pid_start``, read too). Before a sweep or a single run starts, the experiment's RUNNING runs owned by a process
-of this host that no longer exists are terminated as KILLED with a ``note`` tag; the sweep then
-reruns their configurations as it would any unfinished one. Runs owned by another host are left
-alone (their liveness cannot be seen from here).
+``groupbench.pid_start``, read too). Before a sweep or a single run starts, the experiment's
+RUNNING runs owned by a process of this host that no longer exists are terminated as KILLED with
+a ``note`` tag; the sweep then reruns their configurations as it would any unfinished one. Runs
+owned by another host are left alone (their liveness cannot be seen from here).
 """
 
 from __future__ import annotations
