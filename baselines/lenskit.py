@@ -79,7 +79,7 @@ class LenskitRecommender(Recommender):
         self.pipeline = predict_pipeline(component, fallback=bool(fallback))
         self.scale = (-np.inf, np.inf)
 
-    def fit(self, train: pd.DataFrame, context: FitContext) -> "LenskitRecommender":
+    def fit(self, train: pd.DataFrame, context: FitContext) -> LenskitRecommender:
         from lenskit.data import from_interactions_df
         from lenskit.training import TrainingOptions
 
@@ -90,6 +90,13 @@ class LenskitRecommender(Recommender):
         return self
 
     def predict(self, pairs: pd.DataFrame) -> np.ndarray:
+        return self.clip_rating(self.raw_scores(pairs))
+
+    def clip_rating(self, scores: np.ndarray) -> np.ndarray:
+        return np.clip(scores, *self.scale)
+
+    def raw_scores(self, pairs: pd.DataFrame) -> np.ndarray:
+        """LensKit's scores before the clip to the rating scale (models.base.RawScores: ranking reads them)."""
         from lenskit.data import ItemList
         from lenskit.operations import predict
 
@@ -102,4 +109,4 @@ class LenskitRecommender(Recommender):
             rows = order[start:stop]
             scored = predict(self.pipeline, users[rows[0]], ItemList(item_ids=items[rows]))
             out[rows] = np.asarray(scored.scores(), dtype=float)
-        return np.clip(out, *self.scale)
+        return out

@@ -13,8 +13,9 @@ from __future__ import annotations
 import copy
 import inspect
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -66,7 +67,7 @@ class SurpriseParams(Settings):
     passed: dict[str, Any] = field(default_factory=dict)  # sim_options, bsl_options, ...: unchecked here
 
     @classmethod
-    def of(cls, params: Mapping[str, Any] | None) -> "SurpriseParams":
+    def of(cls, params: Mapping[str, Any] | None) -> SurpriseParams:
         declared = {each.name for each in fields(cls)} - {"passed"}
         params = dict(params or {})
         return cls(**{key: value for key, value in params.items() if key in declared},
@@ -93,7 +94,7 @@ class SurpriseRecommender(Recommender):
         self.trainset = None
         self.rows: TrainsetRows | None = None
 
-    def fit(self, train: pd.DataFrame, context: FitContext) -> "SurpriseRecommender":
+    def fit(self, train: pd.DataFrame, context: FitContext) -> SurpriseRecommender:
         reader = Reader(rating_scale=context.rating_scale)
         self.trainset = SurpriseDataset.load_from_df(train[["user", "item", "rating"]], reader).build_full_trainset()
         # the ratings as arrays: the vectorised predictions read them, and a saved model pickles them
@@ -106,8 +107,17 @@ class SurpriseRecommender(Recommender):
         return self
 
     def predict(self, pairs: pd.DataFrame) -> np.ndarray:
+        return self.clip_rating(self.raw_scores(pairs))
+
+    def raw_scores(self, pairs: pd.DataFrame) -> np.ndarray:
+        """Surprise's estimates before its clip to the rating scale (``predict(..., clip=False)``;
+        models.base.RawScores: ranking reads them)."""
         np.random.seed(self.seed + 1)  # NormalPredictor draws one value per pair
-        return surprise_predict.predict(self.algorithm, pairs["user"].to_numpy(), pairs["item"].to_numpy())
+        return surprise_predict.predict(self.algorithm, pairs["user"].to_numpy(), pairs["item"].to_numpy(), clip=False)
+
+    def clip_rating(self, scores: np.ndarray) -> np.ndarray:
+        """Surprise's own clip (``PredictionImpossible`` estimates were already the global mean)."""
+        return np.clip(scores, *self.trainset.rating_scale)
 
 
     # A saved model (model.pkl) carries Surprise's trainset as its rows' arrays (``TrainsetRows``):

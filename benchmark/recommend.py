@@ -91,9 +91,10 @@ def unseen_items(dataset, users) -> pd.Index:
     return catalogue(dataset).difference(pd.Index(rated))
 
 
-def recommend_user(model, dataset, user, k: int) -> pd.DataFrame:
-    """``rank, item, prediction``: the user's top-k unseen items by predicted rating."""
-    ranked = model.rank(user, unseen_items(dataset, [user]).to_numpy(), k=k)
+def recommend_user(model, dataset, user, k: int, seed: int = 0) -> pd.DataFrame:
+    """``rank, item, prediction``: the user's top-k unseen items by the model's score, ties by the
+    protocol's rule seeded by ``seed`` (the run's: the same order its evaluation used)."""
+    ranked = model.rank(user, unseen_items(dataset, [user]).to_numpy(), k=k, seed=seed)
     return ranked.drop(columns="user").assign(rank=range(1, len(ranked) + 1))
 
 
@@ -114,15 +115,17 @@ def group_members(run: LoadedRun, client, group) -> pd.DataFrame:
     return chosen.reset_index(drop=True)
 
 
-def recommend_group(model, dataset, members: pd.DataFrame, k: int, strategy: str) -> pd.DataFrame:
+def recommend_group(model, dataset, members: pd.DataFrame, k: int, strategy: str, seed: int = 0) -> pd.DataFrame:
     """``rank, item, prediction``: the group's top-k items no member rated, by the group's scores
-    (the model's own, or its members' predictions aggregated by ``strategy``)."""
+    (the model's own, or its members' predictions aggregated by ``strategy``), ties by the
+    protocol's rule seeded by ``seed``."""
     items = unseen_items(dataset, members["user"]).to_numpy()
     group = members["group"].iloc[0]
     scores_by = group_scores_of(Scorer(model), [strategy])
-    (scores,) = scores_by.pairs(unique_members(members), pd.DataFrame({"group": group, "item": items})).values()
-    top = order_rows(group, scores, items)[:k]
-    return pd.DataFrame({"item": items[top], "prediction": scores[top], "rank": range(1, len(top) + 1)})
+    ((rating, scores),) = scores_by.pairs(unique_members(members),
+                                          pd.DataFrame({"group": group, "item": items})).values()
+    top = order_rows(group, scores, items, seed)[:k]
+    return pd.DataFrame({"item": items[top], "prediction": rating[top], "rank": range(1, len(top) + 1)})
 
 
 def with_titles(table: pd.DataFrame, dataset) -> pd.DataFrame:
@@ -166,13 +169,13 @@ def main(argv: list[str] | None = None) -> int:
                 if args.user not in set(dataset.user_features.index):
                     raise ConfigError(f"user {args.user} is not a user of {dataset.name} ({len(dataset.user_features)} "
                                       f"users, ids {dataset.user_features.index.min()}..{dataset.user_features.index.max()})")
-                table = recommend_user(run.model, dataset, args.user, args.k)
+                table = recommend_user(run.model, dataset, args.user, args.k, int(run.config.seed))
                 n_rated = int((dataset.ratings["user"] == args.user).sum())
                 header = (f"top {len(table)} for user {args.user} ({n_rated} items rated, "
                           f"{len(unseen_items(dataset, [args.user]))} unseen candidates)")
             else:
                 members = group_members(run, client, args.group)
-                table = recommend_group(run.model, dataset, members, args.k, args.strategy)
+                table = recommend_group(run.model, dataset, members, args.k, args.strategy, int(run.config.seed))
                 how = "the model's own group scores" if isinstance(run.model, GroupScorer) else args.strategy
                 header = (f"top {len(table)} for group {args.group} ({len(members)} members: "
                           f"{', '.join(str(u) for u in members['user'].head(12))}{' ...' if len(members) > 12 else ''}; "

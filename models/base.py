@@ -8,8 +8,9 @@ runner knows nothing model-specific.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -65,21 +66,41 @@ class Recommender(ABC):
     reads_truth: bool = False
 
     @abstractmethod
-    def fit(self, train: pd.DataFrame, context: FitContext) -> "Recommender":
+    def fit(self, train: pd.DataFrame, context: FitContext) -> Recommender:
         ...
 
     @abstractmethod
     def predict(self, pairs: pd.DataFrame) -> np.ndarray:
         """Predicted ratings for ``pairs[['user', 'item']]``, one float per row, in row order."""
 
-    def rank(self, user, items, k: int = 10) -> pd.DataFrame:
-        """Top-k of ``items`` for ``user`` by predicted rating, ties by the protocol's tie rule
+    def rank(self, user, items, k: int = 10, seed: int = 0) -> pd.DataFrame:
+        """Top-k of ``items`` for ``user`` (``user, item, prediction``) by the model's score (before
+        clipping, :class:`RawScores`), ties by the protocol's tie rule seeded by ``seed``
         (benchmark.protocol.ranking; Cornac's rank, built on predict)."""
         pairs = pd.DataFrame({"user": user, "item": np.asarray(items)})
-        pairs["prediction"] = self.predict(pairs)
-        order = ranking.order_rows(pairs["user"].to_numpy(), pairs["prediction"].to_numpy(dtype=float),
-                                   pairs["item"].to_numpy())
+        scores = self.raw_scores(pairs) if isinstance(self, RawScores) else self.predict(pairs)
+        pairs["prediction"] = self.clip_rating(scores) if isinstance(self, RawScores) else scores
+        order = ranking.order_rows(pairs["user"].to_numpy(), np.asarray(scores, dtype=float),
+                                   pairs["item"].to_numpy(), seed)
         return pairs.take(order[:k]).reset_index(drop=True)
+
+
+@runtime_checkable
+class RawScores(Protocol):
+    """A model whose predicted rating is its score clipped to the rating scale (Surprise, LensKit,
+    neural MF). ``predict(pairs)`` must equal ``clip_rating(raw_scores(pairs))``: one definition,
+    the clip on top. Rankings read the score before the clip (benchmark/protocol/ranking.py): a
+    clipped score ties every item the model puts above the scale's top (LensKit's item-kNN tied 665
+    of 943 ML-100K users at 5.0 beyond their 10th item), and the tie rule would then decide the
+    metric. Rating metrics (RMSE, MAE, the P@k threshold) read the clipped rating."""
+
+    def raw_scores(self, pairs: pd.DataFrame) -> np.ndarray:
+        """The score of each ``user, item`` row, before any clipping, in row order."""
+        ...
+
+    def clip_rating(self, scores: np.ndarray) -> np.ndarray:
+        """Scores to predicted ratings (the clip to the rating scale)."""
+        ...
 
 
 @runtime_checkable
@@ -94,12 +115,13 @@ class GroupProfiler(Protocol):
 class ScoresAll(Protocol):
     """A model that scores a whole user x item grid at once, faster than ``predict`` on the pairs.
 
-    Full-catalogue evaluation (benchmark/evaluation/full_ranking.py) uses it when offered, else ``predict`` on
-    the pairs in chunks. It must equal ``predict`` on the same pairs (one definition per model).
+    Full-catalogue evaluation (benchmark/evaluation/full_ranking.py) uses it when offered, else the
+    pairs in chunks. It must equal the model's ranking score on the same pairs: ``raw_scores`` for a
+    :class:`RawScores` model, else ``predict`` (one definition per model).
     """
 
     def score_all(self, users, items) -> np.ndarray:
-        """Predicted ratings, shape ``(len(users), len(items))``; row u, column i = (users[u], items[i])."""
+        """Ranking scores, shape ``(len(users), len(items))``; row u, column i = (users[u], items[i])."""
         ...
 
 

@@ -11,8 +11,9 @@ known side's bias); predictions are clipped to the rating scale, as Surprise doe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -91,7 +92,7 @@ class NeuralMF(Recommender):
         mse = F.mse_loss(rating, batch[2])
         return mse + self.reg * norms.mean(), {"rating_loss": mse}
 
-    def fit(self, train: pd.DataFrame, context: FitContext) -> "NeuralMF":
+    def fit(self, train: pd.DataFrame, context: FitContext) -> NeuralMF:
         # early stopping on the fold's validation part (carved once), then the refit on the whole training
         # part for the chosen number of epochs (trainer.refit): models/trainer.py, Trainer.train
         result = self.trainer.train(lambda rows, part: self._setup(rows, part, context), self.loss, train, context)
@@ -110,7 +111,7 @@ class NeuralMF(Recommender):
         validation = None
         if part is not None:
             # early stopping on the validation MSE: the L2 term is a training device, not the target
-            validation = self.trainer.early_stopping(self.loss, self._encode(part.val), context, part, self.predict,
+            validation = self.trainer.early_stopping(self.loss, self._encode(part.val), context, part, self.raw_scores,
                                                      monitor="rating_loss")
             # the trivial predictor's validation MSE (the fitting rows' mean): the runner's divergence check
             self._mean_val_mse = float(((part.val["rating"].to_numpy() - rows["rating"].mean()) ** 2).mean())
@@ -122,14 +123,20 @@ class NeuralMF(Recommender):
         return float(kept["val_rating_loss"]), self._mean_val_mse
 
     @torch.no_grad()
-    def predict(self, pairs: pd.DataFrame) -> np.ndarray:
+    def raw_scores(self, pairs: pd.DataFrame) -> np.ndarray:
+        """The network's output before the clip to the rating scale (models.base.RawScores: ranking reads it)."""
         if self.net is None:
             raise TrainingError("NeuralMF.predict called before fit; call fit(train, context) first")
         self.net.eval()
         user, item = self._encode(pairs[["user", "item"]])
         rating = torch.cat([self.net(user[s:s + 65536], item[s:s + 65536])[0] for s in range(0, len(user), 65536)])
-        low, high = self.rating_scale
-        return rating.clamp(low, high).cpu().numpy().astype(float)
+        return rating.cpu().numpy().astype(float)
+
+    def clip_rating(self, scores: np.ndarray) -> np.ndarray:
+        return np.clip(scores, *self.rating_scale)
+
+    def predict(self, pairs: pd.DataFrame) -> np.ndarray:
+        return self.clip_rating(self.raw_scores(pairs))
 
     def diagnostics(self) -> dict[str, float]:
         return {"epochs_trained": float(len(self.history)), "best_epoch": float(self.best_epoch),

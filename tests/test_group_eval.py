@@ -16,6 +16,7 @@ from benchmark.evaluation.groups import aggregations_of, cold_users, group_train
 from benchmark.evaluation.scoring import aggregate, member_predictions
 from benchmark.protocol.candidates import group_truth
 from benchmark.protocol.grouping import Groups, real
+from benchmark.protocol.ranking import tie_key
 from benchmark.protocol.split import holdout, kfold
 from benchmark.run.job import run
 from benchmark.tracking.tracker import Tracker
@@ -133,22 +134,44 @@ def test_real_group_evaluator_hand_computed():
     assert len(model.calls) == 1 and len(model.calls[0]) == 8
     assert not model.calls[0].duplicated().any()
 
-    # mean: G1 A 3.5, C 3.5, B 3.0 -> A, C (tie by item id): both recommended and relevant
-    #       G2 B 3.5, A 2.5 -> B recommended and relevant
-    assert (m["group_mean_precision_at_2"], m["group_mean_recall_at_2"], m["group_mean_ndcg_at_2"]) == \
-        pytest.approx((1.0, 1.0, 1.0))
-    # least misery: G1 A 3, B 2, C 2 -> A, B; G2 A 2, B 2 -> A, B; nothing reaches 3.5
-    assert m["group_least_misery_precision_at_2"] == 0.0 and m["group_least_misery_recall_at_2"] == 0.0
-    assert m["group_least_misery_ndcg_at_2"] == pytest.approx((ndcg([5.0, 2.0, 4.0]) + ndcg([1.0, 4.0])) / 2)
-    # most pleasure: G1 C 5, A 4, B 4 -> C, A (both hits); G2 B 5, A 3 -> B recommended, A not
-    assert m["group_most_pleasure_precision_at_2"] == 1.0 and m["group_most_pleasure_recall_at_2"] == 1.0
-    assert m["group_most_pleasure_ndcg_at_2"] == pytest.approx((ndcg([4.0, 5.0, 2.0]) + 1.0) / 2)
+    # Equal group scores are ordered by the seeded tie key of (seed 0, group, item) (``tied``).
+    truth = {10: {A: 5.0, B: 2.0, C: 4.0}, 20: {A: 1.0, B: 4.0}}
+
+    def tied(group, *items):
+        return sorted(items, key=lambda i: int(tie_key(group, i, 0)))
+
+    def expected(ranked: dict, scores: dict) -> tuple[float, float, float, float]:
+        """(P@2, R@2, NDCG@2, share of groups with a tie across the cut-off) averaged over the groups."""
+        p, r, n, ties = [], [], [], []
+        for g, order in ranked.items():
+            rec = [i for i in order[:2] if scores[g][i] >= 3.5]
+            rel = [i for i in order if truth[g][i] >= 3.5]
+            hits = len(set(rec) & set(rel))
+            p.append(hits / len(rec) if rec else 0.0)
+            r.append(hits / len(rel) if rel else 0.0)
+            n.append(ndcg([truth[g][i] for i in order]))
+            ties.append(float(len(order) > 2 and scores[g][order[1]] == scores[g][order[2]]))
+        return tuple(float(np.mean(v)) for v in (p, r, n, ties))
+
+    # mean: G1 A 3.5, C 3.5, B 3.0; G2 B 3.5, A 2.5
+    mean = {10: {A: 3.5, B: 3.0, C: 3.5}, 20: {A: 2.5, B: 3.5}}
+    least = {10: {A: 3.0, B: 2.0, C: 2.0}, 20: {A: 2.0, B: 2.0}}
+    most = {10: {A: 4.0, B: 4.0, C: 5.0}, 20: {A: 3.0, B: 5.0}}
+    rankings = {"mean": ({10: tied(10, A, C) + [B], 20: [B, A]}, mean),
+                "least_misery": ({10: [A] + tied(10, B, C), 20: tied(20, A, B)}, least),
+                "most_pleasure": ({10: [C] + tied(10, A, B), 20: [B, A]}, most)}
+    for name, (ranked, scores) in rankings.items():
+        assert tuple(m[f"group_{name}_{metric}_at_2"] for metric in ("precision", "recall", "ndcg", "ties")) == \
+            pytest.approx(expected(ranked, scores)), name
+    assert m["group_mean_precision_at_2"] == 1.0 and m["group_mean_recall_at_2"] == 1.0  # either order of A, C
+    # least misery: nothing reaches 3.5; most pleasure: G1's 2nd place is a tie of A and B across the cut-off
+    assert m["group_least_misery_precision_at_2"] == 0.0 and m["group_most_pleasure_ties_at_2"] == 0.5
     assert m["group_n_groups"] == 2
 
     # group training interactions: G1 = 3 + 1, G2 = 1 + 0 -> only G2 is cold at threshold 1
     assert group_training_counts(train, dataset.groups).to_dict() == {10: 4, 20: 1}
     assert m["cold_group_n_groups"] == 1
-    assert m["cold_group_least_misery_ndcg_at_2"] == pytest.approx(ndcg([1.0, 4.0]))
+    assert m["cold_group_least_misery_ndcg_at_2"] == pytest.approx(ndcg([truth[20][i] for i in tied(20, A, B)]))
     per_group = result.tables["per_group_metrics"]
     assert set(per_group["aggregation"]) == {"mean", "least_misery", "most_pleasure"} and len(per_group) == 6
 

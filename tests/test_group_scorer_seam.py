@@ -20,6 +20,7 @@ from benchmark.evaluation import scoring
 from benchmark.evaluation.base import EvalContext
 from benchmark.evaluation.scoring import DirectGroupScores, MemberAggregation
 from benchmark.protocol.candidates import group_test_items
+from benchmark.protocol.ranking import tie_key
 from benchmark.run.job import run
 from tests.conftest import CONF, data_root
 from tests.toy_group_model import SHARE_WEIGHT, ToyGroupModel
@@ -34,13 +35,17 @@ def compose_with_tests_conf(tracking_uri: str, *overrides: str):
             "artifacts.save_model=false", *overrides])
 
 
-def hand_listed_metrics(scored: pd.DataFrame, k: int, threshold: float) -> dict[str, float]:
-    """P@k, R@k, NDCG@k of ``group, item, rating, score`` rows, group by group with plain Python."""
+def hand_listed_metrics(scored: pd.DataFrame, k: int, threshold: float, seed: int) -> dict[str, float]:
+    """P@k, R@k, NDCG@k of ``group, item, rating, score[, prediction]`` rows, group by group with plain
+    Python: ranked by score, equal scores by the tie key of (seed, group, item), recommended = in the
+    top k with a predicted rating (``prediction``, else the score) >= threshold."""
     out = {"precision": [], "recall": [], "ndcg": []}
-    for _, rows in scored.groupby("group"):
-        ranked = sorted(zip(rows["score"], rows["item"], rows["rating"]), key=lambda t: (-t[0], t[1]))
+    for g, rows in scored.groupby("group"):
+        rating = rows["prediction"] if "prediction" in rows else rows["score"]
+        ranked = sorted(zip(rows["score"], rows["item"], rows["rating"], rating),
+                        key=lambda t: (-t[0], int(tie_key(g, t[1], seed))))
         top = ranked[:k]
-        recommended = [t for t in top if t[0] >= threshold]
+        recommended = [t for t in top if t[3] >= threshold]
         hits = sum(1 for t in recommended if t[2] >= threshold)
         relevant = sum(1 for t in ranked if t[2] >= threshold)
         out["precision"].append(hits / len(recommended) if recommended else 0.0)
@@ -89,7 +94,8 @@ def test_a_group_model_and_member_aggregated_svd_through_the_same_evaluation(rea
     share = [raters.get((g, i), 0) / size[g] for g, i in zip(truth["group"], truth["item"])]
     score = low + (high - low) * (SHARE_WEIGHT * np.array(share)
                                   + (1 - SHARE_WEIGHT) * popularity.reindex(truth["item"]).fillna(0).to_numpy())
-    expected = hand_listed_metrics(truth.assign(score=score), k, threshold)
+    seed = int(toy_cfg.seed)
+    expected = hand_listed_metrics(truth.assign(score=score), k, threshold, seed)
     for metric, value in expected.items():
         assert toy.metrics[f"group_model_{metric}_at_{k}"] == pytest.approx(value, abs=1e-12), metric
         assert f"group_mean_{metric}_at_{k}" not in toy.metrics
@@ -97,15 +103,19 @@ def test_a_group_model_and_member_aggregated_svd_through_the_same_evaluation(rea
     assert toy.metrics[f"full_group_model_ndcg_at_{k}"] > 0 and f"full_group_mean_ndcg_at_{k}" not in toy.metrics
     # not what aggregating its user predictions would give (those are the popularity term alone)
     assert expected != hand_listed_metrics(truth.assign(score=low + (high - low) * popularity.reindex(
-        truth["item"]).fillna(0).to_numpy()), k, threshold)
+        truth["item"]).fillna(0).to_numpy()), k, threshold, seed)
 
-    # SVD: each member's predicted rating, reduced per (group, item), ranked the same way
+    # SVD: each member's score before the clip (ranked) and predicted rating (the threshold), each
+    # reduced per (group, item), ranked the same way
     model = svd.models[0]
     pairs = truth.merge(members, on="group")
-    pairs["score"] = model.predict(pairs[["user", "item"]])
+    pairs["score"] = model.raw_scores(pairs[["user", "item"]])
+    pairs["prediction"] = model.predict(pairs[["user", "item"]])
+    assert (pairs["score"] != pairs["prediction"]).any()  # some member scores are above 5 or below 1
     for name, reduce in {"mean": "mean", "least_misery": "min", "most_pleasure": "max"}.items():
-        reduced = pairs.groupby(["group", "item"], as_index=False).agg(score=("score", reduce))
-        expected = hand_listed_metrics(truth.merge(reduced, on=["group", "item"]), k, threshold)
+        reduced = pairs.groupby(["group", "item"], as_index=False).agg(score=("score", reduce),
+                                                                       prediction=("prediction", reduce))
+        expected = hand_listed_metrics(truth.merge(reduced, on=["group", "item"]), k, threshold, seed)
         for metric, value in expected.items():
             assert svd.metrics[f"group_{name}_{metric}_at_{k}"] == pytest.approx(value, abs=1e-12), (name, metric)
     assert not any(key.startswith(("group_model_", "full_group_model_")) for key in svd.metrics)
@@ -113,7 +123,7 @@ def test_a_group_model_and_member_aggregated_svd_through_the_same_evaluation(rea
 
 def test_a_group_models_catalogue_ranking_equals_a_hand_ranking():
     """The full-catalogue group rows of a GroupScorer: its scores of every item, the items all members
-    trained on left out, ranked by (-score, item) and scored against the group's relevant items."""
+    trained on left out, ranked by (-score, tie key) and scored against the group's relevant items."""
     from benchmark.data.synthetic import load as load_synthetic
     from benchmark.evaluation.full_ranking import full_catalogue
     from benchmark.protocol.grouping import kmeans
@@ -138,7 +148,7 @@ def test_a_group_models_catalogue_ranking_equals_a_hand_ranking():
         users = sorted(set(users))
         score = model.score_groups(members[members["group"] == g], pd.DataFrame({"group": g, "item": items}))
         ranked = sorted((n for n, i in enumerate(items) if not all((u, i) in trained for u in users)),
-                        key=lambda n: (-score[n], items[n]))
+                        key=lambda n: (-score[n], int(tie_key(g, items[n], 0))))
         relevant = set(truth.loc[(truth["group"] == g) & (truth["rating"] >= 3.5), "item"])
         if relevant:
             hits = [items[n] in relevant for n in ranked[:k]]

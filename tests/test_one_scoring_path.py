@@ -94,23 +94,27 @@ def test_group_test_items_kmeans_truth_real_ratings_and_refusal():
 
 # ---------------------------------------------------------------------------- the tie rule
 
-def reversed_ties(queries, items):
+def reversed_ties(queries, items, seed=0):
     """Another rule for the test: among equal scores, the HIGHER item id first."""
-    return -np.broadcast_arrays(np.asarray(queries), np.asarray(items))[1]
+    items = np.broadcast_arrays(np.asarray(queries), np.asarray(items))[1]
+    return (np.iinfo(np.int64).max - items.astype(np.int64)).astype(np.uint64)
 
 
-@pytest.mark.parametrize("rule", ["item id", "reversed"])
+@pytest.mark.parametrize("rule", ["seeded", "reversed"])
 def test_every_ranking_follows_the_one_tie_rule(monkeypatch, rule):
-    """Changing benchmark.protocol.ranking.tie_break alone changes the order of ties in the listed
-    metrics, the catalogue top k (and first relevant rank) and Recommender.rank alike."""
+    """Changing benchmark.protocol.ranking.tie_key alone changes the order of ties in the listed
+    metrics, the catalogue top k (and first relevant rank) and Recommender.rank alike; the seeded
+    rule orders ties by its key of (seed, query, item) in all three."""
+    seed = 7
     if rule == "reversed":
-        monkeypatch.setattr(ranking, "tie_break", reversed_ties)
-    tie = (lambda i: i) if rule == "item id" else (lambda i: -i)
+        monkeypatch.setattr(ranking, "tie_key", reversed_ties)
+    tie = ((lambda q, i: int(ranking.tie_key(q, i, seed))) if rule == "seeded" else (lambda q, i: -i))
     rng = np.random.default_rng(3)
     frame = pd.DataFrame({"user": rng.integers(0, 5, 200), "item": rng.permutation(200),
                           "rating": 3.0, "prediction": rng.integers(1, 4, 200) / 1.0})
-    ranked = rank_by_prediction(frame)
-    expected = sorted(range(len(frame)), key=lambda r: (frame.user[r], -frame.prediction[r], tie(frame.item[r])))
+    ranked = rank_by_prediction(frame, seed)
+    expected = sorted(range(len(frame)),
+                      key=lambda r: (frame.user[r], -frame.prediction[r], tie(frame.user[r], frame.item[r])))
     assert ranked["item"].tolist() == frame["item"].to_numpy()[expected].tolist()
 
     items = pd.Index(np.arange(12) * 3)
@@ -118,26 +122,31 @@ def test_every_ranking_follows_the_one_tie_rule(monkeypatch, rule):
     train = pd.DataFrame({"user": [0, 1], "item": [items[2], items[5]]})
     test = pd.DataFrame({"user": [0, 1, 2, 3, 3], "item": items[[1, 4, 7, 10, 11]], "rating": 5.0})
     candidates = user_catalogue(items, np.arange(4), train, test, 3.5)
-    table, top = rank_catalogue(candidates, user_chunks(candidates, lambda users: scores[users]), k=4)["user"]
+    table, top = rank_catalogue(candidates, user_chunks(candidates, lambda users: scores[users]), k=4, seed=seed)["user"]
     excluded, relevant = candidates.matrices(0, 4)
     for row in range(4):
-        order = sorted((j for j in range(12) if not excluded[row, j]), key=lambda j: (-scores[row, j], tie(items[j])))
+        order = sorted((j for j in range(12) if not excluded[row, j]),
+                       key=lambda j: (-scores[row, j], tie(row, items[j])))
         assert top[row].tolist() == order[:4]
         first = next(n for n, j in enumerate(order) if relevant[row, j])
         assert table["mrr"].iloc[row] == pytest.approx(1 / (first + 1))
+        # a tie across the cut-off: the 4th and 5th candidates have equal scores
+        assert table["tie_at_cutoff"].iloc[row] == float(scores[row, order[3]] == scores[row, order[4]])
 
     constant = Constant(value="top")
     constant.constant = 5.0
-    assert constant.rank(1, [4, 2, 9, 7], k=3)["item"].tolist() == sorted([4, 2, 9, 7], key=tie)[:3]
+    assert constant.rank(1, [4, 2, 9, 7], k=3, seed=seed)["item"].tolist() == \
+        sorted([4, 2, 9, 7], key=lambda i: tie(1, i))[:3]
 
 
-def test_rank_metrics_with_a_tie_order_equals_reordered_columns():
+def test_rank_metrics_with_a_tie_key_equals_reordered_columns():
+    """A tie key that reverses the columns ranks exactly like the reversed matrix ranked by position."""
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 2, (3, 9)).astype(float)
     excluded, relevant = rng.random((3, 9)) < 0.2, rng.random((3, 9)) < 0.4
     relevant &= ~excluded
-    order = np.tile(np.arange(9)[::-1], (3, 1))
-    table, top = rank_metrics(scores, excluded, relevant, 4, tie_order=order)
+    tie = np.tile(np.arange(9)[::-1].astype(np.uint64), (3, 1))
+    table, top = rank_metrics(scores, excluded, relevant, 4, tie=tie)
     flipped, flipped_top = rank_metrics(scores[:, ::-1], excluded[:, ::-1], relevant[:, ::-1], 4)
     pd.testing.assert_frame_equal(table, flipped)
     assert (top == np.where(flipped_top >= 0, 8 - flipped_top, -1)).all()
@@ -171,7 +180,9 @@ def test_adapter_pairs_equal_the_old_member_predictions_and_aggregate(overlappin
     for name in AGGREGATIONS:
         expected = aggregate(old, name)
         assert expected[["group", "item"]].values.tolist() == pairs.values.tolist()
-        np.testing.assert_array_equal(scores[name], expected["prediction"].to_numpy())
+        rating, score = scores[name]
+        assert score is rating  # a model that does not clip: its rating is what ranks
+        np.testing.assert_array_equal(rating, expected["prediction"].to_numpy())
 
 
 def test_adapter_matrix_equals_a_per_group_reduction_and_the_pair_scores(overlapping):
@@ -187,7 +198,7 @@ def test_adapter_matrix_equals_a_per_group_reduction_and_the_pair_scores(overlap
             users = members.loc[members["group"] == g, "user"]
             expected = reduce([[table[(u, i)] for i in items] for u in users], axis=0)
             np.testing.assert_allclose(matrix[name][row], expected, rtol=1e-14)
-        np.testing.assert_allclose(listed[name], matrix[name].ravel(), rtol=1e-14)
+        np.testing.assert_allclose(listed[name][1], matrix[name].ravel(), rtol=1e-14)
 
 
 def test_group_scores_of_picks_the_models_own_scores_for_a_group_scorer():

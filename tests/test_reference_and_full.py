@@ -19,6 +19,7 @@ from benchmark.evaluation.full_ranking import full_catalogue
 from benchmark.evaluation.metrics import metric_name, per_user_metrics, summarize
 from benchmark.protocol.candidates import group_truth
 from benchmark.protocol.grouping import kmeans, size_stats
+from benchmark.protocol.ranking import tie_key
 from benchmark.protocol.split import holdout
 from models.base import FitContext
 from models.reference import Constant, ItemMean, Oracle, Popularity, Random
@@ -66,23 +67,31 @@ def test_oracle_refuses_pairs_without_truth():
 
 
 def test_constant_top_on_a_small_frame_by_hand():
-    """Constant 5: every prediction ties, so the top k are the lowest item ids; all are >= threshold."""
+    """Constant 5: every prediction ties, so the top k are the seeded tie rule's first items (not
+    the lowest item ids), every user has a tie across the cut-off, and all predictions are >= threshold."""
     test = pd.DataFrame({"user": [1, 1, 1, 1, 2, 2, 2], "item": [4, 1, 3, 2, 7, 5, 6],
                          "rating": [5.0, 2.0, 4.0, 1.0, 3.0, 4.0, 5.0]})
     model = Constant(value="top").fit(test, FitContext(dataset=_scale_only(), groups=None))
     frame = test.assign(prediction=model.predict(test))
     assert (frame["prediction"] == 5.0).all()
-    table = per_user_metrics(frame, k=2, threshold=3.5)
-    # user 1: top 2 = items 1 (2.0), 2 (1.0): no hit; relevant {3, 4} -> P 0, R 0
-    # user 2: top 2 = items 5 (4.0), 6 (5.0): two hits; relevant {5, 6} -> P 1, R 1
-    assert table.loc[1, ["precision", "recall"]].tolist() == [0.0, 0.0]
-    assert table.loc[2, ["precision", "recall"]].tolist() == [1.0, 1.0]
-    # NDCG, linear gain: user 1 DCG = 2 + 1/log2(3), IDCG = 5 + 4/log2(3)
-    assert table.loc[1, "ndcg"] == pytest.approx((2 + 1 / math.log2(3)) / (5 + 4 / math.log2(3)))
-    summary = summarize(frame, k=2, threshold=3.5)
-    assert summary["precision_at_2"] == pytest.approx(0.5) and summary["recall_at_2"] == pytest.approx(0.5)
+    table = per_user_metrics(frame, k=2, threshold=3.5, seed=5)
+    rating = dict(zip(zip(test["user"], test["item"]), test["rating"]))
+    for user, items in ((1, [4, 1, 3, 2]), (2, [7, 5, 6])):
+        order = sorted(items, key=lambda i: int(tie_key(user, i, 5)))  # the tie key, pair by pair
+        gains = [rating[(user, i)] for i in order]
+        hits = sum(g >= 3.5 for g in gains[:2])
+        relevant = sum(g >= 3.5 for g in gains)
+        assert table.loc[user, ["precision", "recall"]].tolist() == [hits / 2, hits / relevant]
+        ideal = sorted(gains, reverse=True)
+        dcg = gains[0] + gains[1] / math.log2(3)
+        assert table.loc[user, "ndcg"] == pytest.approx(dcg / (ideal[0] + ideal[1] / math.log2(3)))
+        assert table.loc[user, "tie_at_cutoff"] == 1.0
+    summary = summarize(frame, k=2, threshold=3.5, seed=5)
+    assert summary["precision_at_2"] == pytest.approx(table["precision"].mean()) and summary["ties_at_2"] == 1.0
     errors = np.array([0, 3, 1, 4, 2, 1, 0], dtype=float)
     assert summary["rmse"] == pytest.approx(np.sqrt((errors ** 2).mean()))
+    # another seed, another permutation of the ties: over seeds, user 1's P@2 is not always one value
+    assert len({per_user_metrics(frame, k=2, threshold=3.5, seed=s).loc[1, "precision"] for s in range(20)}) > 1
 
 
 def _scale_only():
@@ -145,7 +154,9 @@ def brute_force(model, dataset, split, groups, members_of: dict | None = None):
         scores = {(u, i): score(u, i) for u in split.test["user"].unique() for i in items}
         per, shown = {}, set()
         for u in sorted(split.test["user"].unique()):
-            ranked = sorted((i for i in items if (u, i) not in trained), key=lambda i: (-scores[(u, i)], i))
+            # ties: the seeded tie key of (seed 0, user, item), one pair at a time
+            ranked = sorted((i for i in items if (u, i) not in trained),
+                            key=lambda i: (-scores[(u, i)], int(tie_key(u, i, 0))))
             shown.update(ranked[:K])
             relevant = {i for uu, i, r in zip(split.test["user"], split.test["item"], split.test["rating"])
                         if uu == u and r >= THRESHOLD}
@@ -157,7 +168,7 @@ def brute_force(model, dataset, split, groups, members_of: dict | None = None):
     for g, members in members_of.items():
         group_score = {i: sum(score(u, i) for u in members) / len(members) for i in items}
         ranked = sorted((i for i in items if not all((u, i) in trained for u in members)),
-                        key=lambda i: (-group_score[i], i))
+                        key=lambda i: (-group_score[i], int(tie_key(g, i, 0))))
         relevant = set(truth.loc[(truth["group"] == g) & (truth["rating"] >= THRESHOLD), "item"])
         if relevant:
             per[g] = metrics_of(ranked, relevant)[0]

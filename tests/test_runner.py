@@ -41,13 +41,16 @@ def test_single_run_logs_everything(make_cfg, tracking_uri, tmp_path):
     assert tags["config_hash"] == config_hash(cfg) and len(tags["dataset_sha256"]) == 64
     assert tags["git_commit"]
     predictions = artifact_frame(client, result.run_id, "predictions.parquet", tmp_path)
-    assert list(predictions.columns) == ["user", "item", "rating", "prediction"]
+    # SVD clips its estimates: the rating it predicts, and the score before the clip that ranks
+    assert list(predictions.columns) == ["user", "item", "rating", "prediction", "score"]
     assert len(predictions) == len(result.predictions) > 900  # ~20% of 4,798 pairs
+    assert (predictions.prediction == predictions.score.clip(1, 5)).all()
     # the logged rmse is the rmse of the logged predictions
     err = predictions.prediction - predictions.rating
     assert logged.data.metrics["rmse"] == pytest.approx(((err ** 2).mean()) ** 0.5)
     per_user = artifact_frame(client, result.run_id, "per_user_metrics.parquet", tmp_path)
     assert per_user.precision.mean() == pytest.approx(logged.data.metrics["precision_at_10"])
+    assert per_user.tie_at_cutoff.mean() == pytest.approx(logged.data.metrics["ties_at_10"])
 
 
 @pytest.mark.parametrize("model", BASELINES)

@@ -79,6 +79,12 @@ def tunes(cfg: DictConfig) -> bool:
         bool(search_space_file(str(OmegaConf.select(cfg, "model.name", default=""))))
 
 
+# Bump when the evaluation computes other numbers from the same config (a sweep then reruns its jobs
+# instead of resuming runs made under the old rule). 2: rankings read unclipped scores and break ties
+# by the seeded random rule (benchmark/protocol/ranking.py; docs/protocol.md, "Ties").
+EVALUATION_VERSION = 2
+
+
 def config_hash(cfg: DictConfig) -> str:
     """sha256 of the resolved result-deciding config: equal hashes mean the same experiment (with the
     data's sha256, the key a sweep resumes and dedupes by). A job that tunes (``tunes``) adds every
@@ -86,6 +92,7 @@ def config_hash(cfg: DictConfig) -> str:
     is unchanged by them (it reads neither). A model's ``meta`` (names, published numbers) decides nothing."""
     resolved = without_meta(to_container(cfg))
     relevant = {key: resolved.get(key) for key in RESULT_KEYS}
+    relevant["evaluation_version"] = EVALUATION_VERSION
     if isinstance(relevant.get("model"), dict) and isinstance(relevant["model"].get("trainer"), dict):
         relevant["model"]["trainer"].pop("progress", None)  # a progress bar changes no result
     if tunes(cfg):

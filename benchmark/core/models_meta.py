@@ -25,6 +25,10 @@ optional::
         k: 10                     # the cut-off the numbers are at: shown only for runs at that k
         metrics: {ml100k: {precision_at_10: 0.6867}}
       reference: {label: Oracle (true rating), order: 0, trivial: false}   # a reference predictor
+      control: true               # the focus model's declared control (the report's findings test it)
+      reads_groups: true          # its fit reads the groups (FitContext.groups): its user-level metrics
+                                  # depend on the grouping, so configurations differing in grouping.*
+                                  # are never merged in the report (benchmark/report/merge.py)
       packages: [scikit-surprise] # distributions whose version can change the model's results
 """
 
@@ -91,6 +95,8 @@ class ModelMeta:
     reported: Reported | None = None
     reference: Reference | None = None
     packages: tuple[str, ...] = ()
+    control: bool = False            # the focus model's control (DMTL's: neural MF)
+    reads_groups: bool = False       # its fit reads FitContext.groups
     source: str = ""                 # the conf file it came from
 
     @property
@@ -139,7 +145,8 @@ def parse(name: str, node: dict | None, where: str = "") -> ModelMeta:
     """A model's ``meta`` block (a plain dict, or None) as a :class:`ModelMeta`."""
     node = node or {}
     where = where or f"conf/model/{name}.yaml: meta"
-    _check_keys(where, node, ("display_name", "focus", "swept", "reported", "reference", "packages"))
+    _check_keys(where, node, ("display_name", "focus", "swept", "reported", "reference", "packages",
+                              "control", "reads_groups"))
     ref = node.get("reference")
     if ref is not None:
         _check_keys(f"{where}.reference", ref, ("label", "order", "trivial"))
@@ -149,7 +156,8 @@ def parse(name: str, node: dict | None, where: str = "") -> ModelMeta:
         reported=_reported(where, node["reported"]) if node.get("reported") else None,
         reference=None if ref is None else Reference(label=str(ref.get("label", name)), order=int(ref.get("order", 0)),
                                                      trivial=bool(ref.get("trivial", True))),
-        packages=tuple(str(p) for p in node.get("packages") or ()), source=where)
+        packages=tuple(str(p) for p in node.get("packages") or ()), control=bool(node.get("control", False)),
+        reads_groups=bool(node.get("reads_groups", False)), source=where)
 
 
 @lru_cache(maxsize=4)
@@ -180,6 +188,11 @@ def display_name(name: str) -> str:
 def focus() -> ModelMeta | None:
     """The model a report centres on (``meta.focus``), if any."""
     return next((m for m in catalogue().values() if m.focus), None)
+
+
+def controls() -> tuple[str, ...]:
+    """The models declared as the focus model's control (``meta.control``)."""
+    return tuple(m.name for m in catalogue().values() if m.control)
 
 
 def swept_params() -> tuple[Swept, ...]:

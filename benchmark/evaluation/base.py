@@ -11,11 +11,13 @@ the model's share of evaluation as prediction time without touching the model ob
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,22 +28,23 @@ from benchmark.core.registry import Registry
 from benchmark.data import Dataset
 from benchmark.evaluation.metrics import per_user_metrics, summarize
 from benchmark.protocol.grouping import Groups
-from models.base import GroupProfiler, Recommender, ScoresAll
+from models.base import GroupProfiler, RawScores, Recommender, ScoresAll
 
 
 @dataclass
 class EvalContext:
     dataset: Dataset
     train: pd.DataFrame
-    predictions: pd.DataFrame        # user, item, rating, prediction (one fold's test rows)
+    predictions: pd.DataFrame        # user, item, rating, prediction[, score] (one fold's test rows)
     groups: Groups
     model: Recommender               # for isinstance checks and its name; scores come from ``scorer``
     config: Any                      # the ``eval`` config node (k, threshold, ...)
-    clock: "ModelClock" = field(default_factory=lambda: ModelClock())
+    clock: ModelClock = field(default_factory=lambda: ModelClock())
     shared: dict[str, Any] = field(default_factory=dict)  # built once, read by several evaluators (group truth)
+    seed: int = 0                    # the run's seed: it seeds the tie rule (benchmark/protocol/ranking.py)
 
     @cached_property
-    def scorer(self) -> "Scorer":
+    def scorer(self) -> Scorer:
         """The model behind its timed, checked wrapper; the oracle reads the fold's test rows."""
         return Scorer(self.model, truth=self.predictions, clock=self.clock)
 
@@ -148,10 +151,28 @@ class Scorer:
         return checked_predictions(self.model, pairs, what=what, truth=self.truth,
                                    predict=self.clock.timed(self.model.predict))
 
+    def scored(self, pairs: pd.DataFrame, what: str = "pairs") -> tuple[np.ndarray, np.ndarray]:
+        """(predicted ratings, ranking scores) of ``user, item`` pairs from one model call: a
+        models.base.RawScores model's score before its clip and the clipped rating, else
+        ``predict`` twice over (the same array)."""
+        if not isinstance(self.model, RawScores):
+            rating = self.predict(pairs, what)
+            return rating, rating
+        scores = checked_predictions(self.model, pairs, what=what, truth=self.truth,
+                                     predict=self.clock.timed(self.model.raw_scores))
+        return np.asarray(self.model.clip_rating(scores), dtype=float), scores
+
+    def ranking_scores(self, pairs: pd.DataFrame, what: str = "pairs") -> np.ndarray:
+        """What ``user, item`` pairs are ranked by: the score before clipping, else the rating."""
+        if not isinstance(self.model, RawScores):
+            return self.predict(pairs, what)
+        return checked_predictions(self.model, pairs, what=what, truth=self.truth,
+                                   predict=self.clock.timed(self.model.raw_scores))
+
     def score_matrix(self, users: np.ndarray, items: np.ndarray, chunk_pairs: int = 1 << 20) -> np.ndarray:
-        """Predicted ratings of every (user, item), shape ``(len(users), len(items))``: the model's
-        ``score_all`` when it has one (models.base.ScoresAll), else ``predict`` on the pairs,
-        ``chunk_pairs`` pairs per call."""
+        """Ranking scores (:meth:`ranking_scores`) of every (user, item), shape ``(len(users),
+        len(items))``: the model's ``score_all`` when it has one (models.base.ScoresAll), else the
+        pairs, ``chunk_pairs`` pairs per call."""
         shape = (len(users), len(items))
         if isinstance(self.model, ScoresAll):
             scores = self.clock.timed(self.model.score_all)(users, items)
@@ -161,7 +182,8 @@ class Scorer:
         for start in range(0, len(users), rows):
             chunk = users[start:start + rows]
             pairs = pd.DataFrame({"user": np.repeat(chunk, len(items)), "item": np.tile(items, len(chunk))})
-            scores[start:start + len(chunk)] = self.predict(pairs, what="catalogue pairs").reshape(len(chunk), len(items))
+            scores[start:start + len(chunk)] = self.ranking_scores(pairs, "catalogue pairs").reshape(len(chunk),
+                                                                                                    len(items))
         return scores
 
     def score_groups(self, members: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
@@ -191,13 +213,28 @@ def model_clock(ctx: EvalContext) -> Iterator[ModelClock]:
 
 Evaluator = Callable[[EvalContext], EvalResult]
 EVALUATORS: Registry[Evaluator] = Registry("evaluator")
-evaluator = EVALUATORS.register
+# evaluator name -> the name patterns (re.fullmatch) of its metrics that do not depend on the grouping
+# (``grouping.*``) unless the model's fit reads the groups (``meta.reads_groups``): the report merges
+# configurations that differ only in such settings (benchmark/report/merge.py)
+GROUPING_FREE: dict[str, tuple[str, ...]] = {}
 
 
-@evaluator("user")
+def evaluator(name: str, grouping_free: tuple[str, ...] = ()) -> Callable[[Evaluator], Evaluator]:
+    """Register an evaluator; ``grouping_free``: patterns of its metrics the grouping cannot change for a
+    model that does not read the groups (default: none, i.e. every metric may depend on the grouping)."""
+    GROUPING_FREE[name] = tuple(grouping_free)
+    return EVALUATORS.register(name)
+
+
+def grouping_free(metric: str) -> bool:
+    """True when an evaluator declares ``metric`` independent of the grouping (for models that do not read it)."""
+    return any(re.fullmatch(pattern, metric) for patterns in GROUPING_FREE.values() for pattern in patterns)
+
+
+@evaluator("user", grouping_free=(r"(user_)?(rmse|mae)", r"prediction_std", r"(?!(group|full|cold)_)[a-z_]*_at_\d+"))
 def user_level(ctx: EvalContext) -> EvalResult:
     """RMSE, MAE, and P@k / R@k / NDCG@k averaged over users (metrics.py)."""
-    per_user = per_user_metrics(ctx.predictions, ctx.k, ctx.threshold)
+    per_user = per_user_metrics(ctx.predictions, ctx.k, ctx.threshold, seed=ctx.seed)
     metrics = summarize(ctx.predictions, ctx.k, ctx.threshold, per_user=per_user)
     # the mean of per-user errors, named apart from the pooled rmse / mae (each user weighs the same)
     metrics["user_rmse"] = float(per_user["user_rmse"].mean())
@@ -214,19 +251,34 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, prefix: str =
             f"{prefix}f1_macro": float(f1)}
 
 
+def trivial_groups(ctx: EvalContext, users: np.ndarray) -> np.ndarray:
+    """The trivial classifier's group of each user: the user's training group label when the user is seen
+    in training (groups are made from the training part and fixed, so this is the truth), else the
+    majority group of the training users."""
+    seen = set(ctx.train["user"].unique())
+    known = ctx.groups.labels[ctx.groups.labels.index.isin(seen)]
+    majority = known.mode().iloc[0] if len(known) else ctx.groups.labels.mode().iloc[0]
+    labels = ctx.groups.of(users)
+    return np.where(pd.Series(users).isin(seen).to_numpy(), labels, majority)
+
+
 @evaluator("profiling")
 def profiling(ctx: EvalContext) -> EvalResult:
-    """For models with a profiling head: classify the user of every test row into its group."""
+    """For models with a profiling head: classify the user of every test row into its group.
+
+    ``profile_trivial_*``: the same scores for the trivial classifier (``trivial_groups``): what a profiling
+    head must beat before its accuracy says anything."""
     if not isinstance(ctx.model, GroupProfiler):
         return EvalResult()
     users = ctx.predictions["user"].to_numpy()
     y_true = ctx.groups.of(users)
     y_pred = ctx.scorer.predict_groups(users)
+    trivial = classification_metrics(y_true, trivial_groups(ctx, users), prefix="profile_trivial_")
     # one row per test user: what the profiling head said, so the profiling can be audited
     distinct = np.unique(users)
     audit = pd.DataFrame({"user": distinct, "group": ctx.groups.of(distinct),
                           "predicted_group": ctx.scorer.predict_groups(distinct)})
-    return EvalResult(classification_metrics(y_true, y_pred), {"predicted_groups": audit})
+    return EvalResult({**classification_metrics(y_true, y_pred), **trivial}, {"predicted_groups": audit})
 
 
 def evaluate(ctx: EvalContext) -> EvalResult:

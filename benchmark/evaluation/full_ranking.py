@@ -1,7 +1,9 @@
 """Full-catalogue top-N evaluation (docs/protocol.md, "Metrics"), beside the test-items-only metrics.
 
 Per test user, every catalogue item (``dataset.item_features``) that is not in the user's
-training part is ranked by predicted rating (ties: lower item id first). Relevant = the user's
+training part is ranked by the model's score (before any clipping to the rating scale; ties by the
+seeded random rule of benchmark/protocol/ranking.py; ``full_ties_at_k`` = the share of users whose
+top k the tie rule completed). Relevant = the user's
 test items rated >= ``eval.threshold``. Per user, with binary relevance and k = ``eval.k``:
 
 - ``precision`` = hits in the top k / k; ``recall`` = hits / |relevant|;
@@ -35,7 +37,7 @@ from benchmark.evaluation.groups import aggregations_of, group_candidates
 from benchmark.evaluation.pipeline import catalogue_metrics
 
 
-@evaluator("full_catalogue")
+@evaluator("full_catalogue", grouping_free=(r"full_(?!group_).*",))
 def full_catalogue(ctx: EvalContext) -> EvalResult:
     """``full_*`` metrics: every test user ranks the whole catalogue minus their training items; every
     group with members ranks it minus the items all its members trained on (``full_group_*``)."""

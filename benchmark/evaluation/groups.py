@@ -93,8 +93,10 @@ def group_training_counts(train: pd.DataFrame, members: pd.DataFrame) -> pd.Seri
 
 
 def summarize_groups(per_group: pd.DataFrame, k: int, prefix: str = "group_") -> dict[str, float]:
-    """``<prefix><aggregation>_<metric>_at_<k>`` averaged over groups, plus the group count."""
-    means = per_group.groupby("aggregation", sort=False)[list(RANKING_METRICS)].mean()
+    """``<prefix><aggregation>_<metric>_at_<k>`` averaged over groups (``ties_at_<k>``: the share of
+    groups with a tie across the cut-off), plus the group count."""
+    means = (per_group.groupby("aggregation", sort=False)[[*RANKING_METRICS, "tie_at_cutoff"]].mean()
+             .rename(columns={"tie_at_cutoff": "ties"}))
     metrics = {f"{prefix}{agg}_{metric}_at_{k}": float(value)
                for agg, row in means.iterrows() for metric, value in row.items()}
     metrics[f"{prefix}n_groups"] = float(per_group["group"].nunique())
@@ -109,7 +111,7 @@ def evaluate_groups(ctx: EvalContext, candidates: ListedCandidates) -> EvalResul
         return EvalResult({"group_n_groups": 0.0})
     members = ctx.groups.members
     scores = score_group_items(group_scores_of(ctx.scorer, aggregations_of(ctx.config)), members, truth)
-    per_group = listed_group_metrics(candidates, scores, ctx.k, ctx.threshold)
+    per_group = listed_group_metrics(candidates, scores, ctx.k, ctx.threshold, ctx.seed)
     n_train = group_training_counts(ctx.train, members)
     per_group["n_train"] = n_train.reindex(per_group["group"].to_numpy(), fill_value=0).to_numpy()
     metrics = summarize_groups(per_group, ctx.k)
@@ -142,7 +144,7 @@ def real_groups(ctx: EvalContext) -> EvalResult:
     return evaluate_groups(ctx, group_candidates(ctx))
 
 
-@evaluator("cold")
+@evaluator("cold", grouping_free=(r"cold_(?!group_|profile_).*",))
 def cold_users(ctx: EvalContext) -> EvalResult:
     """User-level metrics on cold users.
 
@@ -159,12 +161,12 @@ def cold_users(ctx: EvalContext) -> EvalResult:
         subset = ctx.predictions[ctx.predictions["user"].isin(few)]
         metrics["cold_n_users"] = float(len(few))
         if len(subset):
-            metrics.update(summarize(subset, ctx.k, ctx.threshold, prefix="cold_"))
+            metrics.update(summarize(subset, ctx.k, ctx.threshold, prefix="cold_", seed=ctx.seed))
     unseen = n_train.index[n_train.to_numpy() == 0].to_numpy()
     if len(unseen):
         subset = ctx.predictions[ctx.predictions["user"].isin(unseen)]
         metrics["cold_user_n_users"] = float(len(unseen))
-        metrics.update(summarize(subset, ctx.k, ctx.threshold, prefix="cold_user_"))
+        metrics.update(summarize(subset, ctx.k, ctx.threshold, prefix="cold_user_", seed=ctx.seed))
         if isinstance(ctx.model, GroupProfiler):
             y_pred = ctx.scorer.predict_groups(unseen)
             metrics.update(classification_metrics(ctx.groups.of(unseen), y_pred, prefix="cold_profile_"))

@@ -16,13 +16,15 @@ masks): binary-relevance P@k, R@k, NDCG@k, hit rate, MAP and MRR (:func:`rank_me
 definitions are in benchmark/evaluation/full_ranking.py's docstring), from the top k and the first
 relevant rank, without sorting whole rows.
 
-Ties in the scores are broken in both by the protocol's one rule
-(benchmark.protocol.ranking.tie_break).
+Both rank a model's scores before any clipping to the rating scale where it has them (a ``score``
+column; models.base.RawScores); the rating metrics read the clipped ``prediction``. Ties in the
+scores are broken in both by the protocol's one rule (benchmark.protocol.ranking.tie_key, seeded by
+the run's seed), and both log the share of queries with a tie across the cut-off (``ties_at_<k>``).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -53,17 +55,35 @@ def per_user_sum(ranked: pd.DataFrame, values) -> pd.Series:
     return pd.Series(sums, index=pd.Index(users[starts], name="user"))
 
 
-def rank_by_prediction(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Sort by user, then prediction (descending), then the tie rule; add the 0-based ``rank``."""
+def ranking_scores(predictions: pd.DataFrame) -> np.ndarray:
+    """What a frame's rows are ranked by: the model's ``score`` before clipping where the frame has
+    one (models.base.RawScores), else its ``prediction``."""
+    column = "score" if "score" in predictions else "prediction"
+    return predictions[column].to_numpy(dtype=float)
+
+
+def rank_by_prediction(predictions: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Sort by user, then score (descending; :func:`ranking_scores`), then the tie rule seeded by
+    ``seed``; add the 0-based ``rank``."""
     # one np.lexsort of the three keys (ranking.order_rows): a multi-key pandas sort factorizes
     # each key first and costs several times more at 10^5-10^6 rows
-    order = ranking.order_rows(predictions["user"].to_numpy(), predictions["prediction"].to_numpy(dtype=float),
-                               predictions["item"].to_numpy())
+    order = ranking.order_rows(predictions["user"].to_numpy(), ranking_scores(predictions),
+                               predictions["item"].to_numpy(), seed)
     ranked = predictions.take(order).reset_index(drop=True)
     users = ranked["user"].to_numpy()
     starts = user_starts(users)
     ranked["rank"] = np.arange(len(users)) - np.repeat(starts, np.diff(np.append(starts, len(users))))
     return ranked
+
+
+def tie_at_cutoff(ranked: pd.DataFrame, k: int) -> pd.Series:
+    """1.0 for a user whose k-th and (k+1)-th ranked items have equal scores (the tie rule decided
+    which of them is in the top k), else 0.0; indexed by user."""
+    scores, rank, users = ranking_scores(ranked), ranked["rank"].to_numpy(), ranked["user"].to_numpy()
+    kth = np.flatnonzero(rank[:-1] == k - 1)  # the row after a k-th row is its user's (k+1)-th, if any
+    crosses = np.zeros(len(ranked), dtype=np.int64)
+    crosses[kth] = ((users[kth + 1] == users[kth]) & (scores[kth + 1] == scores[kth])).astype(np.int64)
+    return per_user_sum(ranked, crosses).astype(float)
 
 
 # A ranking metric reads the ranked frame (sorted by user, one run of rows per user) and returns one
@@ -106,13 +126,17 @@ def ndcg_at_k(ranked: pd.DataFrame, k: int, threshold: float) -> pd.Series:
 
 
 def per_user_metrics(predictions: pd.DataFrame, k: int = 10, threshold: float = 3.5,
-                     key: str = "user", rated: bool = True) -> pd.DataFrame:
-    """One row per ``key`` (user, or group for group-level evaluation): n_test, ranking metrics, and the
-    key's own error ``<key>_rmse``, ``<key>_mae`` (RMSE over that user's rows; not the pooled ``rmse``).
-    ``rated=False`` (the truth is no rating: implicit relevance) leaves the two errors out."""
+                     key: str = "user", rated: bool = True, seed: int = 0) -> pd.DataFrame:
+    """One row per ``key`` (user, or group for group-level evaluation): n_test, ranking metrics, the
+    key's own error ``<key>_rmse``, ``<key>_mae`` (RMSE over that user's rows; not the pooled ``rmse``)
+    and ``tie_at_cutoff``. Rows are ranked by ``score`` where the frame has one (the model's score
+    before clipping), else by ``prediction``; ties by the tie rule seeded by ``seed``. ``rated=False``
+    (the truth is no rating: implicit relevance) leaves the two errors out."""
     frame = predictions.rename(columns={key: "user"}) if key != "user" else predictions
-    ranked = rank_by_prediction(frame[["user", "item", "rating", "prediction"]])
+    columns = ["user", "item", "rating", "prediction", *(["score"] if "score" in frame else [])]
+    ranked = rank_by_prediction(frame[columns], seed)
     table = pd.DataFrame({name: fn(ranked, k, threshold) for name, fn in RANKING_METRICS.items()})
+    table["tie_at_cutoff"] = tie_at_cutoff(ranked, k)
     n_test = per_user_sum(ranked, np.ones(len(ranked), dtype=np.int64))
     if rated:
         error = ranked["prediction"].to_numpy(dtype=float) - ranked["rating"].to_numpy(dtype=float)
@@ -125,26 +149,27 @@ def per_user_metrics(predictions: pd.DataFrame, k: int = 10, threshold: float = 
 
 
 def summarize(predictions: pd.DataFrame, k: int = 10, threshold: float = 3.5,
-              per_user: pd.DataFrame | None = None, prefix: str = "") -> dict[str, float]:
-    """The run's headline metrics: rmse, mae over all rows; ranking metrics averaged over users."""
+              per_user: pd.DataFrame | None = None, prefix: str = "", seed: int = 0) -> dict[str, float]:
+    """The run's headline metrics: rmse, mae over all rows; ranking metrics averaged over users; the
+    share of users with a tie across the cut-off (``ties_at_<k>``)."""
     if per_user is None:
-        per_user = per_user_metrics(predictions, k, threshold)
+        per_user = per_user_metrics(predictions, k, threshold, seed=seed)
     metrics = {
         f"{prefix}rmse": float(np.sqrt(mean_squared_error(predictions["rating"], predictions["prediction"]))),
         f"{prefix}mae": float(mean_absolute_error(predictions["rating"], predictions["prediction"])),
     }
     for name in RANKING_METRICS:
         metrics[f"{prefix}{name}_at_{k}"] = float(per_user[name].mean())
+    metrics[f"{prefix}ties_at_{k}"] = float(per_user["tie_at_cutoff"].mean()) if len(per_user) else 0.0
     return metrics
 
 
 # ---------------------------------------------------------------------------- catalogue candidates
 
-# A catalogue ranking orders a matrix row: scores descending, ties by column position, excluded
-# items last. The columns are put in tie order first when the rule asks for it (ranking.tie_columns:
-# with the item-id rule and a sorted catalogue, never). Only the top k and the rank of the first
-# relevant item are needed, so both come from linear passes (a partition, comparisons, a cumulative
-# sum) instead of sorting the whole row.
+# A catalogue ranking orders a matrix row: scores descending, ties by the protocol's tie key
+# (ranking.tie_key: one uint64 per query x item), excluded items last. Only the top k and the rank of
+# the first relevant item are needed, so both come from linear passes (a partition, comparisons, a
+# partial sort of the tied keys) instead of sorting the whole row.
 
 FULL_METRICS = ("precision", "recall", "ndcg", "hit_rate", "map", "mrr")
 
@@ -158,55 +183,70 @@ def ranking_key(scores: np.ndarray, excluded: np.ndarray) -> np.ndarray:
     return np.where(excluded, np.inf, -scores)
 
 
-def top_k_positions(key: np.ndarray, k: int) -> np.ndarray:
-    """Each row's first ``min(k, n_items)`` positions in ranking order (ties: lower position first),
-    shape ``(rows, min(k, n_items))``."""
+def position_ties(shape: tuple[int, int]) -> np.ndarray:
+    """A tie key that keeps equal scores in column order (for callers without a query: tests)."""
+    return np.broadcast_to(np.arange(shape[1], dtype=np.uint64), shape)
+
+
+def top_k_positions(key: np.ndarray, k: int, tie: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's first ``min(k, n_items)`` positions in ranking order (equal keys: the smaller
+    ``tie`` first; None = the lower position), shape ``(rows, min(k, n_items))``, and whether each
+    row has a tie across the cut-off (an item left out of the top k with the k-th item's score)."""
     rows, n_items = key.shape
     kk = min(k, n_items)
     if rows == 0 or kk == 0:
-        return np.zeros((rows, kk), dtype=np.intp)
+        return np.zeros((rows, kk), dtype=np.intp), np.zeros(rows, dtype=bool)
+    tie = position_ties(key.shape) if tie is None else tie
     kth = np.take_along_axis(key, np.argpartition(key, kk - 1, axis=1)[:, kk - 1:kk], axis=1)
     better = key < kth
     tied = key == kth
-    # all strictly better items, then the lowest-positioned tied items until the row holds kk
-    wanted = kk - better.sum(axis=1, keepdims=True)
-    chosen = better | (tied & (np.cumsum(tied, axis=1) <= wanted))
+    wanted = kk - better.sum(axis=1)  # >= 1: the k-th item itself is tied with kth
+    n_tied = tied.sum(axis=1)
+    chosen = better | tied
+    crowded = n_tied > wanted  # more tied items than free places: the tie key decides which enter
+    if crowded.any():
+        sub = np.where(tied[crowded], tie[crowded], np.iinfo(np.uint64).max)
+        top_wanted = int(wanted[crowded].max())
+        smallest = np.partition(sub, np.arange(top_wanted), axis=1)[:, :top_wanted]
+        limit = np.take_along_axis(smallest, (wanted[crowded] - 1)[:, None], axis=1)
+        chosen[crowded] = better[crowded] | (tied[crowded] & (sub <= limit))
     positions = np.nonzero(chosen)[1].reshape(rows, kk)  # ascending position within each row
-    order = np.argsort(np.take_along_axis(key, positions, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(positions, order, axis=1)
+    order = np.lexsort((np.take_along_axis(tie, positions, axis=1), np.take_along_axis(key, positions, axis=1)),
+                       axis=1)
+    cut_tie = crowded & np.isfinite(kth[:, 0])  # a tie among excluded items (+inf) decides nothing
+    return np.take_along_axis(positions, order, axis=1), cut_tie
 
 
-def first_relevant_rank(key: np.ndarray, relevant: np.ndarray) -> np.ndarray:
+def first_relevant_rank(key: np.ndarray, relevant: np.ndarray, tie: np.ndarray | None = None) -> np.ndarray:
     """0-based rank of each row's best-ranked relevant item (rows without one: meaningless, mask them)."""
+    tie = position_ties(key.shape) if tie is None else tie
     best = np.where(relevant, key, np.inf).min(axis=1, keepdims=True)
-    best_position = (relevant & (key == best)).argmax(axis=1)[:, None]
-    ahead_on_tie = (key == best) & (np.arange(key.shape[1]) < best_position)
-    return (key < best).sum(axis=1) + ahead_on_tie.sum(axis=1)
+    at_best = key == best
+    best_tie = np.where(relevant & at_best, tie, np.iinfo(np.uint64).max).min(axis=1, keepdims=True)
+    return (key < best).sum(axis=1) + (at_best & (tie < best_tie)).sum(axis=1)
 
 
 def rank_metrics(scores: np.ndarray, excluded: np.ndarray, relevant: np.ndarray, k: int,
-                 tie_order: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+                 tie: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:
     """Per-row metrics (rows: users or groups) and each row's top-k item positions (-1 = none).
 
     ``excluded`` items are not candidates (training items); ``relevant`` is never excluded.
-    ``tie_order`` (``ranking.tie_columns``): each row's columns in tie order, None = as they are.
+    ``tie``: the tie key of every cell (``ranking.tie_key`` of the rows' queries x the items);
+    None = equal scores in column order. ``tie_at_cutoff`` (1.0 / 0.0) marks a row whose top k
+    was completed by the tie key.
     """
-    if tie_order is not None:
-        scores, excluded, relevant = (np.take_along_axis(m, tie_order, axis=1) for m in (scores, excluded, relevant))
     candidates = relevant & ~excluded
     key = ranking_key(scores, excluded)
-    top_positions = top_k_positions(key, k)
+    top_positions, cut_tie = top_k_positions(key, k, tie)
     top = np.take_along_axis(candidates, top_positions, axis=1)
     n_candidates = (~excluded).sum(axis=1)
-    if tie_order is not None:  # back to catalogue positions
-        top_positions = np.take_along_axis(tie_order, top_positions, axis=1)
     top_items = np.where(np.arange(top_positions.shape[1]) < n_candidates[:, None], top_positions, -1)
     n_relevant = candidates.sum(axis=1)
     hits = top.sum(axis=1)
     discount = 1.0 / np.log2(np.arange(top.shape[1]) + 2.0)
     ideal = np.concatenate([[0.0], np.cumsum(discount)])[np.minimum(n_relevant, top.shape[1])]
     precision_at = np.cumsum(top, axis=1) / np.arange(1, top.shape[1] + 1)
-    first = np.where(n_relevant > 0, first_relevant_rank(key, candidates), -1)
+    first = np.where(n_relevant > 0, first_relevant_rank(key, candidates, tie), -1)
     with np.errstate(divide="ignore", invalid="ignore"):
         table = pd.DataFrame({
             "n_relevant": n_relevant, "n_candidates": n_candidates,
@@ -216,6 +256,7 @@ def rank_metrics(scores: np.ndarray, excluded: np.ndarray, relevant: np.ndarray,
             "hit_rate": np.where(n_relevant > 0, (hits > 0).astype(float), np.nan),
             "map": np.where(n_relevant > 0, (precision_at * top).sum(axis=1) / np.minimum(n_relevant, k), np.nan),
             "mrr": np.where(first >= 0, 1.0 / (first + 1.0), np.nan),
+            "tie_at_cutoff": cut_tie.astype(float),
         })
     table.loc[table["n_relevant"] == 0, "precision"] = np.nan
     return table, top_items
@@ -227,6 +268,8 @@ def summarize_full(table: pd.DataFrame, top_items: np.ndarray, n_items: int, k: 
     catalogue by the rows' top k, and the number of rows scored."""
     scored = table[table["n_relevant"] > 0]
     metrics = {metric_name(m, k, prefix): float(scored[m].mean()) if len(scored) else 0.0 for m in FULL_METRICS}
+    # the share of those rows whose top k the tie rule completed (docs/protocol.md, "Ties")
+    metrics[f"{prefix}ties_at_{k}"] = float(scored["tie_at_cutoff"].mean()) if len(scored) else 0.0
     shown = np.unique(top_items[top_items >= 0])
     metrics[f"{prefix}coverage_at_{k}"] = float(len(shown) / n_items) if n_items else 0.0
     metrics[f"{prefix}n_scored"] = float(len(scored))

@@ -16,7 +16,7 @@ produced them. Two candidate shapes, each with one function:
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -69,8 +69,8 @@ def row_chunks(n_rows: int, n_items: int) -> list[tuple[int, int]]:
 # ---------------------------------------------------------------------------- listed candidates
 
 def score_group_items(scores: GroupScores, members: pd.DataFrame, group_items: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Each strategy's ``group, item, prediction`` (sorted by group and item; groups without members
-    left out), scored a run of groups at a time (at most ~``GROUP_CHUNK_PAIRS`` member x item pairs)."""
+    """Each strategy's ``group, item, prediction[, score]`` (sorted by group and item; groups without
+    members left out; ``score``: the ranking score of a model that clips), scored a run of groups at a time (at most ~``GROUP_CHUNK_PAIRS`` member x item pairs)."""
     members, items = sorted_members_items(members, group_items)
     groups = np.unique(items["group"].to_numpy())
     n_pairs = (items["group"].value_counts().reindex(groups, fill_value=0).to_numpy()
@@ -85,8 +85,10 @@ def score_group_items(scores: GroupScores, members: pd.DataFrame, group_items: p
         if chunk_items.empty:
             continue
         keys = {"group": chunk_items["group"].to_numpy(), "item": chunk_items["item"].to_numpy()}
-        for name, values in scores.pairs(chunk_members, chunk_items).items():
-            parts[name].append(pd.DataFrame({**keys, "prediction": values}))
+        for name, (rating, score) in scores.pairs(chunk_members, chunk_items).items():
+            # ``score`` (what the ranking reads) only where it differs from the rating: a clipping model
+            parts[name].append(pd.DataFrame({**keys, "prediction": rating,
+                                             **({} if score is rating else {"score": score})}))
     empty = pd.DataFrame({"group": [], "item": [], "prediction": []})
     return {name: pd.concat(frames, ignore_index=True) if frames else empty for name, frames in parts.items()}
 
@@ -98,18 +100,20 @@ def group_scores(model: Recommender, members: pd.DataFrame, group_items: pd.Data
 
 
 def listed_group_metrics(candidates: ListedCandidates, scores: dict[str, pd.DataFrame], k: int,
-                         threshold: float) -> pd.DataFrame:
-    """Per-group metrics of each strategy's ``group, item, prediction`` scores of the listed candidates:
-    ``aggregation, group, n_test, <ranking metrics>[, group_rmse, group_mae]``."""
+                         threshold: float, seed: int = 0) -> pd.DataFrame:
+    """Per-group metrics of each strategy's ``group, item, prediction[, score]`` scores of the listed
+    candidates (ties by the tie rule seeded by ``seed``): ``aggregation, group, n_test, <ranking
+    metrics>[, group_rmse, group_mae], tie_at_cutoff``."""
     tables = []
     truth = candidates.frame[["group", "item", "rating"]]
     for name, scored in scores.items():
         same_rows = (len(scored) == len(truth) and np.array_equal(scored["group"].to_numpy(), truth["group"].to_numpy())
                      and np.array_equal(scored["item"].to_numpy(), truth["item"].to_numpy()))
         # KMeans groups: every truth row was scored, in the same (group, item) order: no merge needed
-        frame = (truth.assign(prediction=scored["prediction"].to_numpy()) if same_rows
-                 else truth.merge(scored, on=["group", "item"]))
-        tables.append(per_user_metrics(frame, k, threshold, key="group", rated=candidates.rated).reset_index()
+        frame = (truth.assign(**{c: scored[c].to_numpy() for c in scored.columns if c not in ("group", "item")})
+                 if same_rows else truth.merge(scored, on=["group", "item"]))
+        tables.append(per_user_metrics(frame, k, threshold, key="group", rated=candidates.rated, seed=seed)
+                      .reset_index()
                       .assign(aggregation=name))
     table = pd.concat(tables, ignore_index=True)
     return table[["aggregation", *[c for c in table.columns if c != "aggregation"]]]
@@ -117,15 +121,18 @@ def listed_group_metrics(candidates: ListedCandidates, scores: dict[str, pd.Data
 
 # ---------------------------------------------------------------------------- catalogue candidates
 
-def rank_catalogue(candidates: CatalogueCandidates, chunks, k: int) -> dict[str, tuple[pd.DataFrame, np.ndarray]]:
+def rank_catalogue(candidates: CatalogueCandidates, chunks, k: int,
+                   seed: int = 0) -> dict[str, tuple[pd.DataFrame, np.ndarray]]:
     """Each strategy's per-query metrics table and top-k positions, from score chunks that cover the
-    queries in order; the excluded and relevant masks are read for each chunk only."""
+    queries in order (ties by the tie rule seeded by ``seed``); the excluded and relevant masks and
+    the tie keys are built for each chunk only."""
     parts: dict[str, list] = {}
     for start, stop, scores in chunks:
         excluded, relevant = candidates.matrices(start, stop)
-        tie_order = ranking.tie_columns(candidates.queries[start:stop].to_numpy(), candidates.items.to_numpy())
+        tie = ranking.tie_key(candidates.queries[start:stop].to_numpy()[:, None], candidates.items.to_numpy()[None, :],
+                              seed)
         for name, matrix in scores.items():
-            parts.setdefault(name, []).append(rank_metrics(matrix, excluded, relevant, k, tie_order))
+            parts.setdefault(name, []).append(rank_metrics(matrix, excluded, relevant, k, tie))
     if not parts:
         return {}
     return {name: (pd.concat([t for t, _ in p], ignore_index=True), np.concatenate([top for _, top in p]))
@@ -180,14 +187,15 @@ def catalogue_metrics(ctx: EvalContext, truth: Callable[[], pd.DataFrame], strat
     def score_rows(chunk: np.ndarray) -> np.ndarray:
         return source.score_matrix(chunk, items.to_numpy(), chunk_pairs=CHUNK_PAIRS)
 
-    table, top_items = rank_catalogue(users, user_chunks(users, score_rows), k)["user"]
+    table, top_items = rank_catalogue(users, user_chunks(users, score_rows), k, ctx.seed)["user"]
     result = EvalResult(summarize_full(table, top_items, len(items), k),
                         {"per_user_full_metrics": table.assign(user=test_users)[["user", *table.columns]]})
     if groups_by is None or members.empty:
         return result
     groups = group_catalogue(items, members, ctx.train, truth(), ctx.threshold)
     tables = []
-    for name, (table, top_items) in rank_catalogue(groups, group_chunks(groups, members, groups_by), k).items():
+    for name, (table, top_items) in rank_catalogue(groups, group_chunks(groups, members, groups_by), k,
+                                                   ctx.seed).items():
         result.metrics.update(summarize_full(table, top_items, len(items), k, prefix=f"full_group_{name}_"))
         tables.append(table.assign(group=groups.queries.to_numpy(), aggregation=name))
     per_group = pd.concat(tables, ignore_index=True)

@@ -19,7 +19,8 @@ the evaluation's timed :class:`~benchmark.evaluation.base.Scorer`.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -93,9 +94,11 @@ class GroupScores(Protocol):
 
     strategies: list[str]
 
-    def pairs(self, members: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Each strategy's score of every ``group, item`` row of ``pairs`` (distinct, sorted by group
-        and item; every group has members). ``members``: distinct ``group, user``, sorted by group."""
+    def pairs(self, members: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Each strategy's (predicted rating, ranking score) of every ``group, item`` row of ``pairs``
+        (distinct, sorted by group and item; every group has members); the two are one array unless
+        the model clips its scores (models.base.RawScores). ``members``: distinct ``group, user``,
+        sorted by group."""
         ...
 
     def matrix(self, members: pd.DataFrame, items: np.ndarray) -> dict[str, np.ndarray]:
@@ -114,21 +117,41 @@ class MemberAggregation:
     def __init__(self, scorer, aggregations: list[str]):
         self.scorer, self.strategies = scorer, list(aggregations)
 
-    def pairs(self, members: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, np.ndarray]:
+    def pairs(self, members: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         item_rows, member_rows, starts = pair_rows(members, pairs)
         users = pd.DataFrame({"user": members["user"].to_numpy()[member_rows],
                               "item": pairs["item"].to_numpy()[item_rows]})
-        values = self._predicted(users, one_group_each=not members["user"].duplicated().any())
-        return {name: AGGREGATIONS[name](values, starts) for name in self.strategies}
+        ratings, scores = self._scored(users, one_group_each=not members["user"].duplicated().any())
+        out = {}
+        for name in self.strategies:
+            rating = AGGREGATIONS[name](ratings, starts)
+            # a clipping model's group is ranked by its members' scores before the clip, aggregated
+            out[name] = (rating, rating if scores is ratings else AGGREGATIONS[name](scores, starts))
+        return out
+
+    def _distinct(self, pairs: pd.DataFrame, one_group_each: bool) -> tuple[pd.DataFrame, np.ndarray | None]:
+        """The distinct ``user, item`` pairs and each row's pair (None: every row is distinct)."""
+        if one_group_each:  # (KMeans) every pair is distinct
+            return pairs, None
+        pair = pairs.groupby(["user", "item"], sort=False).ngroup().to_numpy()
+        _, first = np.unique(pair, return_index=True)  # the first row of each distinct pair, in pair-id order
+        return pairs.iloc[first].reset_index(drop=True), pair
 
     def _predicted(self, pairs: pd.DataFrame, one_group_each: bool) -> np.ndarray:
         """The members' predictions of ``user, item`` pairs; a pair shared by several groups is predicted once."""
-        if one_group_each:  # (KMeans) every pair is distinct
-            return self.scorer.predict(pairs, what="group-member pairs")
-        pair = pairs.groupby(["user", "item"], sort=False).ngroup().to_numpy()
-        _, first = np.unique(pair, return_index=True)  # the first row of each distinct pair, in pair-id order
-        distinct = pairs.iloc[first].reset_index(drop=True)
-        return self.scorer.predict(distinct, what="group-member pairs")[pair]
+        distinct, pair = self._distinct(pairs, one_group_each)
+        values = self.scorer.predict(distinct, what="group-member pairs")
+        return values if pair is None else values[pair]
+
+    def _scored(self, pairs: pd.DataFrame, one_group_each: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The members' (predicted ratings, ranking scores) of ``user, item`` pairs (Scorer.scored),
+        each distinct pair asked once; the two are one array for a model that does not clip."""
+        distinct, pair = self._distinct(pairs, one_group_each)
+        ratings, scores = self.scorer.scored(distinct, what="group-member pairs")
+        if pair is None:
+            return ratings, scores
+        rows = ratings[pair]
+        return (rows, rows) if scores is ratings else (rows, scores[pair])
 
     def matrix(self, members: pd.DataFrame, items: np.ndarray) -> dict[str, np.ndarray]:
         starts = segment_starts(members["group"].to_numpy())
@@ -145,8 +168,9 @@ class DirectGroupScores:
     def __init__(self, scorer: Scorer):
         self.scorer = scorer
 
-    def pairs(self, members: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, np.ndarray]:
-        return {DIRECT: self.scorer.score_groups(members, pairs)}
+    def pairs(self, members: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        scores = self.scorer.score_groups(members, pairs)
+        return {DIRECT: (scores, scores)}
 
     def matrix(self, members: pd.DataFrame, items: np.ndarray) -> dict[str, np.ndarray]:
         groups = members["group"].to_numpy()[segment_starts(members["group"].to_numpy())]

@@ -4,12 +4,14 @@ It never trains: it reads the experiment's job runs (tag ``groupbench.role=job``
 params, metrics and ``per_user_metrics.csv`` artifacts, and writes into ``--out``
 (default ``reports/<experiment>/``):
 
-- ``report.md``           every section below, with the provenance line on top;
+- ``report.md``           every section below, with the provenance line on top, then the Findings
+                          (``sections/findings.py``: what the tables found, each citing its cell);
 - ``main_table.csv|.tex`` one row per model configuration and dataset, mean / std / n over seeds;
 - ``<file>_sweep.csv|.png``, ``<file>_ablation.csv|.png`` for the focus model's swept parameters
   (``meta`` of conf/model/<name>.yaml; DMTL: ``lambda_sweep``, ``attention_ablation``);
 - ``significance.csv``    the focus model's best configuration against every baseline, paired per user;
 - ``secondary_metrics.csv`` group-level (``group_*``) and cold-start (``cold_*``) metrics, if logged;
+- ``ties.csv``            every configuration whose share of queries with a tie at the cut-off is above 5 %;
 - ``completeness.csv``    every cell whose seeds lack a FINISHED run.
 
 Each section is a module of :mod:`benchmark.report.sections`; :func:`build_report` composes them.
@@ -38,8 +40,20 @@ from benchmark.report.collect import Collected, collect, sweep_seed_count
 from benchmark.report.commits import commit_lines
 from benchmark.report.context import Context
 from benchmark.report.format import Provenance, read_csv
+from benchmark.report.merge import merge_configurations
 from benchmark.report.results import safe_name
-from benchmark.report.sections import catalogue, completeness, groups, header, secondary, significance, swept, tuning
+from benchmark.report.sections import (
+    catalogue,
+    completeness,
+    findings,
+    groups,
+    header,
+    secondary,
+    significance,
+    swept,
+    ties,
+    tuning,
+)
 from benchmark.report.sections import main as main_section
 from benchmark.report.sections.significance import best_configuration
 from benchmark.report.selection import fill_val_rmse, tuned_trials
@@ -55,8 +69,10 @@ __all__ = ["PAPER_LABEL", "Collected", "Provenance", "best_configuration", "buil
 log = logging.getLogger("benchmark.report")
 
 # report.md, in this order; each section writes its own files (benchmark/report/sections/__init__.py)
-SECTIONS = (header.section, main_section.section, swept.section, significance.section, tuning.section,
-            secondary.section, catalogue.section, groups.section, completeness.section)
+SECTIONS = (header.section, findings.section, main_section.section, swept.section, significance.section,
+            tuning.section, secondary.section, catalogue.section, ties.section, groups.section, completeness.section)
+# the findings cite the other sections' tables, so they are computed last (and shown second)
+LAST = (findings.section,)
 DEFAULT_EXPERIMENT = "paper"
 
 
@@ -64,13 +80,17 @@ def build_report(client, experiment: str, uri: str, out: Path, prov: Provenance,
                  log_to_parent: bool = True) -> list[Path]:
     col = collect(client, experiment, uri)
     col.runs = fill_val_rmse(client, col.runs)
+    col.all_runs = col.runs  # group-level tables: every configuration
+    col.runs, col.merges = merge_configurations(col.runs, col.metrics)  # user-level tables: one row per distinct one
     out.mkdir(parents=True, exist_ok=True)
     main = main_table(col)
     show_n = not same_n(main_section.real_rows(main), MAIN_COLUMNS, col.k, col.expected_seeds)
     ctx = Context(client=client, uri=uri, experiment=experiment, col=col, main=main, out=out, prov=prov,
                   trials=tuned_trials(col.runs), show_n=show_n,
                   header=header.header_lines(client, col.parent_run_id) + commit_lines(col.runs))  # runs' code
-    md = [line for section in SECTIONS for line in section(ctx)]
+    parts = {section: section(ctx) for section in SECTIONS if section not in LAST}
+    parts.update({section: section(ctx) for section in LAST})
+    md = [line for section in SECTIONS for line in parts[section]]
     (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     ctx.written.insert(0, out / "report.md")
 

@@ -41,6 +41,8 @@ class Collected:
     expected_source: str
     parent_run_id: str | None
     k: int
+    all_runs: pd.DataFrame | None = None  # every kept run; ``runs`` minus merged duplicates (report.merge)
+    merges: list | None = None            # report.merge's records of configurations shown as one row
 
 
 def swept_columns() -> list[str]:
@@ -185,7 +187,7 @@ def collect(client, experiment: str, uri: str) -> Collected:
                      key=lambda r: r.info.start_time or 0, reverse=True)
 
     frame, metrics = job_table(jobs)
-    frame["label"] = _labels(frame)
+    frame["label"] = configuration_labels(frame)
     tuned = frame["tuned_trials"].notna()  # tuned final runs: one cell per model, whatever each seed chose
     frame.loc[tuned, "label"] = [models_meta.display_name(m) + (" (tuned)" if str(t) != "0" else "")
                                  for m, t in zip(frame.loc[tuned, "model"], frame.loc[tuned, "tuned_trials"])]
@@ -239,7 +241,7 @@ def _section(key: str) -> tuple[int, str]:
     return (RESULT_KEYS.index(head) if head in RESULT_KEYS else len(RESULT_KEYS), key)
 
 
-def _labels(frame: pd.DataFrame) -> pd.Series:
+def configuration_labels(frame: pd.DataFrame) -> pd.Series:
     """Readable configuration names; configurations sharing a name get their differing params appended."""
     swept = swept_columns()
     base = pd.Series([configuration_label(m, values) for m, values in

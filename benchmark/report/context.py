@@ -26,6 +26,7 @@ class Context:
     show_n: bool                         # False: every cell has the expected seeds, n is said once
     header: list[str]                    # the sweep's overrides and the package versions (Markdown and LaTeX)
     written: list[Path] = field(default_factory=list)
+    results: dict = field(default_factory=dict)  # what a section computed that the findings cite
 
     @property
     def k(self) -> int:

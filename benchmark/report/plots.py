@@ -61,6 +61,7 @@ def plot_curve(summary: pd.DataFrame, metrics: list[str], k: int, prov: Provenan
             ax.set_ylabel(y_label(metric, k), fontsize=8)
             ax.set_title(f"{dataset}: {metric_header(metric, k)}", fontsize=10)
             ax.grid(alpha=0.3)
+            ax.ticklabel_format(axis="y", style="plain", useOffset=False)  # 0.9235, never "+1.423" and 0-0.001
     if variant is not None:  # one legend for the figure: a dataset may lack some variants
         fig.legend(list(handles.values()), [f"{variant.short}={a}" for a in handles], fontsize=9, loc="upper left",
                    ncol=len(handles), frameon=False, bbox_to_anchor=(0.005, 0.995))
@@ -100,6 +101,7 @@ def plot_ablation(table: pd.DataFrame, metrics: list[str], k: int, prov: Provena
             ax.set_ylabel(y_label(metric, k), fontsize=8)
             ax.set_title(f"{dataset}: {metric_header(metric, k)}", fontsize=10)
             ax.grid(axis="y", alpha=0.3)
+            ax.ticklabel_format(axis="y", style="plain", useOffset=False)
             low = np.nanmin(rows[f"{metric}_mean"] - rows[f"{metric}_std"].fillna(0))
             high = np.nanmax(rows[f"{metric}_mean"] + rows[f"{metric}_std"].fillna(0))
             if np.isfinite(low) and np.isfinite(high) and high > low:

@@ -21,13 +21,15 @@ class Column:
     header: str
     higher_is_better: bool
     decimals: int = 4
+    trivial: str | None = None   # the metric of the row's own trivial reference (shown in the cell)
 
 
 MAIN_COLUMNS = (
     Column("rmse", "RMSE (pooled)", False), Column("mae", "MAE (pooled)", False),
     Column("precision_at_{k}", "P@{k}", True), Column("recall_at_{k}", "R@{k}", True),
     Column("ndcg_at_{k}", "NDCG@{k}", True),
-    Column("profile_accuracy", "Profiling acc.", True), Column("profile_f1_macro", "Profiling macro-F1", True),
+    Column("profile_accuracy", "Profiling acc.", True, trivial="profile_trivial_accuracy"),
+    Column("profile_f1_macro", "Profiling macro-F1", True, trivial="profile_trivial_f1_macro"),
     Column("fit_seconds", "Fit (s)", False, 2),
 )
 PLOT_METRICS = ("ndcg_at_{k}", "precision_at_{k}", "recall_at_{k}", "rmse", "profile_accuracy")
@@ -66,7 +68,8 @@ def summarize(runs: pd.DataFrame, metrics: Iterable[str], by: list[str]) -> pd.D
 
 def main_table(col: Collected) -> pd.DataFrame:
     """One row per dataset and configuration, sorted: the focus model first (by its swept values), then the rest."""
-    metrics = [c.metric.format(k=col.k) for c in MAIN_COLUMNS] + [VALIDATION_METRIC]  # selection reads val_rmse
+    metrics = ([c.metric.format(k=col.k) for c in MAIN_COLUMNS] + [c.trivial for c in MAIN_COLUMNS if c.trivial]
+               + [VALIDATION_METRIC])  # selection reads val_rmse
     swept = swept_columns()
     table = summarize(col.runs, metrics, ["dataset", "label", "model", *swept])
     table = table.rename(columns={"label": "configuration"})
@@ -119,21 +122,67 @@ def direction_header(column: Column, k: int) -> str:
     return f"{column.header.format(k=k)} {arrow(column.higher_is_better)}"
 
 
+MATCH_TOLERANCE = 1e-9
+
+
+def no_better(value, reference, higher: bool):
+    """True where ``value`` does not beat ``reference`` (a trivial reference matches or beats it)."""
+    value, reference = np.asarray(value, dtype=float), np.asarray(reference, dtype=float)
+    with np.errstate(invalid="ignore"):
+        if higher:
+            return np.isfinite(reference) & (value <= reference + MATCH_TOLERANCE)
+        return np.isfinite(reference) & (value >= reference - MATCH_TOLERANCE)
+
+
+def best_mask(means: pd.Series, decimals: int, higher: bool, eligible: pd.Series | None = None,
+              reference: float = float("nan")) -> pd.Series:
+    """Bold cells of a column: the best mean at the shown decimals (ties all bold), among ``eligible`` rows;
+    none when fewer than two rows have a value, or when ``reference`` (the column's best trivial reference)
+    matches or beats that best."""
+    eligible = means.notna() if eligible is None else eligible & means.notna()
+    if int(means.notna().sum()) < 2 or not eligible.any():
+        return pd.Series(False, index=means.index)
+    shown = means.round(decimals)
+    best = shown[eligible].max() if higher else shown[eligible].min()
+    if bool(no_better(best, round(reference, decimals) if np.isfinite(reference) else reference, higher)):
+        return pd.Series(False, index=means.index)
+    return eligible & shown.eq(best)
+
+
 def display_table(table: pd.DataFrame, columns: Iterable[Column], k: int, expected: int | None,
-                  reported: pd.DataFrame | None = None, show_n: bool = True, bold: bool = True) -> Table:
-    """The formatted table of one dataset: 'mean ± std (n)' cells and each column's best mean (bold);
-    ``reported`` (published numbers) goes on top, marked †, never bold."""
+                  reported: pd.DataFrame | None = None, show_n: bool = True, bold: bool = True,
+                  trivial: dict[str, tuple[float, str]] | None = None) -> Table:
+    """The formatted table of one dataset: 'mean ± std (n)' cells and each column's best mean (bold,
+    ``best_mask``); ``reported`` (published numbers) goes on top, marked †, never bold. ``trivial``: per
+    metric, the best trivial reference's (value, name), shown as the last row, never bold; a column's own
+    trivial metric (``Column.trivial``, e.g. the trivial classifier's profiling accuracy) is shown in each
+    cell, and a cell it matches is marked "= trivial" and never bold."""
+    trivial = trivial or {}
     cells = pd.DataFrame({"Configuration": table["configuration"]})
     best = pd.DataFrame({"Configuration": False}, index=table.index)
+    floor = {"Configuration": "best trivial reference"}
     for column in columns:
         metric = column.metric.format(k=k)
         if f"{metric}_mean" not in table or table[f"{metric}_mean"].isna().all():
             continue
         means = table[f"{metric}_mean"]
         header = direction_header(column, k)
-        cells[header] = [fmt_cell(m, s, n, column.decimals, expected, show_n) for m, s, n in
-                         zip(means, table[f"{metric}_std"], table[f"{metric}_n"])]
-        best[header] = means.eq(means.max() if column.higher_is_better else means.min()) & bold
+        text = [fmt_cell(m, s, n, column.decimals, expected, show_n) for m, s, n in
+                zip(means, table[f"{metric}_std"], table[f"{metric}_n"])]
+        eligible = means.notna()
+        if column.trivial:  # a cell without its trivial reference logged is never shown as a win
+            own = table.get(f"{column.trivial}_mean", pd.Series(np.nan, index=table.index))
+            matched = pd.Series(no_better(means, own, column.higher_is_better), index=table.index)
+            text = [t if not np.isfinite(o) else f"{t} (= trivial {o:.{column.decimals}f})" if m
+                    else f"{t} (trivial {o:.{column.decimals}f})" for t, o, m in zip(text, own, matched)]
+            eligible &= ~matched & own.notna()
+        cells[header] = text
+        value, name = trivial.get(metric, (float("nan"), ""))
+        floor[header] = f"{value:.{column.decimals}f} ({name})" if np.isfinite(value) else "—"
+        best[header] = best_mask(means, column.decimals, column.higher_is_better, eligible, value) & bold
+    if any(v != "—" for c, v in floor.items() if c != "Configuration"):
+        cells = pd.concat([cells, pd.DataFrame([floor])], ignore_index=True)
+        best = pd.concat([best, pd.DataFrame([{c: False for c in best.columns}])], ignore_index=True)
     if reported is not None and len(reported):
         row = {"Configuration": reported.iloc[0]["configuration"] + " †"}
         for column in columns:
@@ -143,7 +192,7 @@ def display_table(table: pd.DataFrame, columns: Iterable[Column], k: int, expect
                 row[header] = f"{value:.4f} †" if np.isfinite(value) else "—"
         cells = pd.concat([pd.DataFrame([row]), cells], ignore_index=True)
         best = pd.concat([pd.DataFrame([{c: False for c in best.columns}]), best], ignore_index=True)
-    return Table(cells, best)
+    return Table(cells, best.fillna(False).astype(bool))
 
 
 def metric_header(metric: str, k: int) -> str:

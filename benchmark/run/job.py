@@ -10,9 +10,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
@@ -23,7 +24,7 @@ from benchmark.core.config import RESULT_KEYS, build_model, config_hash, instant
 from benchmark.core.schema import check_threshold, validate_config
 from benchmark.data.cache import ProtocolCache
 from benchmark.evaluation import divergence
-from benchmark.evaluation.base import EvalContext, checked_predictions, evaluate, model_clock
+from benchmark.evaluation.base import EvalContext, Scorer, evaluate, model_clock
 from benchmark.protocol.folds import Fold
 from benchmark.protocol.grouping import Groups
 from benchmark.protocol.split import are_splits
@@ -31,7 +32,7 @@ from benchmark.run import summary
 from benchmark.tracking import claims, orphans, provenance, saved_models
 from benchmark.tracking.artifacts import check_format, table_name
 from benchmark.tracking.tracker import Tracker, git_commit
-from models.base import Diagnosed, FitContext
+from models.base import Diagnosed, FitContext, RawScores
 from models.trainer import check_removed_keys, effective_settings
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int, stage: Stage
     prefix = f"fold{split.fold}_" if n_folds > 1 else ""
     stage = stage or Stages()
     with stage("grouping"):
-        make_groups = lambda: instantiate(cfg.grouping)(dataset, split.train, seed=cfg.seed)  # noqa: E731
+        make_groups = lambda: instantiate(cfg.grouping)(dataset, split.train, seed=cfg.seed)
         groups = (protocol.groups(split.fold, make_groups, lambda value: isinstance(value, Groups))
                   if protocol is not None else make_groups())
     model = build_model((model_cfg if model_cfg is not None else cfg).model, seed=cfg.seed)
@@ -212,15 +213,18 @@ def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int, stage: Stage
 
     with stage("predict"):
         started = time.perf_counter()
-        prediction = checked_predictions(model, split.test)
+        # the rating (RMSE, MAE, the P@k threshold) and, for a model that clips, the score it ranks by
+        prediction, score = Scorer(model).scored(split.test, "test pairs")
         predict_seconds = time.perf_counter() - started
     if models is not None:
         models.append(model)
 
     frame = split.test[["user", "item", "rating"]].assign(prediction=prediction)
+    if isinstance(model, RawScores):
+        frame["score"] = score
     # the predictions evaluation asks the model for (catalogue, group members, profiling) are the
     # model's work: the predict stage, not the harness's evaluate stage (ranking, aggregation, metrics)
-    eval_context = EvalContext(dataset, split.train, frame, groups, model, cfg.eval)
+    eval_context = EvalContext(dataset, split.train, frame, groups, model, cfg.eval, seed=int(cfg.seed))
     with stage("evaluate"), model_clock(eval_context) as eval_predict:
         result = evaluate(eval_context)
     stage.move("evaluate", "predict", eval_predict.seconds)

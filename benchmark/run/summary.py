@@ -35,7 +35,8 @@ def headline_cells(metrics: dict[str, float]) -> list[tuple[str, list[str]]]:
                     cells.append(f"{short.format(*found.groups())} {_format(value)}")
                     break
         if cells:
-            rows.append((label, cells))
+            note = trivial_note(label, metrics).strip()
+            rows.append((label, cells + ([note] if note else [])))
     return rows
 
 
@@ -43,6 +44,17 @@ def headline(metrics: dict[str, float]) -> list[str]:
     """A few aligned lines (``rating   RMSE 0.9312  MAE 0.7352``) instead of every metric; the run's
     description leads with the same cells (benchmark/run/job.py)."""
     return [f"  {label:<14}" + "  ".join(cells) for label, cells in headline_cells(metrics)]
+
+
+def trivial_note(label: str, metrics: dict[str, float]) -> str:
+    """After the profiling line: the trivial classifier's accuracy (``profile_trivial_accuracy``: a seen
+    user's training group, the majority group otherwise), and whether the model does no better."""
+    if label != "profiling" or "profile_trivial_accuracy" not in metrics or "profile_accuracy" not in metrics:
+        return ""
+    trivial = metrics["profile_trivial_accuracy"]
+    matched = metrics["profile_accuracy"] <= trivial + 1e-9
+    return (f"  (trivial classifier {_format(trivial)}"
+            + (": no better than the trivial classifier, not a result)" if matched else ")"))
 
 
 def _command(tool: str) -> str:

@@ -190,7 +190,8 @@ class SweeperBase(Sweeper):
                 "mlflow.note.content": f"Sweep `{self.name}`: {len(jobs)} jobs ({len(skipped)} already FINISHED); "
                                        f"overrides: `{' '.join(arguments) or '(none)'}`."}
         provenance.set_experiment_description(tracker.client, tracker.experiment_id, provenance.describe_experiment(
-            tracker.experiment_name, self.name, self.grids))
+            tracker.experiment_name, self.name, self.grids, overrides=" ".join(arguments),
+            jobs=len(jobs)))
         outcomes: list[Outcome] = [Outcome("SKIPPED", job.name) for job in skipped]
         with tracker.run(f"sweep:{self.name}", tags=tags) as parent:
             parent.log_params({"overrides": " ".join(arguments) or "(none)",

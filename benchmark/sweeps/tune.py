@@ -47,7 +47,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from benchmark.core.config import SEARCH_DIR, build_model, config_hash, instantiate, search_space_file
 from benchmark.core.errors import ConfigError, require
-from benchmark.evaluation.base import checked_predictions
+from benchmark.evaluation.base import Scorer
 from benchmark.evaluation.metrics import summarize
 from benchmark.protocol.folds import Fold
 from benchmark.run.job import build_tracker, run
@@ -144,9 +144,11 @@ def score_trial(cfg: DictConfig, data: TuningData) -> dict[str, float]:
 
     model = build_model(cfg.model, seed=cfg.seed)
     model.fit(data.fit_rows, FitContext(dataset=data.dataset, groups=data.groups, seed=cfg.seed, fold=data.fold))
-    frame = data.val_rows[["user", "item", "rating"]].assign(
-        prediction=checked_predictions(model, data.val_rows, what="validation pairs"))
-    return summarize(frame, int(cfg.eval.k), float(cfg.eval.threshold), prefix="val_")
+    rating, score = Scorer(model).scored(data.val_rows, what="validation pairs")
+    frame = data.val_rows[["user", "item", "rating"]].assign(prediction=rating)
+    if score is not rating:  # a clipping model is ranked by its score before the clip, as in the test
+        frame["score"] = score
+    return summarize(frame, int(cfg.eval.k), float(cfg.eval.threshold), prefix="val_", seed=int(cfg.seed))
 
 
 def objective(cfg: DictConfig) -> tuple[str, str]:

@@ -220,7 +220,10 @@ def describe_run(cfg: DictConfig, varies: Mapping[str, Any] | None = None, sweep
     return "\n\n".join(lines)
 
 
-def describe_experiment(name: str, sweep: str | None = None, grids: Mapping[str, Any] | None = None) -> str:
+def describe_experiment(name: str, sweep: str | None = None, grids: Mapping[str, Any] | None = None,
+                        overrides: str = "", jobs: int | None = None) -> str:
+    """The experiment's description: for a sweep, its grids and, when the command line narrowed them
+    (``overrides``), that command line and the number of ``jobs`` it made (not the full grids')."""
     if sweep is None:
         return (f"Single runs of `python -m benchmark` (experiment `{name}`). One run per command: "
                 f"params = the result-deciding config as trained, tags = what resume and the report read "
@@ -229,7 +232,10 @@ def describe_experiment(name: str, sweep: str | None = None, grids: Mapping[str,
                           for grid, values in (grids or {}).items())
     return (f"Sweep `{sweep}` (`python -m benchmark +sweep={sweep}`): one parent run `sweep:{sweep}` per "
             f"invocation, one child run per job. Grids: {grid_text or 'command line'}. "
-            f"Report: `python -m benchmark.report --experiment {name}`.")
+            + (f"The first invocation's command line `{overrides}` narrows or overrides them: "
+               f"{jobs} job(s), not the full grids. " if overrides and jobs is not None else
+               f"{jobs} job(s). " if jobs is not None else "")
+            + f"Report: `python -m benchmark.report --experiment {name}`.")
 
 
 def set_experiment_description(client, experiment_id: str, text: str) -> None:

@@ -27,6 +27,7 @@ def full_catalogue_tables(ctx: Context, dataset: str, order: list[str] | None = 
     """Markdown lines and the summary rows for the ``full_*`` metrics of one dataset."""
     k = ctx.k
     in_dataset = ctx.col.runs[ctx.col.runs["dataset"] == dataset]
+    every = ctx.col.all_runs[ctx.col.all_runs["dataset"] == dataset]  # group tables: every grouping
     user_metrics = present(in_dataset, [m.format(k=k) for m in FULL_METRICS])
     if not user_metrics:
         return [], pd.DataFrame()
@@ -37,26 +38,38 @@ def full_catalogue_tables(ctx: Context, dataset: str, order: list[str] | None = 
     if order:  # the main table's row order
         rank = {label: i for i, label in enumerate(order)}
         in_dataset = in_dataset.sort_values("label", key=lambda s: s.map(rank).fillna(len(rank)), kind="stable")
-    real = in_dataset[~in_dataset["model"].isin(REFERENCE_MODELS)]
-    refs = in_dataset[in_dataset["model"].isin(REFERENCE_MODELS)]
-    refs = refs.sort_values("model", key=lambda s: s.map(REFERENCE_MODELS.index), kind="stable")
+        every = every.sort_values("label", key=lambda s: s.map(rank).fillna(len(rank)), kind="stable")
+
+    def split(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        refs = runs[runs["model"].isin(REFERENCE_MODELS)]
+        return (runs[~runs["model"].isin(REFERENCE_MODELS)],
+                refs.sort_values("model", key=lambda s: s.map(REFERENCE_MODELS.index), kind="stable"))
+
+    real, refs = split(in_dataset)
     columns = [(m, f"{FULL_METRICS[next(t for t in FULL_METRICS if t.format(k=k) == m)].format(k=k)} ↑")
                for m in user_metrics]
     tables = [_display(ctx, part, columns, bold) for part, bold in ((real, True), (refs, False)) if len(part)]
     lines += [Table.concat(tables).markdown(), ""]
-    group_metrics = sorted(c for c in in_dataset.columns if c.startswith("full_group_")
+    group_metrics = sorted(c for c in every.columns if c.startswith("full_group_")
                            and (c.endswith(f"_ndcg_at_{k}") or c.endswith(f"_recall_at_{k}"))
-                           and in_dataset[c].notna().any())
+                           and every[c].notna().any())
     if group_metrics:
         columns = [(m, m[len("full_group_"):].replace(f"_ndcg_at_{k}", f" NDCG@{k} ↑")
                     .replace(f"_recall_at_{k}", f" R@{k} ↑").replace("_", " ")) for m in group_metrics]
-        tables = [_display(ctx, part, columns, bold) for part, bold in ((real, True), (refs, False)) if len(part)]
+        real_all, refs_all = split(every)
+        tables = [_display(ctx, part, columns, bold) for part, bold in ((real_all, True), (refs_all, False))
+                  if len(part)]
         lines += ["Groups (full catalogue): each group ranks every item not rated in training by all its members, "
                   "scored by the aggregation of all members' predictions.", "",
                   Table.concat(tables).markdown(), ""]
-    summary = in_dataset.groupby("label", sort=False)[user_metrics + group_metrics].agg(["mean", "std", "count"])
-    summary.columns = [f"{m}_{s.replace('count', 'n')}" for m, s in summary.columns]
+    summary = pd.concat([_summary(in_dataset, user_metrics), _summary(every, group_metrics)], axis=1)
     return lines, summary.reset_index().rename(columns={"label": "configuration"}).assign(dataset=dataset)
+
+
+def _summary(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    summary = runs.groupby("label", sort=False)[metrics].agg(["mean", "std", "count"])
+    summary.columns = [f"{m}_{s.replace('count', 'n')}" for m, s in summary.columns]
+    return summary
 
 
 def section(ctx: Context) -> list[str]:

@@ -55,7 +55,7 @@ def group_size_table(runs: pd.DataFrame) -> tuple[list[str], pd.DataFrame]:
 
 
 def section(ctx: Context) -> list[str]:
-    lines, sizes = group_size_table(ctx.col.runs)
+    lines, sizes = group_size_table(ctx.col.all_runs)
     if lines:
         ctx.csv(sizes, "group_sizes.csv")
     return lines

@@ -9,7 +9,7 @@ import pandas as pd
 
 from benchmark.core import models_meta
 from benchmark.report.format import markdown
-from benchmark.report.tables import arrow
+from benchmark.report.tables import arrow, higher_is_better
 
 # Reference predictors: shown in their own block, never bold, never "best", never a baseline of the
 # significance tests; in their display order.
@@ -52,7 +52,7 @@ def reference_block(runs: pd.DataFrame, dataset: str, k: int) -> list[str]:
     metrics = present(in_dataset, [m.format(k=k) for m in REFERENCE_METRICS])
     names = {m.format(k=k): h.format(k=k) for m, (h, _) in REFERENCE_METRICS.items()}
     headers = {m.format(k=k): f"{h.format(k=k)} {arrow(hb)}" for m, (h, hb) in REFERENCE_METRICS.items()}
-    ref_means = _means(refs, metrics, "model")
+    ref_means = _means(refs, metrics + present(refs, ["prediction_std"]), "model")
     order = [m for m in REFERENCE_MODELS if m in ref_means.index]
     rows = [{"Predictor": REFERENCE_NAMES[m], **{headers[c]: _fmt(ref_means.loc[m, c]) for c in metrics}}
             for m in order]
@@ -68,8 +68,36 @@ def reference_block(runs: pd.DataFrame, dataset: str, k: int) -> list[str]:
     lines += ["Means over seeds. The oracle (true test rating) is each metric's ceiling under its protocol; the "
               "others learn nothing about the user. References are never bold and never a baseline of the tests.",
               "", markdown(pd.DataFrame(rows)), ""]
+    constant = [REFERENCE_NAMES[m] for m in order if m in constant_scorers(ref_means)]
+    if constant:
+        lines += [f"{' and '.join(constant)} {'give' if len(constant) > 1 else 'gives'} every item the same "
+                  f"score (`prediction_std` = 0): {'their' if len(constant) > 1 else 'its'} ranking is the tie rule "
+                  f"alone, so {'they score identically' if len(constant) > 1 else 'it scores as the tie rule does'} "
+                  f"on every ranking metric and say nothing about ranking.", ""]
     lines += calibration_notes(ref_means, real_means, metrics, names, k)
     return lines
+
+
+def trivial_floor(runs: pd.DataFrame, dataset: str, metrics: list[str]) -> dict[str, tuple[float, str]]:
+    """Per metric, the best mean over seeds of the trivial reference predictors on ``dataset``: (value, name).
+    Timings (``*_seconds``) have none: a reference's speed is not a bar a model must clear."""
+    refs = runs[(runs["dataset"] == dataset) & runs["model"].isin(TRIVIAL_MODELS)]
+    floor = {}
+    for metric in present(refs, [m for m in metrics if not m.endswith("_seconds")]):
+        means = _means(refs, [metric], "model")[metric].dropna()
+        if means.empty:
+            continue
+        model = means.idxmax() if higher_is_better(metric) else means.idxmin()
+        floor[metric] = (float(means[model]), REFERENCE_NAMES[model])
+    return floor
+
+
+def constant_scorers(ref_means: pd.DataFrame) -> list[str]:
+    """References whose predictions do not vary (``prediction_std`` 0 in every seed's mean)."""
+    if "prediction_std" not in ref_means:
+        return []
+    return [m for m in ref_means.index if np.isfinite(ref_means.loc[m, "prediction_std"])
+            and ref_means.loc[m, "prediction_std"] <= 1e-12]
 
 
 def calibration_notes(ref_means: pd.DataFrame, real_means: pd.DataFrame, metrics: list[str],

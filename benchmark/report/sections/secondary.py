@@ -22,13 +22,14 @@ def short_header(metric: str, prefix: str, k: int) -> str:
 
 
 def secondary_table(ctx: Context) -> pd.DataFrame:
-    # scores only: counts such as group_n_groups describe the evaluation, they are not compared
+    # scores only: counts such as group_n_groups describe the evaluation, and tie shares
+    # (``*_ties_at_k``: the ties section) the ranking, they are not compared
     col = ctx.col
     metrics = [m for m in col.metrics if m.startswith(tuple(SECONDARY_PREFIXES)) and not m.endswith("_std")
-               and not any(m.startswith(f"{p}n_") for p in SECONDARY_PREFIXES)]
+               and not any(m.startswith(f"{p}n_") for p in SECONDARY_PREFIXES) and "ties_at_" not in m]
     if not metrics:
         return pd.DataFrame()
-    runs = col.runs[col.runs[metrics].notna().any(axis=1) & ~col.runs["model"].isin(REFERENCE_MODELS)]
+    runs = col.all_runs[col.all_runs[metrics].notna().any(axis=1) & ~col.all_runs["model"].isin(REFERENCE_MODELS)]
     return summarize(runs, metrics, ["dataset", "label"]).rename(columns={"label": "configuration"})
 
 

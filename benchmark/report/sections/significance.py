@@ -117,7 +117,9 @@ def significance_text(name: str) -> list[str]:
             f"one pair per user. Correction: Holm across all baselines × metrics of a dataset (one family per "
             f"dataset and test). CI: paired bootstrap 95% (BCa, scipy.stats.bootstrap, {BOOTSTRAP_RESAMPLES} "
             f"resamples of users, seeded) of the mean difference. ▲ / ▼: {name} significantly better / worse "
-            f"(Holm-adjusted Wilcoxon p < {ALPHA}); no marker: no significant difference. RMSE here is the "
+            f"(Holm-adjusted Wilcoxon p < {ALPHA}); no marker: no significant difference. The markers follow the "
+            f"Holm-corrected Wilcoxon test, not the CI: a CI that excludes 0 without a marker is a difference the "
+            f"bootstrap sees in the mean but the corrected rank test does not confirm. RMSE here is the "
             f"per-user RMSE (`user_rmse`, each user weighs the same; lower is better), not the pooled RMSE of the "
             f"main table; every other column: higher is better. Reference predictors are not tested."]
 
@@ -146,6 +148,7 @@ def section(ctx: Context) -> list[str]:
         return []
     name = focus.display_name
     sig, chosen, missing = significance(ctx, focus.name)
+    ctx.results["significance"] = sig
     md = [f"## Significance: best {name} configuration vs every baseline", "",
           f"Best configuration per dataset = {selection_rule(name)}: "
           + (", ".join(f"{d}: {c}" for d, c in chosen.items()) or "none") + ".",
@@ -156,7 +159,8 @@ def section(ctx: Context) -> list[str]:
         ctx.csv(sig, "significance.csv")
         for dataset in sorted(sig["dataset"].unique()):
             pairs = sig.loc[sig["dataset"] == dataset, "n"]
-            md += [f"**{dataset}**: {name} − baseline, 95% CI; {int(pairs.min())}"
+            md += [f"### Significance: {dataset}", "",
+                   f"{name} − baseline, 95% CI; {int(pairs.min())}"
                    + (f"–{int(pairs.max())}" if pairs.max() != pairs.min() else "") + " users (pairs).", "",
                    markdown(significance_matrix(sig, dataset, ctx.k)), ""]
     if missing:
