@@ -108,6 +108,7 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
                  **({"varies": json.dumps(varies, default=str)} if varies else {})}
     base_tags.update({**provenance.source_tags(base_tags["git_commit"]),
                       "mlflow.note.content": provenance.describe_run(cfg, varies, base_tags.get("sweep"))})
+    record = provenance.provenance_record()  # reads package metadata (0.1-0.5 s): before the run, as the tags were
     if parent_run_id is None:
         provenance.set_experiment_description(tracker.client, tracker.experiment_id,
                                               provenance.describe_experiment(tracker.experiment_name))
@@ -115,7 +116,7 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
         stage, models = stages(), []
         with stage("log"):
             logger.log_artifacts({"config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
-                                  PROVENANCE: provenance.provenance_record()})
+                                  PROVENANCE: record})
         try:
             return _body(cfg, tracker, logger, stage, models, base_tags, varies, claim, fold_configs)
         except BaseException:
