@@ -129,3 +129,25 @@ def test_a_tuned_sweep_job_stays_under_the_tag_limit(make_cfg, tmp_path):
     assert varies["model"] == "svd" and float(varies["model.params.lr_all"]) == pytest.approx(
         chosen["model.params.lr_all"], rel=1e-3)
     assert float(final.data.params["model.params.lr_all"]) == chosen["model.params.lr_all"]  # the params: as trained
+
+
+def test_folds_that_trained_differently_give_each_value(make_cfg):
+    """k-fold: each fold's model reports its own effective values; equal ones are one value, different
+    ones are listed in fold order; a model without a Trainer reports none."""
+    from types import SimpleNamespace
+
+    from benchmark.run.job import effective_params
+    from models.trainer import Trainer, TrainerConfig
+
+    settings = make_cfg("model=dmtl").trainer
+
+    def fitted(batch: int, lr: float):
+        trainer = Trainer(TrainerConfig.from_mapping(dict(settings)), seed=0, name="t")
+        trainer.used = {"batch_size": batch, "lr": lr}
+        return SimpleNamespace(trainer=trainer)
+
+    assert effective_params([fitted(111, 0.0005), fitted(111, 0.0005)]) == \
+        {"model.trainer.batch_size": 111, "model.trainer.lr": 0.0005}
+    assert effective_params([fitted(111, 0.5), fitted(110, 0.25), SimpleNamespace(trainer="x")]) == \
+        {"model.trainer.batch_size": "111, 110", "model.trainer.lr": "0.5, 0.25"}
+    assert effective_params([SimpleNamespace()]) == {}
