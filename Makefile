@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: run test install clean
+.PHONY: run test install clean screenshot
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(ARGS)
+
+# The README's runs-table screenshot (docs/img/mlflow-runs-table.png) in headless Chromium; ARGS: --experiment, --tracking-uri.
+screenshot: $(VENV)/.installed
+	$(PY) scripts/screenshot_runs.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun

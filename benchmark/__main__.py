@@ -56,7 +56,7 @@ def print_summary(cfg: DictConfig, tracker, result) -> None:
 
     saved = any(f.path == saved_models.ARTIFACT for f in tracker.client.list_artifacts(result.run_id))
     summary.print_run(provenance.display_name(cfg), result.run_id, result.metrics, tracker.uri,
-                      tracker.experiment_name, saved, user=result.predictions["user"].min())
+                      tracker.experiment_name, tracker.experiment_id, saved, user=result.predictions["user"].min())
 
 
 if __name__ == "__main__":

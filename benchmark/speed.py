@@ -255,7 +255,7 @@ def sweep_mode(args) -> dict[str, float]:
             if c.info.end_time and c.info.status == "FINISHED"]
     workers, source = (args.workers, "--workers") if args.workers else workers_of(parent)
     wall = parent.data.metrics.get("wall_seconds", float("nan"))
-    rows = [{"model": job.data.tags.get("model", "?"), "job": (job.info.end_time - job.info.start_time) / 1000,
+    rows = [{"model": job.data.tags.get("model") or job.data.params.get("model.name", "?"), "job": (job.info.end_time - job.info.start_time) / 1000,
              "fit_predict": fit_predict_seconds(job.data.metrics),
              **stage_seconds(job.data.metrics, missing=np.nan)} for job in jobs]
     frame = pd.DataFrame(rows)

@@ -288,6 +288,18 @@ def epoch_means(sums: dict[str, list]) -> dict[str, float]:
     return {name: total / count for name, (total, count) in totals.items()}
 
 
+def effective_settings(model: Any) -> dict[str, Any]:
+    """The values of a model's config keys that its fit trained with, keyed relative to its config
+    (``{"trainer.batch_size": 111, "trainer.lr": 0.000542}``): a model that trains through a
+    :class:`Trainer` holds it as ``model.trainer``, built from its config's ``trainer`` node
+    (``trainer: ${trainer}``). {} for any other model, and before a fit. The runner logs these
+    values as the run's params (benchmark/run/job.py), the configured ones stay in ``config.yaml``."""
+    trainer = getattr(model, "trainer", None)
+    if not isinstance(trainer, Trainer):
+        return {}
+    return {f"trainer.{key}": value for key, value in trainer.used.items()}
+
+
 class Trainer:
     """Fits a network by minibatch Adam with early stopping (module docstring)."""
 
@@ -300,6 +312,7 @@ class Trainer:
         self.name = name
         self.divergence_hint = divergence_hint  # e.g. "or model.lambda_profile (now 0.1)"
         self.device = resolve_device(config.device)
+        self.used: dict[str, Any] = {}  # the settings the last fit trained with (Trainer.used_batch): batch_size, lr
 
     def validation(self, train: pd.DataFrame, context: FitContext) -> Holdout:
         """The early-stopping part of ``train``: the validation part of ``context.fold`` at
@@ -334,7 +347,7 @@ class Trainer:
         ML-100K; on a small dataset it would leave a handful of steps per epoch, so the batch shrinks to
         give at least MIN_STEPS steps and the learning rate follows it linearly (the linear scaling rule).
         ML-100K (72k rows) is unaffected; ITM-Rec (3.5k fitting rows) trains at batch 111. Both used values are
-        logged (metrics ``used_batch_size``, ``used_lr``)."""
+        the run's params (``effective_settings``) and metrics (``used_batch_size``, ``used_lr``)."""
         batch, lr = self.config.batch_size, self.config.lr
         used = min(batch, max(1, math.ceil(n_rows / self.MIN_STEPS)))
         return used, lr * used / batch
@@ -357,6 +370,7 @@ class Trainer:
             log.info("%s: %d fitting rows; batch %d -> %d and lr %g -> %g (at least %d steps per epoch)",
                      self.name, n, self.config.batch_size, batch, self.config.lr, lr, self.MIN_STEPS)
         context.log_metrics({"used_batch_size": float(batch), "used_lr": lr}, None)
+        self.used = {"batch_size": batch, "lr": lr}
         optimizer = Optimizers(net, self.device, lr, self.config.weight_decay, self.config.sparse_embeddings)
         generator = torch.Generator().manual_seed(self.seed)  # the epochs' shuffles and negative draws
         monitor, sign = f"val_{validation.monitor}", -1.0 if validation.maximise else 1.0

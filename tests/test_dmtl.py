@@ -3,6 +3,7 @@ an edited network trains as written. (Over 400 lines: one model's tests, kept to
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 import models.dmtl as dmtl
 from benchmark.core.config import build_model
@@ -252,11 +254,13 @@ def test_an_edited_network_trains_as_written(make_cfg, monkeypatch):
     assert np.abs(edited.predict(pairs) - plain.predict(pairs)).max() > 1e-3  # and change the predictions
 
 
-def test_used_batch_and_learning_rate_are_logged(make_cfg, tracking_uri):
+def test_params_are_the_batch_and_learning_rate_trained_with(make_cfg, tracking_uri, tmp_path):
     # 6,000 synthetic ratings -> ~4,300 fitting rows: batch 1024 would give 5 steps per epoch, so the
-    # trainer uses ceil(rows / 32) and scales the learning rate with it; both values are logged
+    # trainer uses ceil(rows / 32) and scales the learning rate with it; the params hold the values used
+    # (#30 item 4), the configured ones are in the ``configured`` tag and in config.yaml
     result = run(make_cfg(*FAST, "trainer.max_epochs=2", "trainer.batch_size=1024", "trainer.lr=0.004"))
-    logged = MlflowClient(tracking_uri).get_run(result.run_id).data
+    client = MlflowClient(tracking_uri)
+    logged = client.get_run(result.run_id).data
     dataset = instantiate(make_cfg(*FAST).dataset.loader, root=None)
     split = instantiate(make_cfg(*FAST).split)(dataset.ratings, seed=0)[0]
     n_fit = int((~holdout_mask(split.train, 0.1, 0)).sum())
@@ -264,7 +268,20 @@ def test_used_batch_and_learning_rate_are_logged(make_cfg, tracking_uri):
     assert expected < 1024
     assert logged.metrics["used_batch_size"] == expected
     assert logged.metrics["used_lr"] == pytest.approx(0.004 * expected / 1024)
-    assert logged.params["model.trainer.batch_size"] == "1024"  # the params keep the configured value
+    assert logged.params["model.trainer.batch_size"] == str(expected)
+    assert float(logged.params["model.trainer.lr"]) == pytest.approx(0.004 * expected / 1024)
+    assert result.models[0].trainer.used == {"batch_size": expected, "lr": pytest.approx(0.004 * expected / 1024)}
+    assert json.loads(logged.tags["configured"]) == {"model.trainer.batch_size": 1024, "model.trainer.lr": 0.004}
+    config = OmegaConf.load(client.download_artifacts(result.run_id, "config.yaml", str(tmp_path)))
+    assert (config.trainer.batch_size, config.trainer.lr) == (1024, 0.004)
+
+
+def test_params_without_scaling_carry_no_configured_tag(make_cfg, tracking_uri):
+    # a batch that already leaves >= 32 steps per epoch is used as configured: params = config, no tag
+    result = run(make_cfg(*FAST, "trainer.max_epochs=1", "trainer.batch_size=64", "trainer.lr=0.002"))
+    logged = MlflowClient(tracking_uri).get_run(result.run_id).data
+    assert (logged.params["model.trainer.batch_size"], logged.params["model.trainer.lr"]) == ("64", "0.002")
+    assert logged.metrics["used_batch_size"] == 64 and "configured" not in logged.tags
 
 
 # ---- the removed training-step key: one line, exit 2, a FAILED run ---------------------------

@@ -52,3 +52,38 @@ def test_default_lambda_is_justified_on_validation_data():
     bullet = _bullet("protocol.md", "- **Defaults** (no values in the paper)")
     assert "to 3 decimals" not in bullet
     assert "**validation** part" in bullet and "`val_rmse`" in bullet and "never on test" in bullet
+
+
+def _screenshot_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("screenshot_runs", REPO / "scripts" / "screenshot_runs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_runs_table_screenshot(tmp_path):
+    """The README's screenshot is taken by scripts/screenshot_runs.py in headless Chromium, at the URL the
+    "next:" line prints, with the metric columns the README names; without a Chromium the script says
+    so in one line (exit 2) and this test stops there (skipped)."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    script = _screenshot_script()
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert all(f"`{name}`" in readme for name in script.COLUMNS)  # the columns the README tells a reader to add
+    if script.chromium() is None:
+        proc = subprocess.run([sys.executable, str(REPO / "scripts" / "screenshot_runs.py"), "--out",
+                               str(tmp_path / "x.png")], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "Chromium" in proc.stderr
+        assert not (tmp_path / "x.png").exists()
+        pytest.skip("no headless Chromium here (pip install playwright && playwright install chromium)")
+    from tests.test_runner import cli
+
+    assert cli(tmp_path, "dataset=synthetic", "model=svd").returncode == 0
+    out = tmp_path / "runs.png"
+    assert script.main(["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

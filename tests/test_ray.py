@@ -84,7 +84,7 @@ def test_ray_cluster_runs_the_smoke_sweep(tmp_path: Path, ray_cluster: str, mlfl
     parents, jobs = runs(mlflow_server, "smoke")
     assert len(parents) == 1
     children = check_sweep(parents[0], jobs, "smoke", finished=2)  # every job FINISHED under the one parent
-    assert {c.data.tags["model"] for c in children} == {"dmtl", "svd"}
+    assert {c.data.params["model.name"] for c in children} == {"dmtl", "svd"}
     assert all(c.info.status == "FINISHED" and "rmse" in c.data.metrics for c in children)
     assert "RayLauncher" in parents[0].data.params["launcher"]
     # the jobs ran in Ray worker processes (Ray prefixes their log lines), not in the sweep process

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from benchmark.tracking.artifacts import download_table
 from benchmark import recommend
@@ -67,9 +69,13 @@ def test_run_records_clean_params_tags_dataset_and_a_model(svd_run, svd_uri, tmp
     assert {key.split(".")[0] for key in params} <= set(RESULT_KEYS)
     assert params["model.name"] == "svd" and params["dataset.loader.n_items"] == "60"
     assert not any(key.endswith(("_partial_", "_convert_")) for key in params)
-    assert tags["config.tracking.uri"] == svd_uri and "config.data.root" in tags
-    assert tags["version.torch"] == torch.__version__ and tags["version.python"]
-    assert tags["version.scikit-surprise"].startswith("1.1")
+    assert not any(key.startswith(("config.", "version.")) for key in tags)  # in config.yaml / provenance.json
+    record = json.loads(Path(client.download_artifacts(svd_run.run_id, "provenance.json", str(tmp_path))).read_text())
+    assert record["versions"]["torch"] == torch.__version__ and record["versions"]["python"]
+    assert record["versions"]["scikit-surprise"].startswith("1.1")
+    assert record["dataset"]["sha256"] == tags["dataset_sha256"] and record["dataset"]["files_sha256"]
+    config = OmegaConf.load(client.download_artifacts(svd_run.run_id, "config.yaml", str(tmp_path)))
+    assert config.tracking.uri == svd_uri and "root" in config.data
     assert "**svd** on **synthetic**" in tags["mlflow.note.content"]
     assert logged.info.run_name == "svd · synthetic · s0"
     [data] = logged.inputs.dataset_inputs
@@ -166,7 +172,7 @@ def test_names_lines_and_params_from_a_config(make_cfg):
     varies = {"model": "dmtl", "model.lambda_profile": "0.5", "dataset": "itmrec", "seed": "2"}
     assert provenance.display_name(cfg, varies) == "λ=0.5 · dmtl · itmrec · s2"
     assert provenance.swept_values({**varies, "model.attention": "none"}) == ["λ=0.5", "attention=none"]
-    params = provenance.run_params(cfg, RESULT_KEYS)
+    params = provenance.configured_params(cfg, RESULT_KEYS)
     assert params["model.trainer.max_epochs"] == cfg.trainer.max_epochs  # DMTL's trainer, logged once
     assert not any(key.startswith(("trainer.", "tracking.", "data.", "hydra")) for key in params)
     assert "model.trainer.progress" not in params

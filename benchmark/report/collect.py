@@ -22,10 +22,11 @@ from benchmark.core import models_meta
 from benchmark.core.config import RESULT_KEYS
 from benchmark.core.errors import TrackingError
 from benchmark.report.results import latest_results
+from benchmark.tracking import provenance
 from benchmark.tracking.queries import retry_locked, runs_frame, search_all
 
-# Params that define a model configuration (config_hash's keys without seed and dataset).
-CONFIG_PREFIXES = ("model.", "split.", "grouping.", "eval.")
+# Param sections that define a model configuration (config_hash's keys without seed and dataset).
+CONFIG_SECTIONS = ("model", "split", "grouping", "eval")
 JOBS = "tags.`groupbench.role` = 'job'"
 SWEEPS = "tags.`groupbench.role` = 'sweep'"
 
@@ -140,9 +141,15 @@ def job_table(jobs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         values = column(f"tags.{name}")
         return values.where(values.astype(bool), fallback)
 
-    params = [c for c in jobs.columns if c.startswith("params.") and c[len("params."):].startswith(CONFIG_PREFIXES)]
-    configs = [{key[len("params."):]: value for key, value in row.items() if _given(value)}
-               for row in jobs[params].to_dict("records")]
+    # each run's configuration as configured (the ``configured`` tag over the effective params; runs logged
+    # before it: import paths and plumbing dropped as today's runs do), so seeds whose data size changed
+    # the trainer's batch and lr share a cell
+    params = [c for c in jobs.columns if c.startswith("params.")]
+    configured = column(f"tags.{provenance.CONFIGURED_TAG}")
+    configs = [{key: value for key, value in provenance.as_configured(
+                    {key[len("params."):]: value for key, value in row.items() if _given(value)}, tag).items()
+                if key.split(".", 1)[0] in CONFIG_SECTIONS}
+               for row, tag in zip(jobs[params].to_dict("records"), configured)]
     model = tag_or("model", column("params.model.name", "?"))
     tuned = column("tags.tuned.trials")
     seeds = column("tags.seed").where(column("tags.seed").notna(), column("params.seed"))

@@ -34,7 +34,12 @@ MEASUREMENTS = ("_seconds",)   # timings: measured, not a function of the config
 
 
 def _without_grouping(config: dict) -> str:
-    return json.dumps({k: v for k, v in config.items() if not k.startswith("grouping.")}, sort_keys=True)
+    return json.dumps({k: v for k, v in config.items() if not _grouping(k)}, sort_keys=True)
+
+
+def _grouping(key: str) -> bool:
+    """A grouping setting: ``grouping`` (kmeans | real: the params name the grouping so, not by import path) or ``grouping.*``."""
+    return key == "grouping" or key.startswith("grouping.")
 
 
 def user_level_metrics(metrics: list[str]) -> list[str]:
@@ -79,7 +84,7 @@ def merge_configurations(runs: pd.DataFrame, metrics: list[str]) -> tuple[pd.Dat
         kept = sizes.sort_values(["runs", "label"], ascending=[False, True]).index[0]
         configs = pd.DataFrame(list(group.drop_duplicates("signature")["config"]))
         settings = {c: sorted(configs[c].dropna().astype(str).unique(), key=_natural)
-                    for c in configs.columns if c.startswith("grouping.") and configs[c].nunique(dropna=False) > 1}
+                    for c in configs.columns if _grouping(c) and configs[c].nunique(dropna=False) > 1}
         drop += list(group.index[group["signature"] != kept])
         merges.append({"dataset": dataset, "model": model, "kept": kept, "labels": sorted(sizes["label"]),
                        "settings": settings})

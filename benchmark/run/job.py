@@ -6,6 +6,7 @@ are all built with Hydra's ``instantiate`` from their config groups.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -27,13 +28,16 @@ from benchmark.evaluation.base import EvalContext, Scorer, evaluate, model_clock
 from benchmark.protocol.folds import Fold
 from benchmark.protocol.grouping import Groups
 from benchmark.protocol.split import are_splits
+from benchmark.run import summary
 from benchmark.tracking import claims, orphans, provenance, saved_models
 from benchmark.tracking.artifacts import check_format, table_name
 from benchmark.tracking.tracker import Tracker, git_commit
 from models.base import Diagnosed, FitContext, RawScores
-from models.trainer import check_removed_keys
+from models.trainer import check_removed_keys, effective_settings
 
 log = logging.getLogger(__name__)
+
+PROVENANCE = "provenance.json"  # package versions, the data files' sha256 and notes (provenance.provenance_record)
 
 @dataclass
 class JobResult:
@@ -96,68 +100,87 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
     ``fold_configs``: fold number -> the config whose ``model`` that fold fits (k-fold tuning: each fold's
     own choice, benchmark/sweeps/tune.py); the rest of the job follows ``cfg``."""
     tracker = tracker or build_tracker(cfg)
+    # sweep jobs pass what varies as ``varies.<key>`` tags: one ``varies`` tag (JSON) on the run, and the
+    # run name shows it first (e.g. λ=0.5 · dmtl · ml100k · s0)
+    varies = {key.split(".", 1)[1]: value for key, value in (tags or {}).items() if key.startswith("varies.")}
     base_tags = {"groupbench.role": "job", "config_hash": config_hash(cfg), "git_commit": git_commit(),
-                 "model": cfg.model.name,
-                 "dataset": cfg.dataset.name, "seed": str(cfg.seed), **(tags or {})}
-    # sweep jobs tag what varies; the run name shows it first (e.g. λ=0.5 · dmtl · ml100k · s0)
-    varies = {key.split(".", 1)[1]: value for key, value in base_tags.items() if key.startswith("varies.")}
-    base_tags.update({**provenance.config_tags(cfg, RESULT_KEYS), **provenance.package_versions(),
-                      **provenance.source_tags(base_tags["git_commit"]),
+                 **{key: value for key, value in (tags or {}).items() if not key.startswith("varies.")},
+                 **({"varies": json.dumps(varies, default=str)} if varies else {})}
+    base_tags.update({**provenance.source_tags(base_tags["git_commit"]),
                       "mlflow.note.content": provenance.describe_run(cfg, varies, base_tags.get("sweep"))})
+    record = provenance.provenance_record()  # reads package metadata (0.1-0.5 s): before the run, as the tags were
     if parent_run_id is None:
         provenance.set_experiment_description(tracker.client, tracker.experiment_id,
                                               provenance.describe_experiment(tracker.experiment_name))
     with tracker.run(provenance.display_name(cfg, varies), tags=base_tags, parent_run_id=parent_run_id) as logger:
         stage, models = stages(), []
         with stage("log"):
-            logger.log_params(provenance.run_params(cfg, RESULT_KEYS))
-            logger.log_artifacts({"config.yaml": OmegaConf.to_yaml(cfg, resolve=True)})
-        validate(cfg)
-        for fold_cfg in (fold_configs or {}).values():
-            validate(fold_cfg)
-        saved_models.policy(cfg.get("artifacts"))
-        build_model(cfg.model, seed=cfg.seed)  # validates the model's config before any data work
-        protocol = ProtocolCache(cfg)
+            logger.log_artifacts({"config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
+                                  PROVENANCE: record})
+        try:
+            return _body(cfg, tracker, logger, stage, models, base_tags, varies, claim, fold_configs)
+        except BaseException:
+            if not logger.params_logged:  # a run that failed before its fit says what it was configured with
+                try:
+                    logger.log_params(provenance.configured_params(cfg, RESULT_KEYS))
+                except Exception as exc:  # the run's own error is the one to report
+                    log.debug("configured params not logged: %s", exc)
+            raise
 
-        with stage("load"):  # loading, split and grouping come from the protocol cache when they can
-            dataset = protocol.dataset(lambda: instantiate(cfg.dataset.loader, root=cfg.data.root,
-                                                           download=cfg.data.download, verify=cfg.data.verify))
-        log.info("%s", dataset.summary())
-        if claim is not None:
-            claims.claim(tracker, logger, base_tags["config_hash"], dataset.sha256, include_finished=claim)
-        logger.set_tags({"dataset_sha256": dataset.sha256,
-                         **{f"dataset_sha256.{name}": digest for name, digest in dataset.files_sha256.items()},
-                         **{f"dataset_note.{key}": note for key, note in dataset.notes.items()}})
-        check_threshold(cfg.eval.threshold, dataset.rating_scale)
-        with stage("log"):
-            provenance.log_dataset_input(logger, dataset)
 
-        with stage("split"):
-            splits = protocol.splits(lambda: instantiate(cfg.split)(dataset.ratings, seed=cfg.seed), are_splits)
-        fold_metrics, frames, tables = [], [], {}
-        for split in splits:
-            metrics, frame, fold_tables = run_fold(cfg, dataset, split, logger, n_folds=len(splits),
-                                                   stage=stage, protocol=protocol, models=models,
-                                                   model_cfg=(fold_configs or {}).get(split.fold))
-            fold_metrics.append(metrics)
-            frames.append(frame)
-            for name, table in fold_tables.items():
-                tables.setdefault(name, []).append(table.assign(fold=split.fold) if len(splits) > 1 else table)
+def _body(cfg: DictConfig, tracker: Tracker, logger, stage: Stages, models: list, base_tags: dict[str, str],
+          varies: Mapping[str, Any], claim: bool | None, fold_configs: Mapping[int, DictConfig] | None) -> JobResult:
+    """The job inside its run: ``run``'s work from validation to the last metric."""
+    validate(cfg)
+    for fold_cfg in (fold_configs or {}).values():
+        validate(fold_cfg)
+    saved_models.policy(cfg.get("artifacts"))
+    build_model(cfg.model, seed=cfg.seed)  # validates the model's config before any data work
+    protocol = ProtocolCache(cfg)
 
-        metrics = aggregate(fold_metrics)
-        predictions = pd.concat(frames, ignore_index=True)
-        with stage("log"):
-            logger.log_metrics(metrics)
-            fmt = artifact_format(cfg)
-            artifacts: dict[str, Any] = {table_name("predictions", fmt): predictions}
-            artifacts.update({table_name(name, fmt): pd.concat(parts, ignore_index=True)
-                              for name, parts in tables.items()})
-            logger.log_artifacts(artifacts)
-        log.debug("%s: %s", run_name(cfg), ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-        metrics.update(stage.metrics())  # the last log stage's own writes excluded
-        logger.log_metrics(stage.metrics())
-        logger.set_tags({"protocol_cache": protocol.summary()})
-        return JobResult(logger.run_id, metrics, predictions, models)
+    with stage("load"):  # loading, split and grouping come from the protocol cache when they can
+        dataset = protocol.dataset(lambda: instantiate(cfg.dataset.loader, root=cfg.data.root,
+                                                       download=cfg.data.download, verify=cfg.data.verify))
+    log.info("%s", dataset.summary())
+    if claim is not None:
+        claims.claim(tracker, logger, base_tags["config_hash"], dataset.sha256, include_finished=claim)
+    logger.set_tags({"dataset_sha256": dataset.sha256})
+    check_threshold(cfg.eval.threshold, dataset.rating_scale)
+    with stage("log"):
+        provenance.log_dataset_input(logger, dataset)
+        logger.log_artifacts({PROVENANCE: provenance.provenance_record(dataset)})
+
+    with stage("split"):
+        splits = protocol.splits(lambda: instantiate(cfg.split)(dataset.ratings, seed=cfg.seed), are_splits)
+    fold_metrics, frames, tables = [], [], {}
+    for split in splits:
+        metrics, frame, fold_tables = run_fold(cfg, dataset, split, logger, n_folds=len(splits),
+                                               stage=stage, protocol=protocol, models=models,
+                                               model_cfg=(fold_configs or {}).get(split.fold))
+        fold_metrics.append(metrics)
+        frames.append(frame)
+        for name, table in fold_tables.items():
+            tables.setdefault(name, []).append(table.assign(fold=split.fold) if len(splits) > 1 else table)
+
+    metrics = aggregate(fold_metrics)
+    predictions = pd.concat(frames, ignore_index=True)
+    with stage("log"):
+        params, configured = provenance.run_params(cfg, RESULT_KEYS, effective_params(models))
+        logger.log_params(params)  # what was trained: the effective values
+        logger.set_tags(configured)
+        logger.log_metrics(metrics)
+        fmt = artifact_format(cfg)
+        artifacts: dict[str, Any] = {table_name("predictions", fmt): predictions}
+        artifacts.update({table_name(name, fmt): pd.concat(parts, ignore_index=True)
+                          for name, parts in tables.items()})
+        logger.log_artifacts(artifacts)
+    log.debug("%s: %s", run_name(cfg), ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    metrics.update(stage.metrics())  # the last log stage's own writes excluded
+    logger.log_metrics(stage.metrics())
+    logger.set_tags({"protocol_cache": protocol.summary(),
+                     "mlflow.note.content": provenance.describe_run(cfg, varies, base_tags.get("sweep"),
+                                                                    summary.headline_cells(metrics))})
+    return JobResult(logger.run_id, metrics, predictions, models)
 
 
 def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int, stage: Stages | None = None,
@@ -220,6 +243,18 @@ def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int, stage: Stage
         # per-fold values under their own names: the headline names hold the mean over folds
         logger.log_metrics({f"{prefix}{k}": v for k, v in metrics.items()})
     return metrics, frame, tables
+
+
+def effective_params(models: list) -> dict[str, Any]:
+    """``model.<key>`` -> the value the fitted models trained with, where a model reports one
+    (models.trainer.effective_settings); folds that differ give their values in fold order
+    (``"111, 110, 111"``)."""
+    found: dict[str, list] = {}
+    for model in models:
+        for key, value in effective_settings(model).items():
+            found.setdefault(f"model.{key}", []).append(value)
+    return {key: values[0] if len(set(map(str, values))) == 1 else ", ".join(map(str, values))
+            for key, values in found.items()}
 
 
 def aggregate(fold_metrics: list[dict[str, float]]) -> dict[str, float]:

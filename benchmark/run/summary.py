@@ -23,9 +23,9 @@ def _format(value: float) -> str:
     return f"{value:.0f}" if float(value).is_integer() and abs(value) >= 1 else f"{value:.4f}"
 
 
-def headline(metrics: dict[str, float]) -> list[str]:
-    """A few aligned lines (``rating   RMSE 0.9312  MAE 0.7352``) instead of every metric."""
-    lines = []
+def headline_cells(metrics: dict[str, float]) -> list[tuple[str, list[str]]]:
+    """``[("rating", ["RMSE 0.9312", "MAE 0.7352"]), ...]``: the HEADLINES the run logged, by line."""
+    rows = []
     for label, wanted in HEADLINES:
         cells = []
         for pattern, short in wanted:
@@ -35,8 +35,15 @@ def headline(metrics: dict[str, float]) -> list[str]:
                     cells.append(f"{short.format(*found.groups())} {_format(value)}")
                     break
         if cells:
-            lines.append(f"  {label:<14}" + "  ".join(cells) + trivial_note(label, metrics))
-    return lines
+            note = trivial_note(label, metrics).strip()
+            rows.append((label, cells + ([note] if note else [])))
+    return rows
+
+
+def headline(metrics: dict[str, float]) -> list[str]:
+    """A few aligned lines (``rating   RMSE 0.9312  MAE 0.7352``) instead of every metric; the run's
+    description leads with the same cells (benchmark/run/job.py)."""
+    return [f"  {label:<14}" + "  ".join(cells) for label, cells in headline_cells(metrics)]
 
 
 def trivial_note(label: str, metrics: dict[str, float]) -> str:
@@ -62,13 +69,24 @@ def _command(tool: str) -> str:
     return tool
 
 
-def next_steps(uri: str, experiment: str, run_id: str | None = None, user=None) -> list[str]:
-    """The UI command for the store, the report command, and (for a run with a model) recommend."""
+UI = "http://127.0.0.1:5000"  # where ``mlflow ui`` serves by default
+
+
+def runs_table_url(server: str, experiment_id: str) -> str:
+    """The experiment's runs table in the MLflow UI at ``server``, in Model training mode (MLflow 3 opens
+    an experiment in GenAI mode otherwise)."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def next_steps(uri: str, experiment: str, experiment_id: str, run_id: str | None = None, user=None) -> list[str]:
+    """The UI command for the store with its runs table's URL, the report command, and (for a run with
+    a model) recommend."""
     python = _command("python")
     if uri.startswith("sqlite:///"):
-        browse = f"{_command('mlflow')} ui --backend-store-uri {uri}   # then open http://127.0.0.1:5000"
+        browse = (f"{_command('mlflow')} ui --backend-store-uri {uri}   # then open "
+                  f"{runs_table_url(UI, experiment_id)}")
     else:
-        browse = f"open {uri} in a browser"
+        browse = f"open {runs_table_url(uri, experiment_id)}"
     lines = ["next:", f"  browse runs    {browse}",
              f"  report         {python} -m benchmark.report --experiment {experiment}"
              + ("" if uri == _default_uri() else f" --tracking-uri {uri}")]
@@ -83,9 +101,9 @@ def _default_uri() -> str:
     return resolve_uri(None, os.environ.get("GROUPBENCH_CWD"))
 
 
-def print_run(name: str, run_id: str, metrics: dict[str, float], uri: str, experiment: str,
+def print_run(name: str, run_id: str, metrics: dict[str, float], uri: str, experiment: str, experiment_id: str,
               model_saved: bool, user=None) -> None:
     """The end of a single run, on stderr (stdout stays clean)."""
     lines = [f"{name}: FINISHED (run {run_id}, experiment {experiment!r})", *headline(metrics),
-             *next_steps(uri, experiment, run_id if model_saved else None, user)]
+             *next_steps(uri, experiment, experiment_id, run_id if model_saved else None, user)]
     print("\n".join(lines), file=sys.stderr, flush=True)

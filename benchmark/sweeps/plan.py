@@ -29,7 +29,7 @@ class Job:
     """One unique configuration of a sweep."""
 
     overrides: list[str]          # Hydra overrides that compose the job's config
-    varies: dict[str, str]        # swept key -> value, tagged ``varies.<key>`` on the child run
+    varies: dict[str, str]        # swept key -> value, the child run's ``varies`` tag (JSON)
     config_hash: str
     name: str                     # model/dataset/seedN, the child run's name
 

@@ -216,7 +216,7 @@ class SweeperBase(Sweeper):
                                 "wall_seconds": wall})
             failures = [o for o in outcomes if o.status == "FAILED"]
             report(self.name, outcomes, wall)
-            print("\n".join(summary.next_steps(tracker.uri, tracker.experiment_name)), file=sys.stderr, flush=True)
+            print("\n".join(summary.next_steps(tracker.uri, tracker.experiment_name, tracker.experiment_id)), file=sys.stderr, flush=True)
             if failures:
                 raise SweepFailed(f"{len(failures)} of {len(jobs)} jobs failed: "
                                   + "; ".join(f"{o.name}: {o.error}" for o in failures)[:1000])

@@ -25,7 +25,7 @@ run once.
 MLflow: the study is a run (``groupbench.role=study``) with one child per trial
 (``groupbench.role=trial``, never a result) and the final run as a child; the chosen values are
 logged on the study (params ``chosen.*``, tag ``tuned.chosen``) and on the final run (tag
-``tuned.chosen``, ``varies.*``). Trial seconds and the study's tuning seconds are logged.
+``tuned.chosen``, and in its ``varies`` tag) and are its params. Trial seconds and the study's tuning seconds are logged.
 Resume: a study rebuilds its Optuna history from the FINISHED trial runs with its ``study_key``
 tag and runs only the missing trials; the sweeper skips a job whose final run finished (tag
 ``groupbench.grid_hash``).

@@ -1,13 +1,21 @@
 """What a run records about itself in MLflow besides metrics: params, tags, name, description, dataset.
 
-* **Params** hold the result-deciding configuration only: the ``RESULT_KEYS`` subtrees of the
-  resolved config (``seed``, ``dataset.*``, ``split.*``, ``grouping.*``, ``model.*``, ``eval.*``),
-  without settings that change no result (``model.trainer.progress``). A model that reads the
-  top-level ``trainer`` node does so through ``model.trainer`` (``trainer: ${trainer}``), so it is
-  logged there once, not twice.
-* **Tags** hold everything else: paths and tracking settings (``config.data.root``,
-  ``config.tracking.uri``, ...), package versions (``version.torch``, ...), the sweep's bookkeeping,
-  and ``mlflow.note.content``, the run's description in the MLflow UI.
+* **Params** hold what was trained: the ``RESULT_KEYS`` subtrees of the resolved config (``seed``,
+  ``dataset.*``, ``split.*``, ``grouping.*``, ``model.*``, ``eval.*``), with the values the fit
+  actually used where they differ from the configured ones (``model.trainer.batch_size`` and
+  ``model.trainer.lr``, which the trainer scales down on a small dataset; the configured values
+  stay in the ``config.yaml`` artifact and in the ``configured`` tag). No import paths: a
+  ``split._target_`` becomes ``split = holdout``, a ``_target_`` under a node with a ``name``
+  (the model, the dataset's loader) is dropped; no plumbing (``PLUMBING``: the device, the
+  progress bar). A model that reads the top-level ``trainer`` node does so through
+  ``model.trainer`` (``trainer: ${trainer}``), so it is logged there once, not twice.
+* **Tags** are few (at most about 15 besides MLflow's own ``mlflow.*``, tests/test_runner.py): the
+  keys resume and the report read (``groupbench.role``, ``config_hash``, ``dataset_sha256``,
+  ``git_commit``, the sweep's ``sweep``, ``varies``, ``tuned.*``), the saved model's
+  (``model_artifact``, ``model_sha256``), the owner process (``groupbench.owner``) and the
+  description (``mlflow.note.content``), which leads with the headline metrics. Everything else is
+  in artifacts: the resolved config in ``config.yaml``, the package versions and the per-file data
+  hashes and notes in ``provenance.json``.
 * The **dataset** is logged as an MLflow dataset input whose digest is the data's sha256, so
   the runs table's Dataset column shows ``ml100k`` and the compare view tells data versions apart.
 * The **run name** puts what varies first and stays short: ``λ=0.5 · dmtl · ml100k · s0``.
@@ -15,9 +23,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import platform
+import re
 import time
 import warnings
 from functools import lru_cache
@@ -36,17 +46,31 @@ from benchmark.tracking.queries import retry_locked
 
 log = logging.getLogger(__name__)
 
-# Distributions whose versions can change a result, tagged ``version.<name>`` on every run; the models'
+# Distributions whose versions can change a result, in every run's ``provenance.json`` (``versions``); the models'
 # own libraries (``meta.packages`` of conf/model/*.yaml) are added after torch.
 PACKAGES = ("groupbench", "torch", "numpy", "pandas", "scikit-learn", "scipy", "mlflow", "hydra-core", "omegaconf")
-# Config values that change no result: logged as tags, never as params.
-UNLOGGED_PARAMS = ("model.trainer.progress",)
+# Plumbing among the result keys, by the key's last part: where and how a model runs, or what it prints,
+# not what it computes (config.yaml keeps them).
+PLUMBING = ("device", "progress", "verbose")
+IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 HYDRA_FLAGS = ("._partial_", "._convert_", "._recursive_")  # how Hydra builds an object, not what it builds
+TARGET = "._target_"
+# A run's tags besides MLflow's own (``mlflow.*``, which the UI does not list): at most this many on any
+# job run, single, sweep job or tuned (tests/test_run_record.py, tests/test_sweeps.py, tests/test_tune.py).
+MAX_TAGS = 15
+# The tag holding the configured values of the params that differ from them (the trainer's scaled batch and lr).
+CONFIGURED_TAG = "configured"
 # Short labels of swept keys, for run names and the sweep's job lines; a model's own come from its
 # ``meta.swept`` (benchmark/core/models_meta.py).
 SHORT_NAMES = {"trainer.max_epochs": "epochs"}
 # Keys a run name and a job line already show in their fixed part.
 SHOWN = ("model", "dataset", "seed")
+
+
+def visible_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """A run's tags as its page lists them: MLflow's own ``mlflow.*`` (name, description, source,
+    parent) are shown in their places, not among the tags."""
+    return {key: value for key, value in tags.items() if not key.startswith("mlflow.")}
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -60,26 +84,69 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def run_params(cfg: DictConfig, result_keys) -> dict[str, Any]:
-    """The result-deciding configuration, flattened (``model.lambda_profile``, ``split.test_size``...)."""
+@lru_cache(maxsize=256)
+def _import_path(value: str) -> bool:
+    """``surprise.SVD``, ``lenskit.als.BiasedMFScorer``: dotted names under an installed module."""
+    return bool(IMPORT_PATH.fullmatch(value)) and importlib.util.find_spec(value.split(".", 1)[0]) is not None
+
+
+def readable(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat config keys -> params: plumbing (``PLUMBING``) and Hydra's flags dropped, and no import
+    path: a top-level node's ``_target_`` (``split._target_: benchmark.protocol.split.holdout``)
+    becomes the node's own param (``split = holdout``), one under a named node or deeper
+    (``model._target_``, ``dataset.loader._target_``) is dropped (``model.name`` / ``dataset.name``
+    say it), and a value naming a class keeps its last part (``model.algorithm = SVD``). Also the
+    report's view of runs logged before these rules (benchmark/report/collect.py)."""
+    named = {key.split(".", 1)[0] for key in params if key.count(".") == 1 and key.endswith(".name")}
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if key.rsplit(".", 1)[-1] in PLUMBING or key.endswith(HYDRA_FLAGS):
+            continue
+        if key.endswith(TARGET):
+            node = key[:-len(TARGET)]
+            if "." not in node and node not in named:
+                out[node] = str(value).rsplit(".", 1)[-1]
+            continue
+        out[key] = value.rsplit(".", 1)[-1] if isinstance(value, str) and _import_path(value) else value
+    return out
+
+
+def configured_params(cfg: DictConfig, result_keys) -> dict[str, Any]:
+    """The result-deciding configuration as configured, flattened and :func:`readable`
+    (``model.lambda_profile``, ``split = holdout``, ``split.test_size``...)."""
     resolved = without_meta(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))  # display only
-    params = flatten({key: resolved[key] for key in result_keys if key in resolved})
-    return {key: value for key, value in params.items()
-            if key not in UNLOGGED_PARAMS and not key.endswith(HYDRA_FLAGS)}
+    return readable(flatten({key: resolved[key] for key in result_keys if key in resolved}))
 
 
-def config_tags(cfg: DictConfig, result_keys) -> dict[str, str]:
-    """Every other config value (paths, tracking, resume, the trainer a model does not read) as
-    ``config.<key>`` tags: recorded, searchable, but never a column of the params table."""
-    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    rest = flatten({key: value for key, value in resolved.items() if key not in result_keys})
-    return {f"config.{key}": str(value) for key, value in rest.items()}
+def run_params(cfg: DictConfig, result_keys, effective: Mapping[str, Any] | None = None,
+               ) -> tuple[dict[str, Any], dict[str, str]]:
+    """(params, tags): the configured params with the ``effective`` values (full keys,
+    ``model.trainer.lr``) in place of the configured ones, and, when any differs, the
+    ``configured`` tag: a JSON object of those keys' configured values."""
+    params = configured_params(cfg, result_keys)
+    changed = {key: params[key] for key, value in (effective or {}).items()
+               if key in params and str(value) != str(params[key])}
+    params.update({key: value for key, value in (effective or {}).items() if key in params})
+    return params, ({CONFIGURED_TAG: json.dumps(changed, sort_keys=True, default=str)} if changed else {})
+
+
+def as_configured(params: Mapping[str, Any], configured_tag: str | None) -> dict[str, Any]:
+    """A run's params as configured: :func:`readable`, with the ``configured`` tag's values in place of
+    the effective ones. What groups runs into one configuration whatever their data size did to the
+    trainer (the report's cells)."""
+    out = readable(params)
+    if configured_tag:
+        try:
+            out.update({key: str(value) for key, value in json.loads(configured_tag).items()})
+        except (ValueError, AttributeError):
+            pass
+    return out
 
 
 @lru_cache(maxsize=8)
 def package_versions(packages: tuple[str, ...] | None = None) -> dict[str, str]:
-    """``version.<distribution>`` tags (and ``version.python``); "not installed" for a missing one.
-    The one place versions are read: the runs' tags (``PACKAGES`` with the models' own libraries
+    """``version.<distribution>`` (and ``version.python``); "not installed" for a missing one.
+    The one place versions are read: the runs' ``provenance.json`` (``PACKAGES`` with the models' own libraries
     after torch, by default), and the report's header line."""
     versions = {"version.python": platform.python_version()}
     for name in packages or (*PACKAGES[:2], *models_meta.packages(), *PACKAGES[2:]):
@@ -88,6 +155,17 @@ def package_versions(packages: tuple[str, ...] | None = None) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[f"version.{name}"] = "not installed"
     return versions
+
+
+def provenance_record(dataset=None) -> dict[str, Any]:
+    """The ``provenance.json`` artifact: the package versions and, once loaded, the data's sha256, per
+    file, and the loader's notes (ITM-Rec's quirks)."""
+    record: dict[str, Any] = {"versions": {key.removeprefix("version."): value
+                                           for key, value in package_versions().items()}}
+    if dataset is not None:
+        record["dataset"] = {"name": dataset.name, "sha256": dataset.sha256, "files_sha256": dict(dataset.files_sha256),
+                             "notes": dict(dataset.notes)}
+    return record
 
 
 def source_tags(commit: str) -> dict[str, str]:
@@ -118,8 +196,10 @@ def _meta(model: DictConfig) -> dict | None:
     return OmegaConf.to_container(node, resolve=True) if node is not None else None
 
 
-def describe_run(cfg: DictConfig, varies: Mapping[str, Any] | None = None, sweep: str | None = None) -> str:
-    """A Markdown description for the run page (``mlflow.note.content``)."""
+def describe_run(cfg: DictConfig, varies: Mapping[str, Any] | None = None, sweep: str | None = None,
+                 headline: list[tuple[str, list[str]]] | None = None) -> str:
+    """A Markdown description for the run page (``mlflow.note.content``); a finished run's leads with its
+    ``headline`` metrics (``[("rating", ["RMSE 0.9312", "MAE 0.7352"]), ...]``, benchmark/run/summary.py)."""
     model = cfg.model
     what = f"**{model.name}**"
     swept = [s for s in models_meta.parse(str(model.name), _meta(model)).swept if s.key in model]
@@ -128,12 +208,14 @@ def describe_run(cfg: DictConfig, varies: Mapping[str, Any] | None = None, sweep
                                  for s in swept) + ")"
     split = str(cfg.split.get("_target_", "?")).rsplit(".", 1)[-1]
     grouping = str(cfg.grouping.get("_target_", "?")).rsplit(".", 1)[-1]
-    lines = [f"{what} on **{cfg.dataset.name}**, seed {cfg.seed}: {split} split, {grouping} groups "
+    lines = ["\n".join(f"- **{label}**: " + " · ".join(cells) for label, cells in headline)] if headline else []
+    lines += [f"{what} on **{cfg.dataset.name}**, seed {cfg.seed}: {split} split, {grouping} groups "
              f"(k = {cfg.grouping.get('k', '?')}), P/R/NDCG@{cfg.eval.k} with relevance threshold {cfg.eval.threshold}."]
     if sweep:
         swept = ", ".join(swept_values(varies or {})) or "model, dataset, seed"
         lines.append(f"Job of sweep `{sweep}` (varies: {swept}).")
-    lines.append("Artifacts: `config.yaml` (the resolved config), the tables `predictions`, `per_user_metrics`, "
+    lines.append("Artifacts: `config.yaml` (the resolved config, as configured: the params hold the values "
+                 "trained with), `provenance.json` (package versions, the data files' sha256 and notes), the tables `predictions`, `per_user_metrics`, "
                  "`groups` (Parquet or CSV), and `model.pkl` when saved (`python -m benchmark.recommend --run <run id> --user U`).")
     return "\n\n".join(lines)
 
@@ -144,8 +226,8 @@ def describe_experiment(name: str, sweep: str | None = None, grids: Mapping[str,
     (``overrides``), that command line and the number of ``jobs`` it made (not the full grids')."""
     if sweep is None:
         return (f"Single runs of `python -m benchmark` (experiment `{name}`). One run per command: "
-                f"params = the result-deciding config, tags = provenance (`config_hash`, `dataset_sha256`, "
-                f"`git_commit`, `version.*`).")
+                f"params = the result-deciding config as trained, tags = what resume and the report read "
+                f"(`config_hash`, `dataset_sha256`, `git_commit`), `config.yaml` and `provenance.json` = the rest.")
     grid_text = "; ".join(f"{grid}: " + ", ".join(f"{k}={v}" for k, v in values.items())
                           for grid, values in (grids or {}).items())
     return (f"Sweep `{sweep}` (`python -m benchmark +sweep={sweep}`): one parent run `sweep:{sweep}` per "

@@ -183,10 +183,12 @@ class RunLogger:
     def __init__(self, client, run_id: str):
         self.client = client
         self.run_id = run_id
+        self.params_logged = False  # MLflow keeps a param's first value: a job logs its params once
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
+        self.params_logged = True
         items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
         for start in range(0, len(items), MAX_BATCH):
             retry_locked(self.client.log_batch, self.run_id, params=items[start:start + MAX_BATCH])

@@ -36,7 +36,7 @@ def group_size_table(runs: pd.DataFrame) -> tuple[list[str], pd.DataFrame]:
     metrics = present(runs, list(SIZE_METRICS))
     if not metrics:
         return [], pd.DataFrame()
-    frame = runs.assign(grouping=[str(c.get("grouping._target_", "?")).rsplit(".", 1)[-1] for c in runs["config"]],
+    frame = runs.assign(grouping=[str(c.get("grouping", "?")) for c in runs["config"]],
                         k=[_number(c.get("grouping.k")) for c in runs["config"]])
     table = frame.groupby(["dataset", "grouping", "k"], sort=True)[metrics].mean().reset_index()
     table["runs"] = frame.groupby(["dataset", "grouping", "k"], sort=True).size().to_numpy()
