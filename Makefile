@@ -23,7 +23,7 @@ test: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(ARGS)
 
-# The fast tier: every module, the tests marked `slow` (pyproject.toml) left out; under 2 min on an idle 2-core machine.
+# The fast tier: the tests marked `slow` (pyproject.toml) left out; about 100 s on an idle 2-core machine (README, Tests).
 test-fast: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -m "not slow" $(ARGS)

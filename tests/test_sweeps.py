@@ -108,6 +108,7 @@ def check_sweep(parent, jobs, name: str, finished: int, failed: int = 0, skipped
     return children
 
 
+@pytest.mark.slow
 def test_plan_sizes_narrowing_and_dedupe(tmp_path: Path) -> None:
     """Grid sizes from the sweep files; command-line overrides narrow; paper runs each config once."""
     narrowed = planned(tmp_path, "+sweep=lambda", "dataset=ml100k", "seed=0")
@@ -147,6 +148,7 @@ def test_grid_expansion_is_hydras_basic_sweeper(grid, arguments) -> None:
     assert all(set(varies) == swept for _, varies in jobs)
 
 
+@pytest.mark.slow
 def test_composer_gives_hydras_config_and_finds_groups_by_public_api() -> None:
     """One compose per set of group choices, values applied after: the config a full compose gives."""
     from hydra import compose, initialize_config_dir
@@ -171,6 +173,7 @@ def test_composer_gives_hydras_config_and_finds_groups_by_public_api() -> None:
         assert calls[:2] == [["model=svd", "dataset=synthetic"], ["model=dmtl", "model.lambda_profile=0.5", "+extra=1"]]
 
 
+@pytest.mark.slow
 def test_smoke_sweep_then_rerun_skips_everything(tmp_path: Path) -> None:
     uri = sqlite_uri(tmp_path)
     expected = planned(tmp_path, "+sweep=smoke")
@@ -203,6 +206,7 @@ def test_smoke_sweep_then_rerun_skips_everything(tmp_path: Path) -> None:
     check_sweep(parents[1], jobs, "smoke", finished=0, skipped=2)
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_with_each_config_once(tmp_path: Path) -> None:
     """SIGTERM mid-sweep, then the same command: every config FINISHED exactly once."""
     uri = sqlite_uri(tmp_path)
@@ -244,6 +248,7 @@ def test_killed_sweep_resumes_with_each_config_once(tmp_path: Path) -> None:
     assert sum(j.info.status == "FINISHED" for j in jobs) == 8
 
 
+@pytest.mark.slow
 def test_failing_job_is_failed_while_siblings_finish(tmp_path: Path) -> None:
     uri = sqlite_uri(tmp_path)
     # grouping.k=1000 > the 300 users: only the data can refuse it, inside the job (a value that is
@@ -268,6 +273,7 @@ def test_failing_job_is_failed_while_siblings_finish(tmp_path: Path) -> None:
     assert done.stderr.count("synthetic: 6,000 ratings") == 2
 
 
+@pytest.mark.slow
 def test_joblib_two_workers_on_one_sqlite_store(tmp_path: Path) -> None:
     uri = sqlite_uri(tmp_path)
     done = harness(tmp_path, "+sweep=smoke", "model=svd,baseline_only", "seed=0,1", "hydra/launcher=joblib",
@@ -289,6 +295,7 @@ def test_joblib_two_workers_on_one_sqlite_store(tmp_path: Path) -> None:
         parents[0].data.metrics["wall_seconds"] / (fit_predict / 2))
 
 
+@pytest.mark.slow
 def test_submitit_local_runs_a_smoke_sweep(tmp_path: Path) -> None:
     uri = sqlite_uri(tmp_path)
     done = harness(tmp_path, "+sweep=smoke", "model=svd,baseline_only", "hydra/launcher=submitit_local",
@@ -338,6 +345,7 @@ def mlflow_server(tmp_path: Path):
         log.close()
 
 
+@pytest.mark.slow
 def test_mlflow_server_receives_a_smoke_sweep(tmp_path: Path, mlflow_server: str) -> None:
     done = harness(tmp_path, "+sweep=smoke", "model=svd,baseline_only", uri=mlflow_server)
     assert done.returncode == 0, done.stderr[-3000:]
