@@ -1,4 +1,7 @@
-"""``python -m benchmark [overrides]``: one run (or a sweep with ``+sweep=NAME``)."""
+"""``python -m benchmark [-v] [overrides]``: one run (or a sweep with ``+sweep=NAME``).
+
+The results and the next commands on stdout, logs on stderr; ``-v`` is ``verbose=true``
+(benchmark/core/console.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from benchmark.core import console
 from benchmark.core.errors import GroupbenchError, one_line
 from benchmark.run import preflight, summary
 from benchmark.run.job import build_tracker, run
@@ -38,6 +42,7 @@ def main(cfg: DictConfig) -> float | dict | None:
 
     if in_sweep(cfg):  # a job launched by the sweeper: a failure is reported to it, never exits
         return run_sweep_job(cfg)
+    console.set_verbosity(bool(cfg.get("verbose", False)))
     try:
         tracker = build_tracker(cfg)
         result = run_tuned(cfg, tracker=tracker) if tuning(cfg) else run(cfg, tracker=tracker)
@@ -60,7 +65,7 @@ def print_summary(cfg: DictConfig, tracker, result) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = admit_removed_keys(sys.argv[1:])
+    sys.argv[1:] = admit_removed_keys(console.expand_flags(sys.argv[1:]))
 
     preflight.check(sys.argv[1:])  # a config that does not compose: one line, exit 2, a FAILED run
     main()

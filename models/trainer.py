@@ -29,7 +29,7 @@ device, the epoch loop over the sampler's batches (one seeded generator for ever
 on the device and read once per epoch: no per-row Python, no per-batch host sync), autograd +
 ``torch.optim.Adam`` (fused where torch has a fused kernel for the device; ``trainer.sparse_embeddings``:
 ``SparseAdam`` for the embedding tables, see ``Optimizers``), early stopping restoring the best
-weights, per-epoch metrics (MLflow via ``FitContext``) and a progress bar, and the NaN/inf check.
+weights, per-epoch metrics (MLflow via ``FitContext``) and a progress bar (on a terminal only), and the NaN/inf check.
 It knows nothing about groups, samplers' kinds or any one model.
 
 Refit (``trainer.refit``, default true; docs/protocol.md "Training (torch models)"): early stopping
@@ -60,6 +60,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from benchmark.core.console import progress
 from benchmark.core.errors import ConfigError, TrainingError, require
 from benchmark.protocol.folds import Fold, Holdout
 from models.base import FitContext
@@ -377,7 +378,7 @@ class Trainer:
         best, best_state, best_epoch, waited = math.inf, None, 0, 0
         history: list[dict[str, float]] = []
         bar = tqdm(range(1, self.config.max_epochs + 1), desc=f"{self.name} {context.dataset.name}", unit="epoch",
-                   disable=not self.config.progress, leave=False)
+                   disable=not progress(self.config.progress), leave=False)
         for epoch in bar:
             started = time.perf_counter()
             row = self._epoch(net, loss, sampler, batch, generator, optimizer)
@@ -415,7 +416,7 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.seed)
         history: list[dict[str, float]] = []
         bar = tqdm(range(1, epochs + 1), desc=f"{self.name} {context.dataset.name} refit", unit="epoch",
-                   disable=not self.config.progress, leave=False)
+                   disable=not progress(self.config.progress), leave=False)
         for epoch in bar:
             started = time.perf_counter()
             row = self._epoch(net, loss, sampler, batch, generator, optimizer)

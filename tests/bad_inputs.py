@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -223,6 +224,13 @@ def sweep_cases(tmp: Path) -> list[tuple]:
 def report_cases(tmp: Path, uri: str) -> list[tuple]:
     """``python -m benchmark.report``: a read-only command (its store is never created)."""
     typo = tmp / "report-typo"
+    dirty = tmp / "dirty-checkout"  # a folder git tracks, in a checkout with uncommitted code
+    dirty.mkdir()
+    (dirty / "code.py").write_text("x = 1\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "init"]):
+        subprocess.run([*git, *args], cwd=dirty, check=True, capture_output=True)
+    (dirty / "code.py").write_text("x = 2\n")
     return [
         ("unknown flag", ["--bogus"], {}, "unrecognized arguments: --bogus"),
         ("flag without its value", ["--experiment"], {}, "argument --experiment: expected one argument"),
@@ -236,6 +244,9 @@ def report_cases(tmp: Path, uri: str) -> list[tuple]:
                                                "--no-log"], {}, "not an MLflow"),
         ("--out unwritable", ["--experiment", "x", "--tracking-uri", uri, "--out", "/proc/groupbench-report",
                               "--no-log"], {}, "--out /proc/groupbench-report is not a writable folder"),
+        ("--out tracked by git, uncommitted code", ["--experiment", "x", "--tracking-uri", uri, "--out",
+                                                    str(dirty / "reports" / "x"), "--no-log"], {},
+         "is tracked by git in " + str(dirty) + ", which has uncommitted changes (code.py)", [str(dirty / "reports")]),
     ]
 
 

@@ -120,6 +120,7 @@ def write_concurrently(overrides: list[str], barrier, results: str, index: int) 
     Path(results, f"{index}.pkl").write_bytes(pickle.dumps(cache.outcomes))
 
 
+@pytest.mark.slow
 def test_parallel_writers_of_one_key_leave_one_good_entry(itmrec, real_data, tmp_path):
     overrides = ["dataset=itmrec", f"data.root={real_data}", f"cache.dir={tmp_path / 'cache'}",
                  "split=kfold", "split.n_folds=2"]
@@ -214,6 +215,7 @@ def test_model_clock_counts_the_models_prediction_calls_once_and_never_patches_t
     assert Slow.predict.__name__ == "predict" and model.predict.__func__ is Slow.predict
 
 
+@pytest.mark.slow
 def test_an_entry_of_the_wrong_type_or_key_is_recomputed_not_used(make_cfg, tracking_uri, tmp_path):
     """A valid pickle of the wrong type, or another key's entry, copied over an entry: the job
     recomputes it (and rewrites it) instead of failing on it, then and in every later run (#28 item 7)."""

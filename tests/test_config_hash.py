@@ -32,6 +32,7 @@ TUNED = sorted(path.stem for path in (CONF / "search").glob("*.yaml"))
 # leave the hash unchanged when perturbed (checked below), so this list is exactly what is left out.
 HASH_EXCLUDED = {
     "resume": "sweep bookkeeping: whether a sweep skips jobs that already finished",
+    "verbose": "how many lines the console shows (benchmark/core/console.py)",
     "data.root": "where the files are read from; what they hold is the data's sha256, the resume key's other half",
     "data.download": "fetches missing files (checksummed): the same files, the same data sha256",
     "data.verify": "refuses files whose sha256 differs from the pinned one; the sha256 of the files read is "

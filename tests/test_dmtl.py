@@ -254,6 +254,7 @@ def test_an_edited_network_trains_as_written(make_cfg, monkeypatch):
     assert np.abs(edited.predict(pairs) - plain.predict(pairs)).max() > 1e-3  # and change the predictions
 
 
+@pytest.mark.slow
 def test_params_are_the_batch_and_learning_rate_trained_with(make_cfg, tracking_uri, tmp_path):
     # 6,000 synthetic ratings -> ~4,300 fitting rows: batch 1024 would give 5 steps per epoch, so the
     # trainer uses ceil(rows / 32) and scales the learning rate with it; the params hold the values used
@@ -293,6 +294,7 @@ def test_removed_trainer_key_is_admitted_past_hydra():
         ["+trainer.step=native", "+trainer.step=x", "trainer.lr=0.1", "model=dmtl"]
 
 
+@pytest.mark.slow
 def test_removed_trainer_key_in_a_config_fails_the_run(make_cfg, tracking_uri):
     # as a composed config carries it when a YAML file sets it; refused for every model (a baseline
     # here) by the runner, and by the trainer's own config for a torch model built directly
@@ -305,6 +307,7 @@ def test_removed_trainer_key_in_a_config_fails_the_run(make_cfg, tracking_uri):
     assert found.info.status == "FAILED" and "trainer.step was removed" in found.data.tags["error"]
 
 
+@pytest.mark.slow
 def test_removed_trainer_key_on_the_command_line_is_one_line_and_exit_2(tmp_path):
     from tests.test_runner import cli, error_lines, only_run
 

@@ -48,3 +48,16 @@ def test_golden_metrics_unchanged(tmp_path, monkeypatch):
                 for problem in _differences(name, job["metrics"], observed[name])]
     assert not problems, (f"{len(problems)} golden metric(s) differ from expected.json "
                           f"(made at {golden['header']['commit'][:7]}):\n" + "\n".join(problems))
+
+
+FAST_JOB = "itmrec-svd"  # the fast tier's golden check: one job of the twelve (the rest: the slow test above)
+
+
+def test_one_golden_job_unchanged(tmp_path, monkeypatch):
+    golden = json.loads(make_golden.EXPECTED.read_text())
+    assert FAST_JOB in golden["jobs"] and golden["jobs"][FAST_JOB]["overrides"] in make_golden.accepted_overrides(
+        FAST_JOB)
+    monkeypatch.setenv("GROUPBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    observed = make_golden.run_jobs(tmp_path, names=[FAST_JOB], workers=1)
+    problems = _differences(FAST_JOB, golden["jobs"][FAST_JOB]["metrics"], observed[FAST_JOB])
+    assert not problems, "\n".join(problems)

@@ -57,6 +57,7 @@ def hand_listed_metrics(scored: pd.DataFrame, k: int, threshold: float, seed: in
     return {name: float(np.mean(values)) for name, values in out.items()}
 
 
+@pytest.mark.slow
 def test_a_group_model_and_member_aggregated_svd_through_the_same_evaluation(real_data, tracking_uri, monkeypatch):
     """ITM-Rec's real groups: the toy GroupScorer's group metrics (group_model_*) equal a hand
     computation from its definition, and SVD's (group_mean_* ...) come through the adapter and equal

@@ -105,6 +105,7 @@ def test_bad_rows_name_file_line_and_field(tmp_path, pinned, file, lines, messag
     assert "\n" not in str(info.value) and "ml-1m.zip:ml-1m/" in str(info.value)
 
 
+@pytest.mark.slow
 def test_runs_through_the_harness(tmp_path, pinned, make_cfg):
     """dataset=ml1m composes and runs a baseline end to end (20 users x 4 movies, k=2)."""
     from benchmark.run.job import run

@@ -93,6 +93,7 @@ def test_meta_keys_are_checked():
     assert meta.variant.levels == ("p", "q") and meta.variant.notes == (("p", "first"),) and meta.variant.rank("z") == 2
 
 
+@pytest.mark.slow
 def test_meta_decides_no_result(make_cfg):
     for model in sorted(models_meta.catalogue()):
         cfg = make_cfg(f"model={model}")

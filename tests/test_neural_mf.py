@@ -42,6 +42,7 @@ def test_forward_is_mean_plus_biases_plus_dot_product():
 
 @pytest.mark.parametrize("model, sparse", [("neural_mf", False), ("neural_mf", True), ("dmtl", True)],
                          ids=["neural_mf", "neural_mf sparse embeddings", "dmtl sparse embeddings"])
+@pytest.mark.slow
 def test_learns_the_planted_ratings_far_better_than_the_mean(make_cfg, tracking_uri, model, sparse):
     cfg = make_cfg(*FAST, f"model={model}", f"trainer.sparse_embeddings={str(sparse).lower()}")
     result = run(cfg)

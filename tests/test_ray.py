@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_sweeps import check_sweep, free_port, harness, mlflow_server, runs  # noqa: F401 (fixture)
+from tests.test_sweeps import check_sweep, free_port, harness, mlflow_server, planned, runs  # noqa: F401 (fixture)
 
 pytest.importorskip("ray", reason="the Ray launcher test needs ray (pip install -e '.[test]')")
 
@@ -77,6 +77,7 @@ def ray_cluster(tmp_path: Path, ray_home: Path):
         shutil.rmtree(temp, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_ray_cluster_runs_the_smoke_sweep(tmp_path: Path, ray_cluster: str, mlflow_server: str) -> None:
     done = harness(tmp_path, "+sweep=smoke", "hydra/launcher=ray", f"hydra.launcher.address={ray_cluster}",
                    uri=mlflow_server)
@@ -90,6 +91,14 @@ def test_ray_cluster_runs_the_smoke_sweep(tmp_path: Path, ray_cluster: str, mlfl
     # the jobs ran in Ray worker processes (Ray prefixes their log lines), not in the sweep process
     assert output_of(done).count("(_run_on_worker pid=") >= 2
     assert "Connecting to existing Ray cluster" in output_of(done)
+
+
+def test_the_ray_launcher_plans_a_sweep_without_starting_ray(tmp_path: Path) -> None:
+    """The fast tier's Ray check: the launcher plugin is found and set up; a dry run starts no Ray
+    instance and creates no store."""
+    jobs = planned(tmp_path, "+sweep=smoke", "hydra/launcher=ray")
+    assert sorted(jobs.values()) == ["dmtl/synthetic/seed0", "svd/synthetic/seed0"]
+    assert not (tmp_path / "mlflow.db").exists() and not list(tmp_path.glob("**/ray_*"))
 
 
 def output_of(done: subprocess.CompletedProcess) -> str:

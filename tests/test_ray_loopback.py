@@ -99,6 +99,7 @@ def is_loopback(address: str) -> bool:
     return host.startswith("127.") or host in ("::1", "::ffff:127.0.0.1") or host.startswith("::ffff:127.")
 
 
+@pytest.mark.slow
 def test_a_local_ray_instance_listens_on_the_loopback_only(tmp_path: Path) -> None:
     temp = Path(tempfile.mkdtemp(prefix="gbray"))  # Ray's socket paths must stay short
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": str(temp),

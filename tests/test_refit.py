@@ -85,6 +85,7 @@ def test_refit_is_seeded_and_deterministic(make_cfg, model):
     assert losses(first) == losses(second) and len(losses(first)) == first.best_epoch
 
 
+@pytest.mark.slow
 def test_a_run_records_whether_it_refitted(make_cfg, tracking_uri):
     client = MlflowClient(tracking_uri)
     refitted = run(make_cfg(*FAST, "model=neural_mf"))
@@ -99,6 +100,7 @@ def test_a_run_records_whether_it_refitted(make_cfg, tracking_uri):
     assert refitted.metrics["rmse"] != kept.metrics["rmse"]
 
 
+@pytest.mark.slow
 def test_tuning_trials_and_the_final_run_refit_through_the_same_path(make_cfg, tmp_path, monkeypatch):
     """One path: every trial and tuning's final fit go through Trainer.train, so each refits."""
     phases: list[str] = []

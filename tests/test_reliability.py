@@ -35,6 +35,7 @@ SVD = ["model=svd", "dataset=synthetic"]
 DMTL = ["model=dmtl", "dataset=synthetic", "trainer.max_epochs=2", "trainer.progress=false"]
 
 
+@pytest.mark.slow
 def test_bad_inputs_one_line_exit_2_failed_run(tmp_path: Path):
     """The bad-input table (tests/bad_inputs.py): every entry point, every case one line and exit 2."""
     from mlflow.entities import ViewType
@@ -144,6 +145,7 @@ def assert_complete(db: Path, n_configs: int) -> None:
     assert not [r for r in runs if r.info.status == "RUNNING"]
 
 
+@pytest.mark.slow
 def test_sigterm_during_store_setup_then_rerun_completes(tmp_path: Path):
     db = tmp_path / "mlflow.db"
     process = start(tmp_path, *SWEEP)
@@ -200,6 +202,7 @@ def _error_lines(stderr: str) -> list[str]:
 @pytest.mark.parametrize("tables", [["create table secrets (id integer)", "insert into secrets values (42)"],
                                     ["create table secrets (id integer)", "create table experiments (id integer)"]],
                          ids=["user table", "tables named like MLflow's, no schema"])
+@pytest.mark.slow
 def test_foreign_sqlite_file_survives_byte_for_byte(tmp_path: Path, tables: list[str]):
     """A sqlite database that is not an MLflow store, named as the store, is refused (rc 2, one line)
     by the job and by the report, and is never deleted or rewritten."""
@@ -263,6 +266,7 @@ def test_empty_file_named_as_store_becomes_a_store(tmp_path: Path):
     assert store_state(db) == "ready"
 
 
+@pytest.mark.slow
 def test_sigkill_mid_job_then_rerun_marks_orphan_killed(tmp_path: Path):
     from mlflow.entities import ViewType
     from mlflow.tracking import MlflowClient
@@ -283,6 +287,7 @@ def test_sigkill_mid_job_then_rerun_marks_orphan_killed(tmp_path: Path):
     assert len(killed) == 1 and killed[0].data.tags["note"].startswith("orphan: its process")
 
 
+@pytest.mark.slow
 def test_sigkill_mid_sweep_then_rerun_completes(tmp_path: Path):
     db = tmp_path / "mlflow.db"
     process = start(tmp_path, *SWEEP)
@@ -296,6 +301,7 @@ def test_sigkill_mid_sweep_then_rerun_completes(tmp_path: Path):
 
 
 @pytest.mark.parametrize("initialised", [False, True], ids=["fresh store", "initialised store"])
+@pytest.mark.slow
 def test_two_sweeps_at_once_never_finish_a_configuration_twice(tmp_path: Path, initialised: bool):
     from benchmark.tracking.store import prepare_store
 
@@ -338,6 +344,7 @@ print(time.perf_counter() - started)
 
 
 @pytest.mark.parametrize("what", ["folder", "file"])
+@pytest.mark.slow
 def test_read_only_store_fails_fast_in_one_line(tmp_path: Path, what: str):
     from benchmark.tracking.store import prepare_store
 
@@ -413,6 +420,7 @@ def test_divergence_is_refused_against_the_training_mean():
 
 # ------------------------------------------------------------------------- results and data
 
+@pytest.mark.slow
 def test_resume_does_not_reuse_a_result_on_other_data(tmp_path: Path):
     """Issue 14's case: a sweep FINISHED on edited data (data.verify=false); the same command on the
     pinned data must run again, not skip, and both results stay apart by dataset_sha256."""
@@ -486,6 +494,7 @@ def test_sqlite_store_commits_through_a_write_ahead_log(tmp_path: Path):
         assert db.execute("select count(*) from metrics where key = 'x'").fetchone()[0] == 3
 
 
+@pytest.mark.slow
 def test_speed_without_reachable_data_is_one_line_and_exit_2(tmp_path: Path):
     """python -m benchmark.speed on a data folder that holds nothing (no download): the one-line error every
     other entry point gives, not a traceback (#23 item 6)."""

@@ -278,6 +278,7 @@ def test_unknown_experiment_is_a_one_line_error(sweep, tmp_path, caplog):
     assert code == 2 and not (tmp_path / "none.db").exists()
 
 
+@pytest.mark.slow
 def test_report_from_real_runner_runs(make_cfg, tracking_uri, tmp_path):
     """Two Surprise models x 2 seeds on the synthetic data through benchmark.run.job.run."""
     from benchmark.run.job import run
@@ -361,6 +362,7 @@ def test_k_grid_variants_stay_out_of_the_lambda_sweep():
     assert kept.index.tolist() == [0, 1, 4, 5]
 
 
+@pytest.mark.slow
 def test_header_lists_the_runs_code_versions_and_flags_a_mix(tmp_path):
     """The header names the git_commit tags of the runs used (not only the commit that built the report),
     with their run counts, and warns when they differ (#23 item 5)."""

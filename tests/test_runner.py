@@ -20,6 +20,7 @@ from tests.conftest import data_root
 REPO = Path(__file__).resolve().parent.parent
 REFERENCES = ("oracle", "constant", "global_mean", "random", "item_mean", "popularity")  # models/reference.py
 BASELINES = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml") if p.stem != "dmtl" and p.stem not in REFERENCES)
+SLOW_BASELINES = ("neural_mf",)  # trains a network: the full tier only (test_neural_mf.py has its fast tests)
 
 
 def artifact_frame(client: MlflowClient, run_id: str, name: str, tmp_path: Path) -> pd.DataFrame:
@@ -53,7 +54,8 @@ def test_single_run_logs_everything(make_cfg, tracking_uri, tmp_path):
     assert per_user.tie_at_cutoff.mean() == pytest.approx(logged.data.metrics["ties_at_10"])
 
 
-@pytest.mark.parametrize("model", BASELINES)
+@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.slow) if m in SLOW_BASELINES else m
+                                   for m in BASELINES])
 def test_every_baseline_runs(make_cfg, model):
     result = run(make_cfg("dataset=synthetic", f"model={model}"))
     assert 0 < result.metrics["rmse"] < 2.5
@@ -128,6 +130,7 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "error:" in line]
 
 
+@pytest.mark.slow
 def test_cli_runs_and_finishes(tmp_path):
     proc = cli(tmp_path, "dataset=synthetic", "model=baseline_only")
     assert proc.returncode == 0, proc.stderr
@@ -140,6 +143,7 @@ def test_cli_runs_and_finishes(tmp_path):
     ("grouping.k=100000", "grouping.k=100000 must be between 1"),
     ("data.root=/nonexistent/place", "dataset itmrec not found"),
 ])
+@pytest.mark.slow
 def test_bad_input_fails_run_with_one_line(tmp_path, real_data, override, message):
     proc = cli(tmp_path, "dataset=itmrec", "model=baseline_only", "data.download=false", override)
     assert proc.returncode == 2
@@ -149,6 +153,7 @@ def test_bad_input_fails_run_with_one_line(tmp_path, real_data, override, messag
     assert logged.info.status == "FAILED" and message in logged.data.tags["error"]
 
 
+@pytest.mark.slow
 def test_unreachable_tracking_server(tmp_path):
     proc = cli(tmp_path, "dataset=synthetic", "model=baseline_only", "tracking.uri=http://127.0.0.1:9")
     assert proc.returncode == 2

@@ -45,6 +45,7 @@ def test_harness_shares_warm_and_with_the_cold_protocol():
     assert growth.shares(model, [model])[1] is None               # no harness job at that size
 
 
+@pytest.mark.slow
 def test_a_job_over_the_memory_limit_is_skipped_never_started(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(scale, "run_isolated", lambda *a, **k: pytest.fail("a job was started"))
     scale.main(["--sizes", "5000", "--models", "dmtl,svd", "--memory-limit-gb", "0.01", "--out", str(tmp_path)])

@@ -112,6 +112,7 @@ def check_sweep(parent, jobs, name: str, finished: int, failed: int = 0, skipped
     return children
 
 
+@pytest.mark.slow
 def test_plan_sizes_narrowing_and_dedupe(tmp_path: Path) -> None:
     """Grid sizes from the sweep files; command-line overrides narrow; paper runs each config once."""
     narrowed = planned(tmp_path, "+sweep=lambda", "dataset=ml100k", "seed=0")
@@ -151,6 +152,7 @@ def test_grid_expansion_is_hydras_basic_sweeper(grid, arguments) -> None:
     assert all(set(varies) == swept for _, varies in jobs)
 
 
+@pytest.mark.slow
 def test_composer_gives_hydras_config_and_finds_groups_by_public_api() -> None:
     """One compose per set of group choices, values applied after: the config a full compose gives."""
     from hydra import compose, initialize_config_dir
@@ -175,6 +177,7 @@ def test_composer_gives_hydras_config_and_finds_groups_by_public_api() -> None:
         assert calls[:2] == [["model=svd", "dataset=synthetic"], ["model=dmtl", "model.lambda_profile=0.5", "+extra=1"]]
 
 
+@pytest.mark.slow
 def test_smoke_sweep_then_rerun_skips_everything(tmp_path: Path) -> None:
     uri = sqlite_uri(tmp_path)
     expected = planned(tmp_path, "+sweep=smoke")
@@ -191,11 +194,14 @@ def test_smoke_sweep_then_rerun_skips_everything(tmp_path: Path) -> None:
     assert {c.data.params["model.name"]: c.data.params.get("model.trainer.max_epochs") for c in children} == \
         {"dmtl": "20", "svd": None}
     assert {c.info.run_name for c in children} == {"dmtl · synthetic · s0", "svd · synthetic · s0"}
-    progress = [line for line in output(first).splitlines() if "] FINISHED " in line]
+    # one line a job on stderr by default (-v adds the launcher's and the jobs' own: the test below)
+    progress = [line for line in first.stderr.splitlines() if "] FINISHED " in line]
     assert len(progress) == 2 and all("/2] FINISHED" in line and "rmse=" in line for line in progress)
-    launched = [line for line in output(first).splitlines() if " : model=" in line]
-    assert len(launched) == 2 and not any("sweep_run" in line or "SWEEP_RUN" in line for line in launched)
-    assert "mlflow ui --backend-store-uri " + uri in output(first)  # what to run next
+    assert [line for line in first.stderr.splitlines() if "][benchmark." in line] == progress, first.stderr
+    assert " : model=" not in first.stderr and "6,000 ratings" not in first.stderr
+    # the results and what to run next: on stdout
+    assert "sweep smoke: 2 jobs: 2 finished, 0 failed, 0 skipped" in first.stdout
+    assert "mlflow ui --backend-store-uri " + uri in first.stdout and "next:" not in first.stderr
 
     second = harness(tmp_path, "+sweep=smoke")
     assert second.returncode == 0, second.stderr[-3000:]
@@ -204,6 +210,7 @@ def test_smoke_sweep_then_rerun_skips_everything(tmp_path: Path) -> None:
     check_sweep(parents[1], jobs, "smoke", finished=0, skipped=2)
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_with_each_config_once(tmp_path: Path) -> None:
     """SIGTERM mid-sweep, then the same command: every config FINISHED exactly once."""
     uri = sqlite_uri(tmp_path)
@@ -245,11 +252,12 @@ def test_killed_sweep_resumes_with_each_config_once(tmp_path: Path) -> None:
     assert sum(j.info.status == "FINISHED" for j in jobs) == 8
 
 
+@pytest.mark.slow
 def test_failing_job_is_failed_while_siblings_finish(tmp_path: Path) -> None:
     uri = sqlite_uri(tmp_path)
     # grouping.k=1000 > the 300 users: only the data can refuse it, inside the job (a value that is
     # wrong whatever the data, such as eval.k=0, is refused before the sweep starts: test_reliability)
-    done = harness(tmp_path, "+sweep=smoke", "model=svd", "grouping.k=5,1000")
+    done = harness(tmp_path, "+sweep=smoke", "model=svd", "grouping.k=5,1000", "-v")
     assert done.returncode == 1, done.stderr[-3000:]
     parents, jobs = runs(uri, "smoke")
     children = check_sweep(parents[0], jobs, "smoke", finished=1, failed=1)
@@ -263,8 +271,13 @@ def test_failing_job_is_failed_while_siblings_finish(tmp_path: Path) -> None:
     assert any("FAILED svd synthetic seed=0 k=1000 rmse=-" in line for line in lines), lines
     summary = [line for line in output(done).splitlines() if "FAILED svd/synthetic/seed0" in line]
     assert summary and "grouping.k=1000" in summary[-1]
+    # -v: the launcher's line per job (without the sweep's bookkeeping) and each job's own log lines
+    launched = [line for line in done.stderr.splitlines() if " : model=" in line]
+    assert len(launched) == 2 and not any("sweep_run" in line or "SWEEP_RUN" in line for line in launched)
+    assert done.stderr.count("synthetic: 6,000 ratings") == 2
 
 
+@pytest.mark.slow
 def test_joblib_two_workers_on_one_sqlite_store(tmp_path: Path) -> None:
     uri = sqlite_uri(tmp_path)
     done = harness(tmp_path, "+sweep=smoke", "model=svd,baseline_only", "seed=0,1", "hydra/launcher=joblib",
@@ -286,6 +299,7 @@ def test_joblib_two_workers_on_one_sqlite_store(tmp_path: Path) -> None:
         parents[0].data.metrics["wall_seconds"] / (fit_predict / 2))
 
 
+@pytest.mark.slow
 def test_submitit_local_runs_a_smoke_sweep(tmp_path: Path) -> None:
     uri = sqlite_uri(tmp_path)
     done = harness(tmp_path, "+sweep=smoke", "model=svd,baseline_only", "hydra/launcher=submitit_local",
@@ -335,6 +349,7 @@ def mlflow_server(tmp_path: Path):
         log.close()
 
 
+@pytest.mark.slow
 def test_mlflow_server_receives_a_smoke_sweep(tmp_path: Path, mlflow_server: str) -> None:
     done = harness(tmp_path, "+sweep=smoke", "model=svd,baseline_only", uri=mlflow_server)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -22,6 +22,7 @@ COMMANDS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_an_unreachable_server_is_one_line_and_exit_2_within_seconds(name: str, tmp_path: Path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "GROUPBENCH_TRACKING_TIMEOUT": "2"}

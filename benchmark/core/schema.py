@@ -77,6 +77,7 @@ RULES: dict[str, Rule] = {
     # numpy's and scikit-learn's seeds are 32-bit: 2**32 passed here and failed deep inside KMeans
     "seed": Rule(int, low=0, high=2**32 - 1, fix="use an integer such as seed=0"),
     "resume": BOOL,
+    "verbose": BOOL,
     "data.download": BOOL,
     "data.verify": BOOL,
     "data.root": Rule(str, nullable=True, fix="set it to the folder holding ml-100k/ and itm-rec/"),

@@ -2,7 +2,8 @@
 
 It never trains: it reads the experiment's job runs (tag ``groupbench.role=job``), their
 params, metrics and ``per_user_metrics.csv`` artifacts, and writes into ``--out``
-(default ``reports/<experiment>/``):
+(default ``outputs/reports/<experiment>/``, git-ignored; a folder git tracks, such as the shipped
+``reports/paper/``, only from a checkout without uncommitted changes: benchmark/report/destination.py):
 
 - ``report.md``           every section below, with the provenance line on top, then the Findings
                           (``sections/findings.py``: what the tables found, each citing its cell);
@@ -34,11 +35,13 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from benchmark.core import console
 from benchmark.core.cli import ArgumentParser, writable_folder
 from benchmark.core.errors import GroupbenchError
 from benchmark.report.collect import Collected, collect, sweep_seed_count
 from benchmark.report.commits import commit_lines
 from benchmark.report.context import Context
+from benchmark.report.destination import check_out, default_out, shown_store
 from benchmark.report.format import Provenance, read_csv
 from benchmark.report.merge import merge_configurations
 from benchmark.report.results import safe_name
@@ -124,7 +127,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "paper sweep has run")
     parser.add_argument("--tracking-uri", default=None,
                         help="tracking store; default: $MLFLOW_TRACKING_URI or sqlite:///<cwd>/mlflow.db")
-    parser.add_argument("--out", default=None, help="output folder; default: reports/<experiment>/")
+    parser.add_argument("--out", default=None,
+                        help="output folder; default: outputs/reports/<experiment>/ (git-ignored); a folder git "
+                             "tracks (reports/paper) needs a checkout without uncommitted changes")
     parser.add_argument("--no-log", action="store_true", help="do not log the report into the sweep's parent run")
     return parser.parse_args(argv)
 
@@ -139,16 +144,16 @@ def main(argv: list[str] | None = None) -> int:
         client = MlflowClient(tracking_uri=uri)
         args.experiment = args.experiment or default_experiment(client)
         prov = Provenance(command=shlex.join(["python", "-m", "benchmark.report", *argv]),
-                          date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), uri=uri,
+                          date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), uri=shown_store(uri),
                           experiment=args.experiment, commit=git_commit())
-        out = Path(args.out or Path("reports") / safe_name(args.experiment))  # a name is never a path
+        out = Path(args.out) if args.out else default_out(args.experiment)
         writable_folder("--out", out)  # one line naming it, never a traceback
+        check_out(out, args.experiment)  # a folder git tracks: from a clean checkout only
         written = build_report(client, args.experiment, uri, out, prov, log_to_parent=not args.no_log)
     except GroupbenchError as exc:
         log.error("error: %s", exc)
         return 2
-    for path in written:
-        log.info("wrote %s", path)
+    console.result(*(f"wrote {path}" for path in written))  # the result: on stdout
     return 0
 
 

@@ -7,6 +7,9 @@ import re
 import sys
 from pathlib import Path
 
+from benchmark.core import console
+from benchmark.tracking.tracker import resolve_uri
+
 # (label, [(metric name pattern, short name)]): one line each, shown when the run logged them
 HEADLINES = (
     ("rating", [("rmse", "RMSE"), ("mae", "MAE")]),
@@ -16,7 +19,6 @@ HEADLINES = (
     ("profiling", [("profile_accuracy", "accuracy"), ("profile_f1_macro", "macro-F1")]),
     ("time", [("fit_seconds", "fit s"), ("predict_seconds", "predict s")]),
 )
-from benchmark.tracking.tracker import resolve_uri
 
 
 def _format(value: float) -> str:
@@ -103,7 +105,7 @@ def _default_uri() -> str:
 
 def print_run(name: str, run_id: str, metrics: dict[str, float], uri: str, experiment: str, experiment_id: str,
               model_saved: bool, user=None) -> None:
-    """The end of a single run, on stderr (stdout stays clean)."""
-    lines = [f"{name}: FINISHED (run {run_id}, experiment {experiment!r})", *headline(metrics),
-             *next_steps(uri, experiment, experiment_id, run_id if model_saved else None, user)]
-    print("\n".join(lines), file=sys.stderr, flush=True)
+    """The end of a single run: results, on stdout (the logs are on stderr)."""
+    lines = [f"{name}: FINISHED (run {run_id}, experiment {experiment!r})", *headline(metrics)]
+    # the results last, so `python -m benchmark ... | tail -3` shows them; what to run next above them
+    console.result(*next_steps(uri, experiment, experiment_id, run_id if model_saved else None, user), *lines)

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from benchmark.core.config import config_hash, run_name
+from benchmark.core.console import progress
 from benchmark.core.errors import ConfigError
 
 
@@ -125,7 +126,7 @@ def plan(grids: Mapping[str, Mapping[str, Any]], arguments: Sequence[str], parse
     candidates = [job for grid in grids.values() for job in expand(grid, arguments, parser)]
     unique: dict[str, Job] = {}
     for overrides, varies in tqdm(candidates, desc="composing jobs", unit="job", leave=False,
-                                  disable=len(candidates) < 50):
+                                  disable=len(candidates) < 50 or not progress()):
         cfg = compose(overrides)
         digest = config_hash(cfg)
         if digest in unique:

@@ -44,6 +44,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from benchmark.core import console
 from benchmark.core.config import build_model, run_name
 from benchmark.core.errors import ConfigError, GroupbenchError, TrackingError, one_line
 from benchmark.run import summary
@@ -119,6 +120,7 @@ class SweeperBase(Sweeper):
         # SIGTERM (a scheduler, `kill`) ends the sweep like Ctrl-C: runs are marked KILLED, not left RUNNING
         signal.signal(signal.SIGTERM, _raise_interrupt)
         sys.unraisablehook = _redeliver_interrupt
+        console.set_verbosity(bool(self.config.get("verbose", False)))  # the launchers' per-job lines: -v only
         try:
             outcomes = self._sweep(list(arguments))
         except KeyboardInterrupt:  # anywhere, store creation included: one line, the runs KILLED, never RUNNING
@@ -216,7 +218,7 @@ class SweeperBase(Sweeper):
                                 "wall_seconds": wall})
             failures = [o for o in outcomes if o.status == "FAILED"]
             report(self.name, outcomes, wall)
-            print("\n".join(summary.next_steps(tracker.uri, tracker.experiment_name, tracker.experiment_id)), file=sys.stderr, flush=True)
+            console.result(*summary.next_steps(tracker.uri, tracker.experiment_name, tracker.experiment_id))
             if failures:
                 raise SweepFailed(f"{len(failures)} of {len(jobs)} jobs failed: "
                                   + "; ".join(f"{o.name}: {o.error}" for o in failures)[:1000])
@@ -254,13 +256,13 @@ def _redeliver_interrupt(unraisable) -> None:
 
 
 def report(name: str, outcomes: list[Outcome], wall: float) -> None:
-    """The end-of-sweep summary: counts, time split, and one line per failure."""
+    """The end-of-sweep summary: counts and time split (a result: stdout), and one line per failure (stderr)."""
     count = {s: sum(o.status == s for o in outcomes) for s in ("FINISHED", "FAILED", "SKIPPED")}
     ran = [o for o in outcomes if o.status != "SKIPPED"]
     compute = sum(o.fit_seconds + o.predict_seconds for o in ran)
-    log.info("sweep %s: %d jobs: %d finished, %d failed, %d skipped in %.1f s (job time %.1f s, of which "
-             "fit+predict %.1f s)", name, len(outcomes), count["FINISHED"], count["FAILED"], count["SKIPPED"], wall,
-             sum(o.seconds for o in ran), compute)
+    console.result(f"sweep {name}: {len(outcomes)} jobs: {count['FINISHED']} finished, {count['FAILED']} failed, "
+                   f"{count['SKIPPED']} skipped in {wall:.1f} s (job time {sum(o.seconds for o in ran):.1f} s, "
+                   f"of which fit+predict {compute:.1f} s)")
     for outcome in outcomes:
         if outcome.status == "FAILED":
             log.error("FAILED %s (run %s): %s", outcome.name, outcome.run_id or "-", outcome.error)
@@ -291,20 +293,11 @@ def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:
         cfg.tracking.uri = info["tracking_uri"]
     tags = {"sweep": str(info["name"]), **{f"varies.{k}": v for k, v in info["varies"].items()}}
     outcome = Outcome("FAILED", name)
+    verbose = bool(cfg.get("verbose", False))
+    console.set_verbosity(verbose)  # in a worker process too (joblib, submitit, Ray)
     try:
-        tracker = _tracker(cfg.tracking.uri, cfg.tracking.experiment)
-        if tuning(cfg):  # a tuned job resumes through its study's finished trials and its grid hash
-            result = run_tuned(cfg, tracker=tracker, parent_run_id=str(info["parent_run_id"]), tags=tags)
-        else:
-            result = run(cfg, tracker=tracker, parent_run_id=str(info["parent_run_id"]), tags=tags,
-                         claim=bool(cfg.get("resume", True)))
-        outcome = Outcome("FINISHED", name, run_id=result.run_id, metric=result.metrics.get(KEY_METRIC),
-                          fit_seconds=result.metrics.get("stage_fit_seconds", result.metrics.get("fit_seconds", 0.0)),
-                          # every prediction the job asked of the model: test pairs and evaluation's
-                          predict_seconds=result.metrics.get("stage_predict_seconds",
-                                                             result.metrics.get("predict_seconds", 0.0)))
-    except AlreadyClaimed as exc:  # another sweep runs (or ran) this configuration on this data
-        outcome = Outcome("SKIPPED", name, error=str(exc))
+        with console.quiet_job(verbose):  # one line a job (below) unless verbose
+            outcome = _run_job(cfg, info, name, tags)
     except Exception as exc:  # the child run is already FAILED with this message (runner/tracking)
 
         message = str(exc) if isinstance(exc, GroupbenchError) else f"{type(exc).__name__}: {exc}"
@@ -323,3 +316,21 @@ def run_sweep_job(cfg: DictConfig) -> dict[str, Any]:
     else:
         log.info("%s", line)
     return asdict(outcome)
+
+
+def _run_job(cfg: DictConfig, info: dict[str, Any], name: str, tags: dict[str, str]) -> Outcome:
+    """The job's run (or tuned runs): FINISHED, or SKIPPED when another sweep holds its configuration."""
+    try:
+        tracker = _tracker(cfg.tracking.uri, cfg.tracking.experiment)
+        if tuning(cfg):  # a tuned job resumes through its study's finished trials and its grid hash
+            result = run_tuned(cfg, tracker=tracker, parent_run_id=str(info["parent_run_id"]), tags=tags)
+        else:
+            result = run(cfg, tracker=tracker, parent_run_id=str(info["parent_run_id"]), tags=tags,
+                         claim=bool(cfg.get("resume", True)))
+    except AlreadyClaimed as exc:  # another sweep runs (or ran) this configuration on this data
+        return Outcome("SKIPPED", name, error=str(exc))
+    return Outcome("FINISHED", name, run_id=result.run_id, metric=result.metrics.get(KEY_METRIC),
+                   fit_seconds=result.metrics.get("stage_fit_seconds", result.metrics.get("fit_seconds", 0.0)),
+                   # every prediction the job asked of the model: test pairs and evaluation's
+                   predict_seconds=result.metrics.get("stage_predict_seconds",
+                                                      result.metrics.get("predict_seconds", 0.0)))

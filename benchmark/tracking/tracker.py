@@ -99,15 +99,28 @@ def existing_store(uri: str | None, base_dir: str | os.PathLike | None = None) -
     return uri
 
 
+# The shipped reports (reports/): what the code wrote, not code. A change there (``make reports``
+# regenerating them) leaves the commit clean, so every shipped report names one clean commit.
+NOT_CODE = ("reports",)
+
+
+def uncommitted(repo_dir: str | os.PathLike | None = None) -> list[str]:
+    """``git status --porcelain`` lines of the tracked files with uncommitted changes, those under
+    :data:`NOT_CODE` left out (untracked files never count). Raises OSError/SubprocessError outside git."""
+    exclude = [f":(exclude){folder}" for folder in NOT_CODE]
+    done = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *exclude],
+                          cwd=repo_dir or REPO, capture_output=True, text=True, timeout=10, check=True)
+    return [line for line in done.stdout.splitlines() if line.strip()]
+
+
 def git_commit(repo_dir: str | os.PathLike | None = None) -> str:
-    """HEAD's commit (with '-dirty' when the tree has changes), or 'unknown' outside git."""
+    """HEAD's commit (with '-dirty' when tracked code has uncommitted changes: :func:`uncommitted`),
+    or 'unknown' outside git."""
     cwd = repo_dir or REPO
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return head + ("-dirty" if dirty else "")
+        return head + ("-dirty" if uncommitted(cwd) else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
