@@ -44,7 +44,6 @@ from benchmark.report.context import Context
 from benchmark.report.destination import check_out, default_out, shown_store
 from benchmark.report.format import Provenance, read_csv
 from benchmark.report.merge import merge_configurations
-from benchmark.report.results import safe_name
 from benchmark.report.sections import (
     catalogue,
     completeness,
