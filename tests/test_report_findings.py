@@ -116,6 +116,8 @@ def test_trivial_profiling_score_is_never_bold(built):
     matched = cell({"t": main}, "t", "DMTL (λ=0.5, softmax)", column)
     assert "(= trivial 0.6100)" in matched and f"**{matched.split(' (')[0]}" not in raw
     assert "**0.7100 ± 0.0100 (trivial 0.6100)**" in raw  # the best, beating its trivial classifier: bold
+    below = [c for c in main[column] if "< trivial" in c]  # worse than the trivial classifier: said so, never bold
+    assert below and all(float(c.split(" ±")[0]) < float(c.split("< trivial ")[1].rstrip(")")) for c in below)
     # P@10: the item-mean reference beats every model: the last row shows it, nothing in the column is bold
     assert cell({"t": main}, "t", "best trivial reference", "P@10 ↑").endswith("(Item mean)")
     p10 = list(main.columns).index("P@10 ↑")

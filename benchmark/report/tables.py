@@ -156,7 +156,7 @@ def display_table(table: pd.DataFrame, columns: Iterable[Column], k: int, expect
     ``best_mask``); ``reported`` (published numbers) goes on top, marked †, never bold. ``trivial``: per
     metric, the best trivial reference's (value, name), shown as the last row, never bold; a column's own
     trivial metric (``Column.trivial``, e.g. the trivial classifier's profiling accuracy) is shown in each
-    cell, and a cell it matches is marked "= trivial" and never bold."""
+    cell, and a cell it matches is marked "= trivial" ("< trivial" where it is worse) and never bold."""
     trivial = trivial or {}
     cells = pd.DataFrame({"Configuration": table["configuration"]})
     best = pd.DataFrame({"Configuration": False}, index=table.index)
@@ -173,8 +173,16 @@ def display_table(table: pd.DataFrame, columns: Iterable[Column], k: int, expect
         if column.trivial:  # a cell without its trivial reference logged is never shown as a win
             own = table.get(f"{column.trivial}_mean", pd.Series(np.nan, index=table.index))
             matched = pd.Series(no_better(means, own, column.higher_is_better), index=table.index)
-            text = [t if not np.isfinite(o) else f"{t} (= trivial {o:.{column.decimals}f})" if m
-                    else f"{t} (trivial {o:.{column.decimals}f})" for t, o, m in zip(text, own, matched)]
+            worse = "<" if column.higher_is_better else ">"  # no better, and not equal at the shown decimals
+
+            def mark(t, o, m, mean, worse=worse):
+                if not np.isfinite(o):
+                    return t
+                if not m:
+                    return f"{t} (trivial {o:.{column.decimals}f})"
+                same = round(float(mean), column.decimals) == round(float(o), column.decimals)
+                return f"{t} ({'=' if same else worse} trivial {o:.{column.decimals}f})"
+            text = [mark(t, o, m, mean) for t, o, m, mean in zip(text, own, matched, means)]
             eligible &= ~matched & own.notna()
         cells[header] = text
         value, name = trivial.get(metric, (float("nan"), ""))

@@ -25,7 +25,7 @@ def trivial_notes(table: pd.DataFrame, k: int) -> list[str]:
     if profiling:
         lines.append(f"{' and '.join(c.header for c in profiling)}: each cell names the trivial classifier's score "
                      f"on the same run (`{'`, `'.join(c.trivial for c in profiling)}`: a seen user's training group, "
-                     f"the majority group for an unseen one); \"= trivial\" marks a score it matches, never bold.")
+                     f"the majority group for an unseen one); \"= trivial\" marks a score it matches and \"< trivial\" one below it: neither is ever bold.")
         column = profiling[0]
         own = table.get(f"{column.trivial}_mean", pd.Series(np.nan, index=table.index))
         missing = int((table[f"{column.metric}_mean"].notna() & own.isna()).sum())
