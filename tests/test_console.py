@@ -15,7 +15,7 @@ TIMEOUT = 600
 
 
 def test_a_run_prints_results_on_stdout_and_logs_on_stderr(tmp_path: Path) -> None:
-    """``python -m benchmark ... | tail -3``: the pipe gets the headline and the next commands; the logs
+    """``python -m benchmark ... | tail -3``: the pipe gets the headline (after the next commands); the logs
     (and no progress bar: stderr is a file here) stay on stderr."""
     from mlflow.tracking import MlflowClient
 
@@ -29,12 +29,15 @@ def test_a_run_prints_results_on_stdout_and_logs_on_stderr(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr[-3000:]
     out, err = done.stdout.splitlines(), done.stderr
     (run,) = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("groupbench").experiment_id])
-    # the results: the run's line and its RMSE as MLflow holds it
-    assert out[0] == f"dmtl · synthetic · s0: FINISHED (run {run.info.run_id}, experiment 'groupbench')", out
-    rating = next(line for line in out if line.lstrip().startswith("rating"))
+    # the next commands first, the last one naming this run; then the results: the run's line and its
+    # headline, RMSE as MLflow holds it
+    finished = out.index(f"dmtl · synthetic · s0: FINISHED (run {run.info.run_id}, experiment 'groupbench')")
+    assert out[0] == "next:" and any(line.split()[0] == "top-10" and run.info.run_id in line
+                                     for line in out[:finished])
+    rating = next(line for line in out[finished:] if line.lstrip().startswith("rating"))
     assert f"RMSE {run.data.metrics['rmse']:.4f}" in rating
-    # `| tail -3`: the next commands, the last one naming this run
-    assert "next:" in out and out[-1].split()[0] == "top-10" and run.info.run_id in out[-1], out
+    # `| tail -3`: results only (the headline lines after the FINISHED line)
+    assert len(out) - finished > 3 and "next:" not in out[-3:], out
     assert not any("][INFO]" in line for line in out)  # no log line on stdout
     # the logs: on stderr, never the results; no progress bar drawn into a file
     assert "synthetic: 6,000 ratings" in err and "][INFO]" in err

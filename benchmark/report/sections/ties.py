@@ -71,5 +71,8 @@ def section(ctx: Context) -> list[str]:
         wide = (rows.pivot_table(index="configuration", columns="candidates", values="share", sort=False)
                 .map(lambda v: "" if pd.isna(v) else f"{v:.1%}").reset_index())
         wide.columns.name = None
+        # users first (test items, then the catalogue), then the groups in the same order
+        order = sorted(wide.columns[1:], key=lambda c: (c.startswith("groups"), "full catalogue" in c, c))
+        wide = wide[["configuration", *order]]
         md += [f"### {title(dataset)}", "", markdown(wide), ""]
     return md
