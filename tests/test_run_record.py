@@ -67,8 +67,8 @@ def test_single_run_record_and_next_line(tmp_path):
     assert description.startswith(f"- **rating**: RMSE {metrics['rmse']:.4f} · MAE {metrics['mae']:.4f}\n"), description
     assert f"NDCG@10 {metrics['ndcg_at_10']:.4f}" in description.split("\n\n")[0]
     url = f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs"
-    browse = [line for line in proc.stderr.splitlines() if line.strip().startswith("browse runs")]
-    assert len(browse) == 1 and f"then open {url}?workflowType=machine_learning" in browse[0], proc.stderr[-2000:]
+    browse = [line for line in proc.stdout.splitlines() if line.strip().startswith("browse runs")]  # stdout (#30 item 7)
+    assert len(browse) == 1 and f"then open {url}?workflowType=machine_learning" in browse[0], proc.stdout[-2000:]
 
 
 def test_next_line_names_the_runs_table_of_a_server():
