@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmark.core import console
 
 TIMEOUT = 600
 
 
+@pytest.mark.slow
 def test_a_run_prints_results_on_stdout_and_logs_on_stderr(tmp_path: Path) -> None:
     """``python -m benchmark ... | tail -3``: the pipe gets the headline (after the next commands); the logs
     (and no progress bar: stderr is a file here) stay on stderr."""

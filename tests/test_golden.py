@@ -53,6 +53,7 @@ def test_golden_metrics_unchanged(tmp_path, monkeypatch):
 FAST_JOB = "itmrec-svd"  # the fast tier's golden check: one job of the twelve (the rest: the slow test above)
 
 
+@pytest.mark.slow
 def test_one_golden_job_unchanged(tmp_path, monkeypatch):
     golden = json.loads(make_golden.EXPECTED.read_text())
     assert FAST_JOB in golden["jobs"] and golden["jobs"][FAST_JOB]["overrides"] in make_golden.accepted_overrides(

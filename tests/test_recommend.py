@@ -127,6 +127,7 @@ def test_group_top_k_matches_an_independent_aggregation(svd_run, svd_uri, tmp_pa
     assert table["prediction"].tolist() == pytest.approx([scores[i] for i in expected], abs=5e-4)
 
 
+@pytest.mark.slow
 def test_dmtl_model_is_saved_and_ranks_by_its_predictions(make_cfg, tracking_uri, tmp_path, capsys):
     result = run(make_cfg(*TINY, "model=dmtl", "trainer.max_epochs=2",
                           "trainer.progress=false"))

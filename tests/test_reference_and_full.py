@@ -177,6 +177,7 @@ def brute_force(model, dataset, split, groups, members_of: dict | None = None):
 
 @pytest.mark.parametrize("model", [Random(seed=4), ItemMean(), Constant(value="top"), Oracle()],
                          ids=["random", "item_mean", "constant (all ties)", "oracle"])
+@pytest.mark.slow
 def test_full_catalogue_equals_brute_force(small, model):
     dataset, split, groups = small
     model = fitted(model, dataset, split, groups)

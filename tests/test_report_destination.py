@@ -52,6 +52,7 @@ def test_an_ad_hoc_report_leaves_git_status_clean(store, checkout, monkeypatch):
     assert (checkout / "reports" / "paper" / "report.md").read_text() == SHIPPED
 
 
+@pytest.mark.slow
 def test_a_tracked_folder_is_written_only_from_a_clean_checkout(store, checkout, monkeypatch, caplog):
     monkeypatch.chdir(checkout)
     argv = ["--experiment", "smoke", "--tracking-uri", store, "--no-log", "--out", "reports/paper"]

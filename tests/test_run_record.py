@@ -49,6 +49,7 @@ def test_params_hold_no_import_path_and_no_plumbing(split, grouping):
         assert {key.split(".", 1)[0] for key in params} <= set(RESULT_KEYS)
 
 
+@pytest.mark.slow
 def test_single_run_record_and_next_line(tmp_path):
     """A single run (the CLI): at most MAX_TAGS tags besides mlflow.*, none of them config.* / version.* /
     per-file data hashes (those are in config.yaml and provenance.json); its description starts with

@@ -100,6 +100,7 @@ def test_scrambled_test_ratings_change_no_choice(make_cfg, tmp_path, monkeypatch
     assert all(abs(test_rmse2[m] - test_rmse[m]) > 0.05 for m in TUNED_MODELS), "the scramble missed test"
 
 
+@pytest.mark.slow
 def test_killed_study_resumes_without_rerunning_trials(make_cfg, tmp_path, monkeypatch):
     cfg = make_cfg("dataset=synthetic", "model=svd", "tune.enabled=true", "tune.trials=4")
     tracker = tracker_at(tmp_path)
@@ -151,6 +152,7 @@ def test_every_model_is_in_the_tuned_sweep_with_one_budget():
                 ("shrinkage", ".reg", "learning_rate")), f"{model}: {key}"
 
 
+@pytest.mark.slow
 def test_lenskit_bias_model_matches_a_hand_computation(make_cfg):
     from baselines.lenskit import LenskitRecommender
 

@@ -39,6 +39,7 @@ def test_an_unreachable_server_is_one_line_and_exit_2_within_seconds(name: str, 
     assert not list(tmp_path.iterdir())  # a read-only command creates nothing
 
 
+@pytest.mark.slow
 def test_a_missing_sqlite_store_is_not_created_by_a_read_only_command(tmp_path: Path):
     missing = tmp_path / "typo" / "mlflow.db"
     done = subprocess.run([sys.executable, "-m", "benchmark.recommend", "--run", "0123abcd", "--user", "1",
