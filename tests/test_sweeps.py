@@ -300,6 +300,35 @@ def test_joblib_two_workers_on_one_sqlite_store(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_sweep_timing_counts_tuned_jobs_under_their_studies(tmp_path: Path) -> None:
+    # a tuned job is the child of its study, the study the sweep's child: speed --sweep must count
+    # it (it used to count the studies as jobs, with no stage time, and miss every tuned job)
+    from mlflow.tracking import MlflowClient
+
+    from benchmark import speed
+
+    uri = sqlite_uri(tmp_path)
+    done = harness(tmp_path, "+sweep=smoke", "model=svd,constant", "tune.enabled=true", "tune.trials=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("smoke")
+    every = client.search_runs([experiment.experiment_id], max_results=1000)
+    parent = next(r for r in every if r.data.tags.get("groupbench.role") == "sweep")
+    studies = [r for r in every if r.data.tags.get("groupbench.role") == "study"]
+    jobs = [r for r in every if r.data.tags.get("groupbench.role") == "job"]
+    assert len(studies) == 1 and len(jobs) == 2  # svd is tuned, the constant reference is not
+    assert {j.data.tags["mlflow.parentRunId"] for j in jobs} == {parent.info.run_id, studies[0].info.run_id}
+    figures = speed.main(["--sweep", "smoke", "--tracking-uri", uri])
+    fit_predict = sum(j.data.metrics["stage_fit_seconds"] + j.data.metrics["stage_predict_seconds"] for j in jobs)
+    tuning = studies[0].data.metrics["tuning_seconds"]
+    assert (figures["jobs"], figures["studies"]) == (2, 1)
+    assert figures["fit_predict_seconds"] == pytest.approx(fit_predict) and tuning > 0
+    assert figures["tuning_seconds"] == pytest.approx(tuning)
+    assert figures["wall_over_fit_predict_per_worker"] == pytest.approx(
+        parent.data.metrics["wall_seconds"] / (fit_predict + tuning))
+
+
+@pytest.mark.slow
 def test_submitit_local_runs_a_smoke_sweep(tmp_path: Path) -> None:
     uri = sqlite_uri(tmp_path)
     done = harness(tmp_path, "+sweep=smoke", "model=svd,baseline_only", "hydra/launcher=submitit_local",
