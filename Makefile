@@ -44,6 +44,7 @@ reports: $(VENV)/.installed
 
 # The README's runs-table screenshot (docs/img/mlflow-runs-table.png) in headless Chromium; ARGS: --experiment, --tracking-uri.
 screenshot: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[screenshot]'
 	$(PY) scripts/screenshot_runs.py $(ARGS)
 
 clean:

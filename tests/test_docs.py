@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 # docs/performance.md, "Scaling to 10M ratings" / docs/protocol.md ("## DMTL") / docs/performance.md "DMTL"
 CITATION = re.compile(r'docs/([\w-]+\.md),?\s*\(?"(?:#+\s*)?([^"]+)"')
@@ -63,14 +65,13 @@ def _screenshot_script():
     return module
 
 
-def test_runs_table_screenshot(tmp_path):
+@pytest.mark.slow
+def test_runs_table_screenshot(tmp_path, capsys):
     """The README's screenshot is taken by scripts/screenshot_runs.py in headless Chromium, at the URL the
     "next:" line prints, with the metric columns the README names; without a Chromium the script says
     so in one line (exit 2) and this test stops there (skipped)."""
     import subprocess
     import sys
-
-    import pytest
 
     script = _screenshot_script()
     readme = " ".join((REPO / "README.md").read_text().split())
@@ -80,10 +81,14 @@ def test_runs_table_screenshot(tmp_path):
                                str(tmp_path / "x.png")], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "Chromium" in proc.stderr
         assert not (tmp_path / "x.png").exists()
-        pytest.skip("no headless Chromium here (pip install playwright && playwright install chromium)")
+        pytest.skip("no headless Chromium here (pip install -e '.[screenshot]' and apt-get install chromium)")
     from tests.test_runner import cli
 
     assert cli(tmp_path, "dataset=synthetic", "model=svd").returncode == 0
     out = tmp_path / "runs.png"
     assert script.main(["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # every column the README names was ticked in MLflow's menu, and the attribute columns made room
+    said = capsys.readouterr().out
+    assert f"columns added: {', '.join(script.COLUMNS)};" in said, said
+    assert f"hidden: {', '.join(script.HIDE)})" in said, said
