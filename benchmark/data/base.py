@@ -14,12 +14,15 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pandas as pd
 
 from benchmark.core.errors import DataError, one_line
+
+if TYPE_CHECKING:  # group_item imports this module: the annotation only, no import cycle at run time
+    from benchmark.data.group_item import GroupItemData
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,8 @@ class Dataset:
     files_sha256:   every file read, name -> sha256; ``sha256`` combines them into one tag.
     notes:          how the loader handled the data's quirks, logged with each run.
     item_titles:    index = item id, the item's title (ML-100K movies, ITM-Rec topics), else None.
+    group_item:     user and group interactions with their shipped splits and negatives (CAMRa2011,
+                    Mafengwo, MafengwoS, Weeplaces: ``benchmark/data/group_item.py``), else None.
     """
 
     name: str
@@ -48,6 +53,7 @@ class Dataset:
     group_ratings: pd.DataFrame | None = None
     notes: dict[str, str] = field(default_factory=dict)
     item_titles: pd.Series | None = None
+    group_item: GroupItemData | None = None
 
     @property
     def sha256(self) -> str:
