@@ -181,10 +181,8 @@ def _body(cfg: DictConfig, tracker: Tracker, logger, stage: Stages, models: list
 
     with stage("split"):
         splits = protocol.splits(lambda: make_splits(instantiate(cfg.split), dataset, int(cfg.seed)), are_splits)
-    if splits[0].group is not None:  # what the group split is (legacy or not) and what it corrected
+    if splits[0].group is not None:  # the group split's label (corrected, or shipped: legacy)
         logger.set_tags({"group_split": splits[0].group.label})
-        logger.log_metrics({"group_split_legacy": float(splits[0].group.legacy),
-                            **{f"group_split_{k}": v for k, v in splits[0].group.stats.items()}})
     fold_metrics, frames, tables = [], [], {}
     for split in splits:
         metrics, frame, fold_tables = run_fold(cfg, dataset, split, logger, n_folds=len(splits),
@@ -266,6 +264,9 @@ def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int, stage: Stage
     metrics = {**result.metrics, "fit_seconds": fit_seconds, "predict_seconds": predict_seconds,
                "eval_predict_seconds": eval_predict.seconds,
                **{f"grouping_{k}": v for k, v in groups.stats.items()}}
+    if split.group is not None:  # what the group split is (legacy or not) and what it corrected
+        metrics.update({"group_split_legacy": float(split.group.legacy),
+                        **{f"group_split_{k}": v for k, v in split.group.stats.items()}})
     tables = dict(result.tables)
     tables["groups"] = groups.labels.rename("group").reset_index()
     if isinstance(model, Diagnosed):
