@@ -45,7 +45,7 @@ def headline_cells(metrics: dict[str, float]) -> list[tuple[str, list[str]]]:
             notes = ["legacy (shipped split)" if metrics.get("group_split_legacy") == 1.0 else "corrected split"]
             if metrics.get("group_ties_positive_first") == 1.0:
                 notes.append("ties positive_first (legacy)")
-            label += f" ({', '.join(notes)})"
+            label += ", " + ", ".join(notes)
         if cells:
             note = trivial_note(label, metrics).strip()
             rows.append((label, cells + ([note] if note else [])))
