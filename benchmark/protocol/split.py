@@ -9,7 +9,6 @@ from a training frame with the same hold-out function, never from test.
 from __future__ import annotations
 
 import inspect
-
 from dataclasses import dataclass
 from typing import Any
 
