@@ -242,3 +242,18 @@ def test_camra2011_random_and_shipped_legacy(tmp_path):
     # 1,450 cases, member-averaged random scores: 4 standard errors (0.023 for HR@5, 0.014 for NDCG@5)
     assert metrics["group_sampled_mean_hr_at_5"] == pytest.approx(RANDOM_HR_AT_5, abs=0.023)
     assert metrics["group_sampled_mean_ndcg_at_5"] == pytest.approx(RANDOM_NDCG_AT_5, abs=0.014)
+
+
+def test_corrected_split_on_the_camra2011_files_drops_its_576_leaked_rows():
+    if not camra_present():
+        pytest.skip(f"CAMRa2011 files not under {data_root()}")
+    from benchmark.data import camra2011
+    dataset = camra2011.load(root=str(data_root()), download=False)
+    data = dataset.group_item
+    test_pairs = set(map(tuple, data.group_test[["group", "item"]].to_numpy().tolist()))
+    leaked = sum(pair in test_pairs for pair in map(tuple, data.group_train[["group", "item"]].to_numpy().tolist()))
+    fold = corrected(dataset.ratings, seed=0, dataset=dataset)[0].group
+    assert leaked == 576 == fold.stats["n_leaked_train_rows"]
+    assert len(fold.train) == len(data.group_train) - leaked and len(fold.negatives) == len(data.group_test) == 1450
+    known = known_positives(GroupItemData(**{**data.__dict__, "group_train": data.group_train[data.group_train.rating > 0]}))
+    assert not any((int(g), int(i)) in known for g, row in zip(fold.test["group"], fold.negatives) for i in row)
