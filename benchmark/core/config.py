@@ -93,6 +93,8 @@ def config_hash(cfg: DictConfig) -> str:
     resolved = without_meta(to_container(cfg))
     relevant = {key: resolved.get(key) for key in RESULT_KEYS}
     relevant["evaluation_version"] = EVALUATION_VERSION
+    if isinstance(relevant.get("eval"), dict) and relevant["eval"].get("ties") == "random":
+        relevant["eval"] = {k: v for k, v in relevant["eval"].items() if k != "ties"}  # the default: old hashes hold
     if isinstance(relevant.get("model"), dict) and isinstance(relevant["model"].get("trainer"), dict):
         relevant["model"]["trainer"].pop("progress", None)  # a progress bar changes no result
     if tunes(cfg):

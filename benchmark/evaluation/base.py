@@ -42,6 +42,7 @@ class EvalContext:
     clock: ModelClock = field(default_factory=lambda: ModelClock())
     shared: dict[str, Any] = field(default_factory=dict)  # built once, read by several evaluators (group truth)
     seed: int = 0                    # the run's seed: it seeds the tie rule (benchmark/protocol/ranking.py)
+    group_fold: Any = None           # a group-item split's group stream (protocol/group_split.GroupFold), else None
 
     @cached_property
     def scorer(self) -> Scorer:
@@ -217,12 +218,19 @@ EVALUATORS: Registry[Evaluator] = Registry("evaluator")
 # (``grouping.*``) unless the model's fit reads the groups (``meta.reads_groups``): the report merges
 # configurations that differ only in such settings (benchmark/report/merge.py)
 GROUPING_FREE: dict[str, tuple[str, ...]] = {}
+# the evaluators of group-item splits (benchmark/evaluation/group_item.py): a run with a group split
+# (``EvalContext.group_fold``) runs only these, any other run only the others
+GROUP_ITEM: set[str] = set()
 
 
-def evaluator(name: str, grouping_free: tuple[str, ...] = ()) -> Callable[[Evaluator], Evaluator]:
+def evaluator(name: str, grouping_free: tuple[str, ...] = (), group_item: bool = False
+              ) -> Callable[[Evaluator], Evaluator]:
     """Register an evaluator; ``grouping_free``: patterns of its metrics the grouping cannot change for a
-    model that does not read the groups (default: none, i.e. every metric may depend on the grouping)."""
+    model that does not read the groups (default: none, i.e. every metric may depend on the grouping);
+    ``group_item``: it evaluates a group-item split's group cases (and runs only on such splits)."""
     GROUPING_FREE[name] = tuple(grouping_free)
+    if group_item:
+        GROUP_ITEM.add(name)
     return EVALUATORS.register(name)
 
 
@@ -283,7 +291,10 @@ def profiling(ctx: EvalContext) -> EvalResult:
 
 def evaluate(ctx: EvalContext) -> EvalResult:
     result = EvalResult()
-    for fn in EVALUATORS.values():
+    group_split = ctx.group_fold is not None
+    for name, fn in EVALUATORS.items():
+        if (name in GROUP_ITEM) != group_split:
+            continue
         part = fn(ctx)
         result.metrics.update(part.metrics)
         result.tables.update(part.tables)

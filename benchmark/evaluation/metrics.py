@@ -289,3 +289,31 @@ def summarize_full(table: pd.DataFrame, top_items: np.ndarray, n_items: int, k: 
     metrics[f"{prefix}coverage_at_{k}"] = float(len(shown) / n_items) if n_items else 0.0
     metrics[f"{prefix}n_scored"] = float(len(scored))
     return metrics
+
+
+# ---------------------------------------------------------------------------- one relevant item per case
+
+def single_positive_ranks(positive: np.ndarray, others: np.ndarray, positive_key: np.ndarray | None,
+                          other_keys: np.ndarray | None, valid: np.ndarray | None = None,
+                          positive_first: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(rank, tied) of each case's one relevant item among its candidates, vectorised over cases.
+
+    ``positive`` (n,): its score; ``others`` (n, m): the other candidates' scores, ``valid`` (n, m)
+    the ones that count (None: all). A candidate ranks ahead when its score is higher, or equal with
+    a smaller tie key (benchmark/protocol/ranking.tie_key: the harness's one tie rule);
+    ``positive_first`` (legacy, ``eval.ties=positive_first``) puts the positive ahead of every tie.
+    ``tied``: the positive shares its score with at least one counted candidate."""
+    positive = np.asarray(positive, dtype=float)[:, None]
+    above, tied = others > positive, others == positive
+    if valid is not None:
+        above, tied = above & valid, tied & valid
+    ahead = above if positive_first else above | (tied & (other_keys < np.asarray(positive_key)[:, None]))
+    return 1 + ahead.sum(axis=1), tied.any(axis=1)
+
+
+def hit_rate_ndcg(ranks: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per case with one relevant item at ``ranks``: HR@k = 1 if rank <= k; NDCG@k = 1 / log2(rank + 1)
+    if rank <= k, else 0 (the ideal DCG is 1)."""
+    ranks = np.asarray(ranks, dtype=float)
+    hit = ranks <= k
+    return hit.astype(float), np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0)

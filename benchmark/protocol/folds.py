@@ -17,8 +17,9 @@ A fold is made in one of three ways:
 ``fold.inner(size)`` is the fold a tuning trial works on: its training part is the fitting rows of
 ``validation(size)``, its test part the validation rows (the outer test part is never read).
 
-Only the user-item stream exists today. A group-item dataset adds a group stream: its parts are
-carved by the same rule, in the same fold, next to these (one more frame per part).
+A group-item dataset adds a group stream: ``fold.group`` (benchmark/protocol/group_split.py,
+``GroupFold``) holds the group train part, its validation part (one held-out positive per group,
+with sampled negatives, carved once by the split) and the test cases.
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ class Fold:
     object its readers share."""
 
     def __init__(self, train: pd.DataFrame, test: pd.DataFrame | None = None, seed: int = 0, number: int = 0,
-                 predefined: Holdout | None = None):
+                 predefined: Holdout | None = None, group=None):
         self.train = train
+        self.group = group  # a group-item dataset's group stream (group_split.GroupFold: train, val, test), else None
         self.test = test
         self.seed = int(seed)
         self.number = int(number)
@@ -64,7 +66,7 @@ class Fold:
     # ---- the ways to make a fold -------------------------------------------------------------
     @classmethod
     def from_split(cls, split: Split, seed: int) -> "Fold":
-        return cls(split.train, split.test, seed=seed, number=split.fold)
+        return cls(split.train, split.test, seed=seed, number=split.fold, group=split.group)
 
     @classmethod
     def carved(cls, train: pd.DataFrame, seed: int) -> "Fold":

@@ -139,3 +139,20 @@ def real(dataset: Dataset, train: pd.DataFrame, k: int, seed: int = 0, n_init: i
              "n_members_without_training": float((~per_user.index.isin(trained)).sum()),
              **size_stats(membership, prefix="real_size_")}
     return Groups(labels=groups.labels, k=k, method="real", stats=stats, membership=membership)
+
+
+def members(dataset: Dataset, train: pd.DataFrame, seed: int = 0) -> Groups:
+    """A group-item dataset's own groups (CAMRa2011, Mafengwo): ``membership`` = the dataset's
+    ``group, user`` table; each user's label is the smallest group it belongs to (-1: in none),
+    for a model that wants one label per user. Evaluated by the group-item evaluators
+    (benchmark/evaluation/group_item.py) against the split's group test cases."""
+    require(dataset.groups is not None and dataset.group_item is not None,
+            f"grouping=members: dataset {dataset.name} has no group-item data; use grouping=kmeans")
+    membership = dataset.groups[["group", "user"]].drop_duplicates(ignore_index=True)
+    first = membership.groupby("user")["group"].min()
+    labels = first.reindex(pd.RangeIndex(dataset.group_item.n_users, name="user"), fill_value=-1).rename("group")
+    per_user = membership.groupby("user").size()
+    stats = {"n_real_groups": float(membership["group"].nunique()),
+             "n_users_in_several_groups": float((per_user > 1).sum()), **size_stats(membership, prefix="real_size_")}
+    return Groups(labels=labels, k=int(dataset.group_item.n_groups), method="members", stats=stats,
+                  membership=membership)

@@ -8,7 +8,9 @@ from a training frame with the same hold-out function, never from test.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +23,7 @@ class Split:
     fold: int
     train: pd.DataFrame
     test: pd.DataFrame
+    group: Any = None  # a group-item dataset's group stream (benchmark/protocol/group_split.GroupFold), else None
 
 
 def stable_argsort(codes: np.ndarray, n_codes: int) -> np.ndarray:
@@ -51,6 +54,13 @@ def _shuffled_runs(ratings: pd.DataFrame, rng: np.random.Generator) -> tuple[np.
     codes, users = pd.factorize(ratings["user"].to_numpy())
     by_user = order[stable_argsort(codes[order], len(users))]
     return by_user, np.bincount(codes, minlength=len(users)), users
+
+
+def make_splits(split_fn, dataset, seed: int) -> list[Split]:
+    """Call a split function of ``conf/split``: on the dataset's user ratings, and with the dataset itself
+    when the function takes it (the group splits of benchmark/protocol/group_split.py)."""
+    takes_dataset = "dataset" in inspect.signature(split_fn).parameters
+    return split_fn(dataset.ratings, seed=seed, **({"dataset": dataset} if takes_dataset else {}))
 
 
 def are_splits(value) -> bool:

@@ -16,18 +16,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 import benchmark.evaluation.full_ranking  # registers the full-catalogue top-N evaluator (full_* metrics)
+import benchmark.evaluation.group_item  # registers the group-item evaluators (group_sampled_*, group_full_*)
 import benchmark.evaluation.groups  # registers the group-level and cold-start evaluators; validates eval.group
-from benchmark.core.config import RESULT_KEYS, build_model, config_hash, instantiate, run_name
+from benchmark.core.config import CONF, RESULT_KEYS, build_model, config_hash, instantiate, run_name
 from benchmark.core.schema import check_threshold, validate_config
 from benchmark.data.cache import ProtocolCache
 from benchmark.evaluation import divergence
 from benchmark.evaluation.base import EvalContext, Scorer, evaluate, model_clock
 from benchmark.protocol.folds import Fold
 from benchmark.protocol.grouping import Groups
-from benchmark.protocol.split import are_splits
+from benchmark.protocol.split import are_splits, make_splits
 from benchmark.run import summary
 from benchmark.tracking import claims, orphans, provenance, saved_models
 from benchmark.tracking.artifacts import check_format, table_name
@@ -78,6 +79,32 @@ def validate(cfg: DictConfig) -> None:
     check_format(artifact_format(cfg))
 
 
+# the user-level choices a group-item dataset replaces by its own (``dataset.split``, ``dataset.grouping``)
+USER_LEVEL = {"split": ("benchmark.protocol.split.holdout", "benchmark.protocol.split.kfold"),
+              "grouping": ("benchmark.protocol.grouping.kmeans", "benchmark.protocol.grouping.real")}
+
+
+def dataset_defaults(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with a group-item dataset's own split and grouping (its YAML's ``split:`` and ``grouping:``,
+    e.g. corrected and members) in place of the user-level defaults, which do not apply to it (Hydra
+    cannot let a dataset's YAML override another group's default). An explicit group split
+    (``split=shipped``) is kept. The replaced config is the run's: hashed, logged, in config.yaml."""
+    changes = {}
+    for group, user_level in USER_LEVEL.items():
+        name = OmegaConf.select(cfg, f"dataset.{group}", default=None)
+        if name and OmegaConf.select(cfg, f"{group}._target_", default=None) in user_level:
+            changes[group] = OmegaConf.load(CONF / group / f"{name}.yaml")
+    if not changes:
+        return cfg
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        for group, node in changes.items():
+            log.info("dataset=%s: %s=%s (its own; user-level %s do not apply)", cfg.dataset.name, group,
+                     cfg.dataset[group], "splits" if group == "split" else "groupings")
+            cfg[group] = node
+    return cfg
+
+
 def artifact_format(cfg: DictConfig) -> str:
     return OmegaConf.select(cfg, "artifacts.format", default="parquet")
 
@@ -99,6 +126,7 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
     (``benchmark.timing.MeteredStages``: peak memory too) instead of patching this module.
     ``fold_configs``: fold number -> the config whose ``model`` that fold fits (k-fold tuning: each fold's
     own choice, benchmark/sweeps/tune.py); the rest of the job follows ``cfg``."""
+    cfg = dataset_defaults(cfg)
     tracker = tracker or build_tracker(cfg)
     # sweep jobs pass what varies as ``varies.<key>`` tags: one ``varies`` tag (JSON) on the run, and the
     # run name shows it first (e.g. λ=0.5 · dmtl · ml100k · s0)
@@ -145,13 +173,16 @@ def _body(cfg: DictConfig, tracker: Tracker, logger, stage: Stages, models: list
     if claim is not None:
         claims.claim(tracker, logger, base_tags["config_hash"], dataset.sha256, include_finished=claim)
     logger.set_tags({"dataset_sha256": dataset.sha256})
-    check_threshold(cfg.eval.threshold, dataset.rating_scale)
+    if dataset.group_item is None:  # group-item protocols read no rating threshold
+        check_threshold(cfg.eval.threshold, dataset.rating_scale)
     with stage("log"):
         provenance.log_dataset_input(logger, dataset)
         logger.log_artifacts({PROVENANCE: provenance.provenance_record(dataset)})
 
     with stage("split"):
-        splits = protocol.splits(lambda: instantiate(cfg.split)(dataset.ratings, seed=cfg.seed), are_splits)
+        splits = protocol.splits(lambda: make_splits(instantiate(cfg.split), dataset, int(cfg.seed)), are_splits)
+    if splits[0].group is not None:  # the group split's label (corrected, or shipped: legacy)
+        logger.set_tags({"group_split": splits[0].group.label})
     fold_metrics, frames, tables = [], [], {}
     for split in splits:
         metrics, frame, fold_tables = run_fold(cfg, dataset, split, logger, n_folds=len(splits),
@@ -225,13 +256,17 @@ def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int, stage: Stage
         frame["score"] = score
     # the predictions evaluation asks the model for (catalogue, group members, profiling) are the
     # model's work: the predict stage, not the harness's evaluate stage (ranking, aggregation, metrics)
-    eval_context = EvalContext(dataset, split.train, frame, groups, model, cfg.eval, seed=int(cfg.seed))
+    eval_context = EvalContext(dataset, split.train, frame, groups, model, cfg.eval, seed=int(cfg.seed),
+                               group_fold=split.group)
     with stage("evaluate"), model_clock(eval_context) as eval_predict:
         result = evaluate(eval_context)
     stage.move("evaluate", "predict", eval_predict.seconds)
     metrics = {**result.metrics, "fit_seconds": fit_seconds, "predict_seconds": predict_seconds,
                "eval_predict_seconds": eval_predict.seconds,
                **{f"grouping_{k}": v for k, v in groups.stats.items()}}
+    if split.group is not None:  # what the group split is (legacy or not) and what it corrected
+        metrics.update({"group_split_legacy": float(split.group.legacy),
+                        **{f"group_split_{k}": v for k, v in split.group.stats.items()}})
     tables = dict(result.tables)
     tables["groups"] = groups.labels.rename("group").reset_index()
     if isinstance(model, Diagnosed):

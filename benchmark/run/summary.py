@@ -16,6 +16,11 @@ HEADLINES = (
     ("ranking", [(r"precision_at_(\d+)", "P@{}"), (r"recall_at_(\d+)", "R@{}"), (r"ndcg_at_(\d+)", "NDCG@{}")]),
     ("groups (mean)", [(r"group_mean_precision_at_(\d+)", "P@{}"), (r"group_mean_ndcg_at_(\d+)", "NDCG@{}"),
                        ("group_n_groups", "groups")]),
+    ("group sampled", [(r"group_sampled_(?:mean_)?hr_at_5", "HR@5"), (r"group_sampled_(?:mean_)?ndcg_at_5", "NDCG@5"),
+                       (r"group_sampled_(?:mean_)?hr_at_10", "HR@10"), (r"group_sampled_(?:mean_)?ndcg_at_10", "NDCG@10"),
+                       (r"group_sampled_(?:mean_)?pos_ties", "pos ties")]),
+    ("group full", [(r"group_full_(?:mean_)?hr_at_5", "HR@5"), (r"group_full_(?:mean_)?ndcg_at_5", "NDCG@5"),
+                    (r"group_full_(?:mean_)?hr_at_10", "HR@10"), (r"group_full_(?:mean_)?ndcg_at_10", "NDCG@10")]),
     ("profiling", [("profile_accuracy", "accuracy"), ("profile_f1_macro", "macro-F1")]),
     ("time", [("fit_seconds", "fit s"), ("predict_seconds", "predict s")]),
 )
@@ -36,6 +41,11 @@ def headline_cells(metrics: dict[str, float]) -> list[tuple[str, list[str]]]:
                 if found:
                     cells.append(f"{short.format(*found.groups())} {_format(value)}")
                     break
+        if cells and label.startswith("group "):  # the group-item protocols: which split, which tie rule
+            notes = ["legacy (shipped split)" if metrics.get("group_split_legacy") == 1.0 else "corrected split"]
+            if metrics.get("group_ties_positive_first") == 1.0:
+                notes.append("ties positive_first (legacy)")
+            label += ", " + ", ".join(notes)
         if cells:
             note = trivial_note(label, metrics).strip()
             rows.append((label, cells + ([note] if note else [])))
@@ -45,7 +55,8 @@ def headline_cells(metrics: dict[str, float]) -> list[tuple[str, list[str]]]:
 def headline(metrics: dict[str, float]) -> list[str]:
     """A few aligned lines (``rating   RMSE 0.9312  MAE 0.7352``) instead of every metric; the run's
     description leads with the same cells (benchmark/run/job.py)."""
-    return [f"  {label:<14}" + "  ".join(cells) for label, cells in headline_cells(metrics)]
+    return [(f"  {label:<14}" if len(label) < 14 else f"  {label}: ") + "  ".join(cells)
+            for label, cells in headline_cells(metrics)]
 
 
 def trivial_note(label: str, metrics: dict[str, float]) -> str:

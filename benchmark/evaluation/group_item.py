@@ -1,0 +1,128 @@
+"""Group-item evaluation (docs/protocol.md, "Group recommendation: sampled and full ranking").
+
+On a group split (benchmark/protocol/group_split.py, ``EvalContext.group_fold``) each test case is
+one group and one held-out item. Two protocols rank it:
+
+* **sampled** (``group_sampled_*``): against its 100 sampled negatives (the split's, shipped or
+  re-drawn): a (cases x 101) score matrix;
+* **full** (``group_full_*``): against every item of the group-item catalogue except the group's
+  training positives (cases x catalogue, a chunk of cases at a time).
+
+Scores come through the one group path (benchmark/evaluation/scoring.py): a GroupScorer's own
+``score_groups`` (metrics ``group_sampled_hr_at_5``), else its members' predictions aggregated
+(``group_sampled_<aggregation>_hr_at_5``). Ranks: metrics.single_positive_ranks; ties by the
+harness's tie rule (``eval.ties=random``, the default) or, labelled legacy, the positive first among
+its ties (``eval.ties=positive_first``); ``group_sampled_pos_ties`` is the share of cases whose
+positive ties with at least one candidate. HR@k and NDCG@k for k = 5 and 10.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from benchmark.core.errors import require
+from benchmark.evaluation.base import EvalContext, EvalResult, evaluator, setting
+from benchmark.evaluation.groups import aggregations_of
+from benchmark.evaluation.metrics import hit_rate_ndcg, single_positive_ranks
+from benchmark.evaluation.scoring import DIRECT, group_scores_of
+from benchmark.protocol import ranking
+from benchmark.protocol.candidates import unique_members
+from benchmark.protocol.group_split import pair_codes, positives
+
+CUTOFFS = (5, 10)
+TIE_RULES = ("random", "positive_first")
+CHUNK_CELLS = 1 << 22  # cases x catalogue scores ranked at a time
+
+
+def tie_rule(config) -> str:
+    rule = setting(config, "ties", "random")
+    require(rule in TIE_RULES, f"eval.ties={rule} is unknown; use random (the default: the harness's tie rule) "
+                               f"or positive_first (legacy: the positive first among its ties)")
+    return rule
+
+
+def _members(ctx: EvalContext, groups: np.ndarray) -> pd.DataFrame:
+    members = unique_members(ctx.groups.members)
+    return members[members["group"].isin(groups)].sort_values("group", kind="stable", ignore_index=True)
+
+
+def _prefix(protocol: str, strategy: str) -> str:
+    return f"group_{protocol}_" if strategy == DIRECT else f"group_{protocol}_{strategy}_"
+
+
+def _summary(prefix: str, ranks: np.ndarray, tied: np.ndarray) -> dict[str, float]:
+    metrics = {}
+    for k in CUTOFFS:
+        hit, ndcg = hit_rate_ndcg(ranks, k)
+        metrics[f"{prefix}hr_at_{k}"] = float(hit.mean())
+        metrics[f"{prefix}ndcg_at_{k}"] = float(ndcg.mean())
+    metrics[f"{prefix}pos_ties"] = float(tied.mean())
+    metrics[f"{prefix}n_cases"] = float(len(ranks))
+    return metrics
+
+
+def listed_scores(ctx: EvalContext, groups: np.ndarray, items: np.ndarray) -> dict[str, np.ndarray]:
+    """Each strategy's score of every (groups[r], items[r, c]): the distinct pairs scored once."""
+    n_items = int(max(ctx.group_fold.n_items, items.max(initial=0) + 1))
+    rows = np.broadcast_to(groups[:, None], items.shape)
+    codes = pair_codes(rows, items, n_items)
+    distinct = np.unique(codes.ravel())
+    pairs = pd.DataFrame({"group": distinct // n_items, "item": distinct % n_items})
+    scored = group_scores_of(ctx.scorer, aggregations_of(ctx.config)).pairs(_members(ctx, groups), pairs)
+    where = np.searchsorted(distinct, codes)
+    return {name: score[where] for name, (_, score) in scored.items()}
+
+
+@evaluator("group_sampled", group_item=True)
+def sampled(ctx: EvalContext) -> EvalResult:
+    """Each test case's positive ranked against its 100 sampled negatives."""
+    fold, positive_first = ctx.group_fold, tie_rule(ctx.config) == "positive_first"
+    groups = fold.test["group"].to_numpy(np.int64)
+    items = np.column_stack([fold.test["item"].to_numpy(np.int64), fold.negatives])
+    keys = ranking.tie_key(groups[:, None], items, ctx.seed)
+    metrics: dict[str, float] = {"group_ties_positive_first": float(positive_first)}
+    tables = []
+    for name, scores in listed_scores(ctx, groups, items).items():
+        ranks, tied = single_positive_ranks(scores[:, 0], scores[:, 1:], keys[:, 0], keys[:, 1:],
+                                            positive_first=positive_first)
+        metrics.update(_summary(_prefix("sampled", name), ranks, tied))
+        tables.append(pd.DataFrame({"strategy": name, "group": groups, "item": items[:, 0], "rank": ranks,
+                                    "tied": tied}))
+    return EvalResult(metrics, {"per_case_sampled": pd.concat(tables, ignore_index=True)})
+
+
+@evaluator("group_full", group_item=True)
+def full(ctx: EvalContext) -> EvalResult:
+    """Each test case's positive ranked against the whole group-item catalogue minus the group's
+    training positives (``eval.full_catalogue=false``: skipped)."""
+    if not bool(setting(ctx.config, "full_catalogue", True)):
+        return EvalResult()
+    fold, positive_first = ctx.group_fold, tie_rule(ctx.config) == "positive_first"
+    catalogue = np.arange(fold.n_items)
+    test_groups = fold.test["group"].to_numpy(np.int64)
+    test_items = fold.test["item"].to_numpy(np.int64)
+    groups = np.unique(test_groups)
+    row_of = np.searchsorted(groups, test_groups)
+    scores = group_scores_of(ctx.scorer, aggregations_of(ctx.config)).matrix(_members(ctx, groups), catalogue)
+    train = positives(fold.train)
+    known = pair_codes(train["group"], train["item"], fold.n_items)
+    ranks: dict[str, list[np.ndarray]] = {name: [] for name in scores}
+    tied: dict[str, list[np.ndarray]] = {name: [] for name in scores}
+    step = max(1, CHUNK_CELLS // max(1, fold.n_items))
+    for start in range(0, len(test_groups), step):
+        g, i = test_groups[start:start + step], test_items[start:start + step]
+        valid = ~np.isin(pair_codes(g[:, None], catalogue[None, :], fold.n_items), known)
+        valid &= catalogue[None, :] != i[:, None]  # the positive itself is not one of its rivals
+        keys = ranking.tie_key(g[:, None], catalogue[None, :], ctx.seed)
+        positive_keys = ranking.tie_key(g, i, ctx.seed)
+        for name, matrix in scores.items():
+            rows = matrix[row_of[start:start + step]]
+            r, t = single_positive_ranks(rows[np.arange(len(i)), i], rows, positive_keys, keys, valid=valid,
+                                         positive_first=positive_first)
+            ranks[name].append(r)
+            tied[name].append(t)
+    metrics: dict[str, float] = {}
+    for name in scores:
+        metrics.update(_summary(_prefix("full", name), np.concatenate(ranks[name]), np.concatenate(tied[name])))
+    return EvalResult(metrics)

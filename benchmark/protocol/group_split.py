@@ -1,0 +1,188 @@
+"""Group splits of group-item datasets (CAMRa2011, Mafengwo, MafengwoS): docs/protocol.md,
+"Group recommendation: sampled and full ranking".
+
+Both return one :class:`~benchmark.protocol.split.Split` whose user part is the files' user
+train/test rows and whose ``group`` is a :class:`GroupFold`: the group train part, the test cases
+(one held-out group item each, with its 100 sampled negatives) and a validation part carved from
+the group train part.
+
+* ``shipped`` (``split=shipped``, **legacy**): the files' own split as it is: shipped test cases,
+  shipped negatives (with their defects: the test item among them, repeats, training positives),
+  training rows that leak the test item kept.
+* ``corrected`` (``split=corrected``, the default of these datasets): the shipped test cases; the
+  training rows whose (group, item) pair is a test pair dropped (the leak); negatives re-drawn
+  with the run's seed, uniformly without replacement from the group-item catalogue minus every known
+  positive of the group (train or test).
+
+Validation (both): one training positive per group with at least 2, drawn with the seed, held out
+with its own sampled negatives (the same sampler, excluding every known positive). Model selection
+reads ``GroupFold.val``; the test part is read once, by the evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from benchmark.core.errors import require
+from benchmark.data.base import Dataset
+from benchmark.data.group_item import N_NEGATIVES, GroupItemData
+from benchmark.protocol.split import Split
+
+TEST_STREAM, VAL_STREAM, CARVE_STREAM = 0x7E57, 0x7A1, 0xCA7E
+
+
+@dataclass(frozen=True, eq=False)
+class GroupFold:
+    """The group stream of a fold.
+
+    train:          ``group, item[, rating]`` the group train part (validation rows included: what a
+                    model without model selection fits on); ``fit`` = train minus the validation rows.
+    test:           ``group, item``, one row per case (the held-out positive); ``negatives`` row k =
+                    case k's sampled negatives, int64 (n_cases, 100).
+    val, val_negatives: one held-out training positive per group with >= 2, and its negatives.
+    n_items:        the group-item catalogue (items 0..n_items-1) candidates come from.
+    label:          ``corrected`` or ``shipped (legacy)``; ``stats``: counts logged with the run.
+    """
+
+    train: pd.DataFrame
+    fit: pd.DataFrame
+    test: pd.DataFrame
+    negatives: np.ndarray
+    val: pd.DataFrame
+    val_negatives: np.ndarray
+    n_items: int
+    label: str
+    legacy: bool
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def positives(frame: pd.DataFrame) -> pd.DataFrame:
+    """The positive ``group, item`` rows: rating > 0 where there is a rating (CAMRa2011's 0 is no
+    interaction, the rule of the AGREE/ConsRec loaders), every row of implicit data."""
+    return frame[frame["rating"] > 0] if "rating" in frame else frame
+
+
+def pair_codes(ids, items, n_items: int) -> np.ndarray:
+    return np.asarray(ids, dtype=np.int64) * int(n_items) + np.asarray(items, dtype=np.int64)
+
+
+def sample_negatives(ids: np.ndarray, known: np.ndarray, n_items: int, rng: np.random.Generator,
+                     count: int = N_NEGATIVES) -> np.ndarray:
+    """``count`` distinct items per row of ``ids``, uniform over 0..n_items-1 minus the row's known
+    positives (``known``: sorted pair codes ``id * n_items + item``), in draw order.
+
+    Rejection sampling over arrays: every pending row draws a block, rejected draws (a known positive,
+    an item already drawn for the row) are dropped, and rows still short draw again (rounds, never a
+    loop over rows)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    n = len(ids)
+    out = np.full((n, count), -1, dtype=np.int64)
+    filled = np.zeros(n, dtype=np.int64)
+    pending = np.arange(n)
+    width = 2 * count
+    while len(pending):
+        draws = rng.integers(0, n_items, size=(len(pending), width))
+        rows = np.repeat(pending, width)
+        flat = draws.ravel()
+        ok = ~np.isin(pair_codes(ids[rows], flat, n_items), known)
+        # already drawn for that row in an earlier round
+        taken = out[pending]
+        ok &= ~(flat[:, None] == np.repeat(taken, width, axis=0)).any(axis=1) if filled[pending].any() else ok
+        # repeats within this round: keep each (row, item)'s first draw
+        code = rows * n_items + flat
+        first = np.zeros(len(flat), dtype=bool)
+        first[np.unique(code, return_index=True)[1]] = True
+        ok &= first
+        ok = ok.reshape(len(pending), width)
+        slot = filled[pending][:, None] + np.cumsum(ok, axis=1) - 1
+        keep = ok & (slot < count)
+        r, c = np.nonzero(keep)
+        out[pending[r], slot[r, c]] = draws[r, c]
+        filled[pending] = np.minimum(count, filled[pending] + ok.sum(axis=1))
+        pending = pending[filled[pending] < count]
+    return out
+
+
+def carve_validation(train: pd.DataFrame, seed: int) -> np.ndarray:
+    """Boolean mask of ``train``'s validation rows: one positive per group with >= 2 positives,
+    drawn with ``seed``."""
+    pos = positives(train)
+    rng = np.random.default_rng([int(seed), CARVE_STREAM])
+    key = rng.random(len(pos))
+    frame = pd.DataFrame({"group": pos["group"].to_numpy(), "key": key, "row": pos.index.to_numpy()})
+    sizes = frame.groupby("group")["row"].transform("size").to_numpy()
+    frame = frame[sizes >= 2]
+    chosen = frame.sort_values(["group", "key"], kind="stable").drop_duplicates("group")["row"].to_numpy()
+    mask = np.zeros(len(train), dtype=bool)
+    mask[train.index.get_indexer(chosen)] = True
+    return mask
+
+
+def _user_part(data: GroupItemData, dataset: Dataset, fold_group: GroupFold) -> list[Split]:
+    test = data.user_test[["user", "item"]].copy()
+    test["rating"] = data.user_test["rating"].to_numpy(float) if "rating" in data.user_test else 1.0
+    return [Split(0, dataset.ratings, test, group=fold_group)]
+
+
+def _group_data(dataset: Dataset | None) -> GroupItemData:
+    data = getattr(dataset, "group_item", None)
+    require(data is not None and data.group_negatives is not None,
+            f"split=shipped and split=corrected need a group-item dataset with test negatives "
+            f"(dataset=camra2011, mafengwo, mafengwos), not {getattr(dataset, 'name', None)}; use split=holdout")
+    return data
+
+
+def _fold(data: GroupItemData, train: pd.DataFrame, test: pd.DataFrame, negatives: np.ndarray, seed: int,
+          label: str, legacy: bool, stats: dict[str, float]) -> GroupFold:
+    n_items = int(data.group_items or data.n_items)
+    train = train.reset_index(drop=True)
+    mask = carve_validation(train, seed)
+    val = train[mask].reset_index(drop=True)
+    known = np.unique(np.concatenate([pair_codes(*positives(f)[["group", "item"]].to_numpy().T, n_items)
+                                      for f in (train, test)]))
+    val_negatives = sample_negatives(val["group"].to_numpy(), known, n_items,
+                                     np.random.default_rng([int(seed), VAL_STREAM]))
+    stats = {**stats, "n_test_cases": float(len(test)), "n_test_groups": float(test["group"].nunique()),
+             "n_val_cases": float(len(val)), "n_items": float(n_items)}
+    return GroupFold(train=train, fit=train[~mask].reset_index(drop=True), test=test.reset_index(drop=True),
+                     negatives=np.asarray(negatives, dtype=np.int64), val=val, val_negatives=val_negatives,
+                     n_items=n_items, label=label, legacy=legacy, stats=stats)
+
+
+def leaked_rows(train: pd.DataFrame, test: pd.DataFrame, n_items: int) -> np.ndarray:
+    """Boolean mask of the training rows whose (group, item) pair is a test pair."""
+    return np.isin(pair_codes(train["group"], train["item"], n_items), pair_codes(test["group"], test["item"], n_items))
+
+
+def shipped(ratings: pd.DataFrame, seed: int = 0, dataset: Dataset | None = None) -> list[Split]:
+    """The files' own split, labelled legacy: shipped cases and negatives, nothing corrected."""
+    data = _group_data(dataset)
+    test = data.group_test[["group", "item"]]
+    n_items = int(max(data.n_items, data.group_items or 0))
+    stats = {"n_leaked_train_rows": float(leaked_rows(data.group_train, test, n_items).sum())}
+    fold = _fold(data, data.group_train, test, data.group_negatives, seed, "shipped (legacy)", True, stats)
+    return _user_part(data, dataset, fold)
+
+
+def corrected(ratings: pd.DataFrame, seed: int = 0, dataset: Dataset | None = None) -> list[Split]:
+    """Shipped test pairs; leaking training rows dropped; negatives re-drawn with ``seed``."""
+    data = _group_data(dataset)
+    test = data.group_test[["group", "item"]]
+    n_items = int(data.group_items or data.n_items)
+    outside = (test["item"] >= n_items).sum() + (data.group_train["item"] >= n_items).sum()
+    require(outside == 0, f"dataset {dataset.name}: {outside} group rows outside the group-item catalogue 0..{n_items - 1}")
+    leak = leaked_rows(data.group_train, test, n_items)
+    train = data.group_train[~leak]
+    known = np.unique(np.concatenate([pair_codes(*positives(f)[["group", "item"]].to_numpy().T, n_items)
+                                      for f in (train, test)]))
+    most = np.bincount(known // n_items).max(initial=0)
+    require(n_items - most >= N_NEGATIVES, f"dataset {dataset.name}: a group has only {n_items - most} items "
+                                           f"without a known positive, fewer than {N_NEGATIVES} negatives")
+    negatives = sample_negatives(test["group"].to_numpy(), known, n_items,
+                                 np.random.default_rng([int(seed), TEST_STREAM]))
+    fold = _fold(data, train, test, negatives, seed, "corrected", False,
+                 {"n_leaked_train_rows": float(leak.sum())})
+    return _user_part(data, dataset, fold)
