@@ -257,3 +257,22 @@ def test_corrected_split_on_the_camra2011_files_drops_its_576_leaked_rows():
     assert len(fold.train) == len(data.group_train) - leaked and len(fold.negatives) == len(data.group_test) == 1450
     known = known_positives(GroupItemData(**{**data.__dict__, "group_train": data.group_train[data.group_train.rating > 0]}))
     assert not any((int(g), int(i)) in known for g, row in zip(fold.test["group"], fold.negatives) for i in row)
+
+
+@pytest.mark.slow
+def test_a_group_item_sweep_hashes_its_jobs_as_they_run_and_resumes(tmp_path):
+    """The sweeper hashes a group-item job with the dataset's own split, as the job logs it: a rerun
+    skips it (before, the planner hashed the user-level hold-out and every rerun ran everything)."""
+    if not camra_present():
+        pytest.skip(f"CAMRa2011 files not under {data_root()}")
+    overrides = ("+sweep=smoke", "dataset=camra2011", "model=popularity_group")
+    first = cli(tmp_path, *overrides)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "1 jobs: 1 finished, 0 failed, 0 skipped" in first.stdout or "1 job: 1 finished" in first.stdout, first.stdout
+    second = cli(tmp_path, *overrides)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "0 finished, 0 failed, 1 skipped" in second.stdout, second.stdout
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    jobs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id],
+                              "tags.`groupbench.role` = 'job'")
+    assert len(jobs) == 1 and jobs[0].data.tags["group_split"] == "corrected"

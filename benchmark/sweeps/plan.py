@@ -23,6 +23,7 @@ from tqdm import tqdm
 from benchmark.core.config import config_hash, run_name
 from benchmark.core.console import progress
 from benchmark.core.errors import ConfigError
+from benchmark.run.job import dataset_defaults
 
 
 @dataclass
@@ -127,7 +128,7 @@ def plan(grids: Mapping[str, Mapping[str, Any]], arguments: Sequence[str], parse
     unique: dict[str, Job] = {}
     for overrides, varies in tqdm(candidates, desc="composing jobs", unit="job", leave=False,
                                   disable=len(candidates) < 50 or not progress()):
-        cfg = compose(overrides)
+        cfg = dataset_defaults(compose(overrides))  # hashed as the job will run it (a group-item dataset's split)
         digest = config_hash(cfg)
         if digest in unique:
             for key, value in varies.items():

@@ -50,7 +50,7 @@ from benchmark.core.errors import ConfigError, require
 from benchmark.evaluation.base import Scorer
 from benchmark.evaluation.metrics import summarize
 from benchmark.protocol.folds import Fold
-from benchmark.run.job import build_tracker, run
+from benchmark.run.job import build_tracker, dataset_defaults, run
 from benchmark.tracking.queries import retry_locked
 from benchmark.tracking.tracker import RunLogger
 from models.base import FitContext
@@ -354,6 +354,7 @@ def run_tuned(cfg: DictConfig, tracker=None, parent_run_id: str | None = None, t
     """Tune on validation data, then refit the chosen configuration on the training part and test it.
     Under k-fold, each fold is tuned on its own training part and tested with its own choice."""
 
+    cfg = dataset_defaults(cfg)  # as the sweep hashed it and the job will run it
     tracker = tracker or build_tracker(cfg)
     tags = dict(tags or {})
     grid_hash = config_hash(cfg)  # the sweep's job before tuning: a rerun skips it once its final run finished
