@@ -276,3 +276,14 @@ def test_a_group_item_sweep_hashes_its_jobs_as_they_run_and_resumes(tmp_path):
     jobs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id],
                               "tags.`groupbench.role` = 'job'")
     assert len(jobs) == 1 and jobs[0].data.tags["group_split"] == "corrected"
+
+
+def test_a_group_item_only_model_is_refused_in_one_line_on_user_level_data(make_cfg):
+    from benchmark.core import models_meta
+    from benchmark.core.errors import ConfigError
+    from benchmark.run.job import run
+
+    assert "popularity_group" in models_meta.group_item_models()
+    with pytest.raises(ConfigError) as refused:
+        run(make_cfg("dataset=synthetic", "model=popularity_group"))
+    assert "needs a group split" in str(refused.value) and "\n" not in str(refused.value)

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from benchmark.core import models_meta
 from benchmark.core.config import config_hash
 from benchmark.run.job import run
 from benchmark.tracking.artifacts import read_table
@@ -19,7 +20,9 @@ from tests.conftest import data_root
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCES = ("oracle", "constant", "global_mean", "random", "item_mean", "popularity")  # models/reference.py
-BASELINES = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml") if p.stem != "dmtl" and p.stem not in REFERENCES)
+GROUP_ITEM_ONLY = models_meta.group_item_models()  # need a group-item dataset: tests/test_group_protocol.py
+BASELINES = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml")
+                   if p.stem != "dmtl" and p.stem not in REFERENCES and p.stem not in GROUP_ITEM_ONLY)
 SLOW_BASELINES = ("neural_mf",)  # trains a network: the full tier only (test_neural_mf.py has its fast tests)
 
 

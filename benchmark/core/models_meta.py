@@ -29,6 +29,8 @@ optional::
       reads_groups: true          # its fit reads the groups (FitContext.groups): its user-level metrics
                                   # depend on the grouping, so configurations differing in grouping.*
                                   # are never merged in the report (benchmark/report/merge.py)
+      group_item_only: true       # it needs a group split of a group-item dataset (camra2011, mafengwo):
+                                  # the user-level sweeps (+sweep=paper, tuned) and tables leave it out
       packages: [scikit-surprise] # distributions whose version can change the model's results
 """
 
@@ -97,6 +99,7 @@ class ModelMeta:
     packages: tuple[str, ...] = ()
     control: bool = False            # the focus model's control (DMTL's: neural MF)
     reads_groups: bool = False       # its fit reads FitContext.groups
+    group_item_only: bool = False    # runs only on a group split of a group-item dataset
     source: str = ""                 # the conf file it came from
 
     @property
@@ -146,7 +149,7 @@ def parse(name: str, node: dict | None, where: str = "") -> ModelMeta:
     node = node or {}
     where = where or f"conf/model/{name}.yaml: meta"
     _check_keys(where, node, ("display_name", "focus", "swept", "reported", "reference", "packages",
-                              "control", "reads_groups"))
+                              "control", "reads_groups", "group_item_only"))
     ref = node.get("reference")
     if ref is not None:
         _check_keys(f"{where}.reference", ref, ("label", "order", "trivial"))
@@ -157,7 +160,8 @@ def parse(name: str, node: dict | None, where: str = "") -> ModelMeta:
         reference=None if ref is None else Reference(label=str(ref.get("label", name)), order=int(ref.get("order", 0)),
                                                      trivial=bool(ref.get("trivial", True))),
         packages=tuple(str(p) for p in node.get("packages") or ()), control=bool(node.get("control", False)),
-        reads_groups=bool(node.get("reads_groups", False)), source=where)
+        reads_groups=bool(node.get("reads_groups", False)),
+        group_item_only=bool(node.get("group_item_only", False)), source=where)
 
 
 @lru_cache(maxsize=4)
@@ -214,6 +218,11 @@ def reference_predictors() -> tuple[str, ...]:
     """The reference predictors' model names, in their display order."""
     refs = [m for m in catalogue().values() if m.reference is not None]
     return tuple(m.name for m in sorted(refs, key=lambda m: (m.reference.order, m.name)))
+
+
+def group_item_models() -> tuple[str, ...]:
+    """The models that run only on a group split of a group-item dataset (``meta.group_item_only``)."""
+    return tuple(m.name for m in catalogue().values() if m.group_item_only)
 
 
 def packages() -> tuple[str, ...]:
