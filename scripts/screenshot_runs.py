@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             # no background connections: on a closed network Chromium's own lookups never settle
             browser = p.chromium.launch(headless=True, executable_path=browser_path, args=CHROMIUM_FLAGS)
             page = browser.new_page(viewport={"width": 1600, "height": 700})
-            page.goto(url, wait_until="load")
-            page.get_by_text("matching runs").first.wait_for(timeout=60000)  # the runs table has rendered
+            page.goto(url, wait_until="load", timeout=120_000)  # a loaded machine: MLflow's bundle is large
+            page.get_by_text("matching runs").first.wait_for(timeout=120_000)  # the runs table has rendered
             page.keyboard.press("Escape")  # a first-visit popup, if any
             close_assistant(page)
             hidden = toggle_columns(page, HIDE, "Attributes")  # room for the metrics
