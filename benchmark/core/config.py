@@ -95,6 +95,8 @@ def config_hash(cfg: DictConfig) -> str:
     relevant["evaluation_version"] = EVALUATION_VERSION
     if isinstance(relevant.get("eval"), dict) and relevant["eval"].get("ties") == "random":
         relevant["eval"] = {k: v for k, v in relevant["eval"].items() if k != "ties"}  # the default: old hashes hold
+    if isinstance(relevant.get("eval"), dict) and relevant["eval"].get("mask_member_items") is False:
+        relevant["eval"] = {k: v for k, v in relevant["eval"].items() if k != "mask_member_items"}  # the default
     if isinstance(relevant.get("model"), dict) and isinstance(relevant["model"].get("trainer"), dict):
         relevant["model"]["trainer"].pop("progress", None)  # a progress bar changes no result
     if tunes(cfg):

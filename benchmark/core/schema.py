@@ -86,6 +86,7 @@ RULES: dict[str, Rule] = {
     "eval.threshold": Rule(float, fix="use a rating such as eval.threshold=3.5"),
     "eval.cold_threshold": Rule(int, low=0, nullable=True),
     "eval.full_catalogue": BOOL,
+    "eval.mask_member_items": BOOL,
     "eval.ties": Rule(str, choices=("random", "positive_first"),
                       fix="use eval.ties=random (the default) or eval.ties=positive_first (legacy)"),
     "tracking.experiment": Rule(str, fix="use a name such as tracking.experiment=groupbench"),

@@ -14,9 +14,23 @@ Scores come through the one group path (benchmark/evaluation/scoring.py): a Grou
 harness's tie rule (``eval.ties=random``, the default) or, labelled legacy, the positive first among
 its ties (``eval.ties=positive_first``); ``group_sampled_pos_ties`` is the share of cases whose
 positive ties with at least one candidate. HR@k and NDCG@k for k = 5 and 10.
+
+A split whose test groups hold several held-out items and no negatives (``GroupFold.heldout``:
+Weeplaces, ``split=ephemeral``) is ranked by a third protocol, GroupIM's:
+
+* **held-out** (``group_heldout_*``): each test group's scores over the whole catalogue (a chunk of
+  groups x every item as one dense matrix at a time), minus the group's training positives (none:
+  test groups never occur in training) and, with ``eval.mask_member_items=true``
+  (``group_heldout_masked_*``), minus every item a member has among its visible interactions
+  (``group_split.visible_user_items``). Recall@k = hits / min(k, |held-out|) and NDCG@k with the
+  ideal DCG of min(k, |held-out|) hits, GroupIM's definitions, k = 20 and 50, averaged over the groups
+  with at least one held-out item left as a candidate. The sampled and the single-positive full
+  protocols are skipped there, with the reason in the log.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import pandas as pd
@@ -24,13 +38,16 @@ import pandas as pd
 from benchmark.core.errors import require
 from benchmark.evaluation.base import EvalContext, EvalResult, evaluator, setting
 from benchmark.evaluation.groups import aggregations_of
-from benchmark.evaluation.metrics import hit_rate_ndcg, single_positive_ranks
+from benchmark.evaluation.metrics import hit_rate_ndcg, ranking_key, single_positive_ranks, top_k_positions
 from benchmark.evaluation.scoring import DIRECT, group_scores_of
 from benchmark.protocol import ranking
 from benchmark.protocol.candidates import unique_members
-from benchmark.protocol.group_split import pair_codes, positives
+from benchmark.protocol.group_split import member_item_codes, pair_codes, positives, visible_user_items
+
+log = logging.getLogger(__name__)
 
 CUTOFFS = (5, 10)
+HELDOUT_CUTOFFS = (20, 50)  # GroupIM's
 TIE_RULES = ("random", "positive_first")
 CHUNK_CELLS = 1 << 22  # cases x catalogue scores ranked at a time
 
@@ -77,6 +94,10 @@ def listed_scores(ctx: EvalContext, groups: np.ndarray, items: np.ndarray) -> di
 @evaluator("group_sampled", group_item=True)
 def sampled(ctx: EvalContext) -> EvalResult:
     """Each test case's positive ranked against its 100 sampled negatives."""
+    if ctx.group_fold.negatives is None:
+        log.info("group_sampled: skipped: the %s split has no sampled negatives (only the full-ranking "
+                 "protocol, group_heldout_*, applies)", ctx.group_fold.label)
+        return EvalResult()
     fold, positive_first = ctx.group_fold, tie_rule(ctx.config) == "positive_first"
     groups = fold.test["group"].to_numpy(np.int64)
     items = np.column_stack([fold.test["item"].to_numpy(np.int64), fold.negatives])
@@ -97,6 +118,10 @@ def full(ctx: EvalContext) -> EvalResult:
     """Each test case's positive ranked against the whole group-item catalogue minus the group's
     training positives (``eval.full_catalogue=false``: skipped)."""
     if not bool(setting(ctx.config, "full_catalogue", True)):
+        return EvalResult()
+    if ctx.group_fold.heldout:
+        log.info("group_full: skipped: the %s split holds several items per test group (ranked by "
+                 "group_heldout_*)", ctx.group_fold.label)
         return EvalResult()
     fold, positive_first = ctx.group_fold, tie_rule(ctx.config) == "positive_first"
     catalogue = np.arange(fold.n_items)
@@ -125,4 +150,78 @@ def full(ctx: EvalContext) -> EvalResult:
     metrics: dict[str, float] = {}
     for name in scores:
         metrics.update(_summary(_prefix("full", name), np.concatenate(ranks[name]), np.concatenate(tied[name])))
+    return EvalResult(metrics)
+
+
+def heldout_metrics(scores: np.ndarray, relevant: np.ndarray, excluded: np.ndarray, k: int,
+                    tie) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row (group): Recall@k = hits / min(k, n), NDCG@k = DCG / ideal DCG of min(k, n) hits, n the
+    row's relevant candidates (GroupIM's definitions; NaN where n = 0), and whether the tie rule
+    completed the top k. ``excluded`` cells are not candidates (a relevant excluded cell does not
+    count); ``tie``: metrics.TieKey."""
+    candidates = relevant & ~excluded
+    top, cut_tie = top_k_positions(ranking_key(scores, excluded), k, tie)
+    hits = np.take_along_axis(candidates, top, axis=1)
+    n = candidates.sum(axis=1)
+    discount = 1.0 / np.log2(np.arange(top.shape[1]) + 2.0)
+    ideal = np.concatenate([[0.0], np.cumsum(discount)])[np.minimum(n, top.shape[1])]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = np.where(n > 0, hits.sum(axis=1) / np.minimum(n, k), np.nan)
+        ndcg = np.where(n > 0, (hits * discount).sum(axis=1) / ideal, np.nan)
+    return recall, ndcg, cut_tie
+
+
+@evaluator("group_heldout", group_item=True)
+def heldout(ctx: EvalContext) -> EvalResult:
+    """Each test group's held-out items ranked among the whole catalogue (GroupIM's protocol, Weeplaces);
+    ``eval.mask_member_items=true`` removes the members' visible items from the candidates."""
+    fold = ctx.group_fold
+    if not fold.heldout:
+        return EvalResult()
+    mask = bool(setting(ctx.config, "mask_member_items", False))
+    catalogue = np.arange(fold.n_items)
+    test = fold.test
+    groups = np.unique(test["group"].to_numpy(np.int64))
+    members = _members(ctx, groups)
+    strategies = group_scores_of(ctx.scorer, aggregations_of(ctx.config))
+    train = positives(fold.train)
+    known = [pair_codes(train["group"], train["item"], fold.n_items)]
+    if mask:
+        known.append(member_item_codes(members, visible_user_items(ctx.train, fold), fold.n_items))
+    known = np.unique(np.concatenate(known))
+    cells = {name: {f"{m}_{k}": [] for m in ("recall", "ndcg", "ties") for k in HELDOUT_CUTOFFS}
+             for name in strategies.strategies}
+    step = max(1, CHUNK_CELLS // max(1, fold.n_items))
+    for start in range(0, len(groups), step):
+        chunk = groups[start:start + step]
+        relevant = np.zeros((len(chunk), fold.n_items), dtype=bool)
+        here = test[test["group"].isin(chunk)]
+        relevant[np.searchsorted(chunk, here["group"].to_numpy(np.int64)), here["item"].to_numpy(np.int64)] = True
+        excluded = np.zeros_like(relevant)
+        codes = known[(known >= chunk[0] * fold.n_items) & (known < (chunk[-1] + 1) * fold.n_items)]
+        rows = np.searchsorted(chunk, codes // fold.n_items)
+        inside = (rows < len(chunk)) & (chunk[np.minimum(rows, len(chunk) - 1)] == codes // fold.n_items)
+        excluded[rows[inside], (codes % fold.n_items)[inside]] = True
+
+        def tie(r, c, chunk=chunk):
+            return ranking.tie_key(chunk[r], catalogue[c], ctx.seed)
+
+        chunk_members = members[members["group"].isin(chunk)]
+        for name, matrix in strategies.matrix(chunk_members, catalogue).items():
+            for k in HELDOUT_CUTOFFS:
+                recall, ndcg, cut_tie = heldout_metrics(matrix, relevant, excluded, k, tie)
+                cells[name][f"recall_{k}"].append(recall)
+                cells[name][f"ndcg_{k}"].append(ndcg)
+                cells[name][f"ties_{k}"].append(cut_tie)
+    metrics: dict[str, float] = {}
+    for name, parts in cells.items():
+        prefix = _prefix("heldout_masked" if mask else "heldout", name)
+        scored = ~np.isnan(np.concatenate(parts[f"recall_{HELDOUT_CUTOFFS[0]}"]))
+        for k in HELDOUT_CUTOFFS:
+            for m in ("recall", "ndcg"):
+                values = np.concatenate(parts[f"{m}_{k}"])[scored]
+                metrics[f"{prefix}{m}_at_{k}"] = float(values.mean()) if len(values) else 0.0
+            metrics[f"{prefix}ties_at_{k}"] = float(np.concatenate(parts[f"ties_{k}"])[scored].mean()) if scored.any() else 0.0
+        metrics[f"{prefix}n_groups"] = float(scored.sum())
+        metrics[f"{prefix}n_groups_without_candidate"] = float((~scored).sum())
     return EvalResult(metrics)

@@ -1,4 +1,4 @@
-"""Group splits of group-item datasets (CAMRa2011, Mafengwo, MafengwoS): docs/protocol.md,
+"""Group splits of group-item datasets (CAMRa2011, Mafengwo, MafengwoS, Weeplaces): docs/protocol.md,
 "Group recommendation: sampled and full ranking".
 
 Both return one :class:`~benchmark.protocol.split.Split` whose user part is the files' user
@@ -14,7 +14,13 @@ the group train part.
   with the run's seed, uniformly without replacement from the group-item catalogue minus every known
   positive of the group (train or test).
 
-Validation (both): one training positive per group with at least 2, drawn with the seed, held out
+* ``ephemeral`` (``split=ephemeral``, Weeplaces' default): GroupIM's shipped partition of the groups
+  into train / val / test groups (disjoint: a test group never occurs in training). Each test group
+  holds several held-out items (``GroupFold.heldout``) and there are no negatives: only the
+  full-ranking protocol applies. The members' fold-in interactions (``val_ui_tr``, ``test_ui_tr``:
+  visible at test time) are ``GroupFold.foldin``; validation is the shipped val groups.
+
+Validation (shipped, corrected): one training positive per group with at least 2, drawn with the seed, held out
 with its own sampled negatives (the same sampler, excluding every known positive). Model selection
 reads ``GroupFold.val``; the test part is read once, by the evaluation.
 """
@@ -44,19 +50,26 @@ class GroupFold:
                     case k's sampled negatives, int64 (n_cases, 100).
     val, val_negatives: one held-out training positive per group with >= 2, and its negatives.
     n_items:        the group-item catalogue (items 0..n_items-1) candidates come from.
-    label:          ``corrected`` or ``shipped (legacy)``; ``stats``: counts logged with the run.
+    label:          ``corrected``, ``shipped (legacy)`` or ``ephemeral (shipped groups)``; ``stats``: counts
+                    logged with the run.
+    heldout:        True where each test group has several held-out items and no negatives (``ephemeral``:
+                    ``negatives`` and ``val_negatives`` are None; ``val`` are the shipped validation groups).
+    foldin:         ``user, item`` interactions of users outside the user-train part that are visible at test
+                    time (Weeplaces' fold-in parts), else None.
     """
 
     train: pd.DataFrame
     fit: pd.DataFrame
     test: pd.DataFrame
-    negatives: np.ndarray
+    negatives: np.ndarray | None
     val: pd.DataFrame
-    val_negatives: np.ndarray
+    val_negatives: np.ndarray | None
     n_items: int
     label: str
     legacy: bool
     stats: dict[str, float] = field(default_factory=dict)
+    heldout: bool = False
+    foldin: pd.DataFrame | None = None
 
 
 def positives(frame: pd.DataFrame) -> pd.DataFrame:
@@ -67,6 +80,22 @@ def positives(frame: pd.DataFrame) -> pd.DataFrame:
 
 def pair_codes(ids, items, n_items: int) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64) * int(n_items) + np.asarray(items, dtype=np.int64)
+
+
+def visible_user_items(user_train: pd.DataFrame, fold: GroupFold) -> pd.DataFrame:
+    """The ``user, item`` interactions visible when a group is tested: the positives of the user-train
+    part and, on Weeplaces, the fold-in parts (``GroupFold.foldin``); distinct pairs."""
+    parts = [positives(user_train)[["user", "item"]]]
+    if fold.foldin is not None:
+        parts.append(fold.foldin[["user", "item"]])
+    return pd.concat(parts, ignore_index=True).drop_duplicates(ignore_index=True).astype("int64")
+
+
+def member_item_codes(members: pd.DataFrame, user_items: pd.DataFrame, base: int) -> np.ndarray:
+    """Sorted distinct pair codes ``group * base + item`` of the items some member of a group of
+    ``members`` (``group, user``) has in ``user_items`` (``user, item``): one merge, no loop."""
+    joined = members[["group", "user"]].merge(user_items[["user", "item"]], on="user")
+    return np.unique(pair_codes(joined["group"], joined["item"], base))
 
 
 def sample_negatives(ids: np.ndarray, known: np.ndarray, n_items: int, rng: np.random.Generator,
@@ -131,7 +160,8 @@ def _group_data(dataset: Dataset | None) -> GroupItemData:
     data = getattr(dataset, "group_item", None)
     require(data is not None and data.group_negatives is not None,
             f"split=shipped and split=corrected need a group-item dataset with test negatives "
-            f"(dataset=camra2011, mafengwo, mafengwos), not {getattr(dataset, 'name', None)}; use split=holdout")
+            f"(dataset=camra2011, mafengwo, mafengwos), not {getattr(dataset, 'name', None)}; use split=holdout "
+            f"(user-level data) or split=ephemeral (dataset=weeplaces)")
     return data
 
 
@@ -185,4 +215,27 @@ def corrected(ratings: pd.DataFrame, seed: int = 0, dataset: Dataset | None = No
                                  np.random.default_rng([int(seed), TEST_STREAM]))
     fold = _fold(data, train, test, negatives, seed, "corrected", False,
                  {"n_leaked_train_rows": float(leak.sum())})
+    return _user_part(data, dataset, fold)
+
+
+def ephemeral(ratings: pd.DataFrame, seed: int = 0, dataset: Dataset | None = None) -> list[Split]:
+    """GroupIM's shipped partition of ephemeral groups (Weeplaces): train / val / test groups, disjoint;
+    every item of a test group is held out (full ranking only: no negatives). ``seed`` is unused (the
+    partition is shipped)."""
+    data = getattr(dataset, "group_item", None)
+    require(data is not None and data.group_val is not None and data.group_negatives is None,
+            f"split=ephemeral needs a group-item dataset with shipped train/val/test groups and no negatives "
+            f"(dataset=weeplaces), not {getattr(dataset, 'name', None)}; use split=corrected")
+    train, val, test = (frame[["group", "item"]].reset_index(drop=True)
+                        for frame in (data.group_train, data.group_val, data.group_test))
+    shared = np.intersect1d(test["group"].unique(), np.union1d(train["group"].unique(), val["group"].unique()))
+    require(len(shared) == 0, f"dataset {dataset.name}: {len(shared)} test groups also occur in training or validation")
+    foldin = pd.concat([f[["user", "item"]] for f in (data.user_val_foldin, data.user_test_foldin) if f is not None],
+                       ignore_index=True)
+    stats = {"n_test_cases": float(len(test)), "n_test_groups": float(test["group"].nunique()),
+             "n_val_cases": float(len(val)), "n_val_groups": float(val["group"].nunique()),
+             "n_items": float(data.n_items)}
+    fold = GroupFold(train=train, fit=train, test=test, negatives=None, val=val, val_negatives=None,
+                     n_items=int(data.n_items), label="ephemeral (shipped groups)", legacy=False, stats=stats,
+                     heldout=True, foldin=foldin)
     return _user_part(data, dataset, fold)

@@ -21,6 +21,9 @@ HEADLINES = (
                        (r"group_sampled_(?:mean_)?pos_ties", "pos ties")]),
     ("group full", [(r"group_full_(?:mean_)?hr_at_5", "HR@5"), (r"group_full_(?:mean_)?ndcg_at_5", "NDCG@5"),
                     (r"group_full_(?:mean_)?hr_at_10", "HR@10"), (r"group_full_(?:mean_)?ndcg_at_10", "NDCG@10")]),
+    ("group held-out", [(rf"group_heldout_(?:masked_)?(?:mean_)?{m}_at_{k}", f"{short}@{k}")
+                        for k in (20, 50) for m, short in (("recall", "Recall"), ("ndcg", "NDCG"))]
+     + [(r"group_heldout_(?:masked_)?(?:mean_)?n_groups", "groups")]),
     ("profiling", [("profile_accuracy", "accuracy"), ("profile_f1_macro", "macro-F1")]),
     ("time", [("fit_seconds", "fit s"), ("predict_seconds", "predict s")]),
 )
@@ -41,7 +44,10 @@ def headline_cells(metrics: dict[str, float]) -> list[tuple[str, list[str]]]:
                 if found:
                     cells.append(f"{short.format(*found.groups())} {_format(value)}")
                     break
-        if cells and label.startswith("group "):  # the group-item protocols: which split, which tie rule
+        if cells and label == "group held-out":  # the ephemeral groups' split, and whether members' items are masked
+            masked = any(name.startswith("group_heldout_masked_") for name in metrics)
+            label += ", ephemeral split" + (", members' items masked" if masked else "")
+        elif cells and label.startswith("group "):  # the group-item protocols: which split, which tie rule
             notes = ["legacy (shipped split)" if metrics.get("group_split_legacy") == 1.0 else "corrected split"]
             if metrics.get("group_ties_positive_first") == 1.0:
                 notes.append("ties positive_first (legacy)")
