@@ -20,7 +20,12 @@ the group train part.
   full-ranking protocol applies. The members' fold-in interactions (``val_ui_tr``, ``test_ui_tr``:
   visible at test time) are ``GroupFold.foldin``; validation is the shipped val groups.
 
-Validation (shipped, corrected): one training positive per group with at least 2, drawn with the seed, held out
+* ``group_loo`` (``split=group_loo``): a seeded leave-one-out re-split for the datasets with negatives:
+  each group's known positives (group train + shipped test rows, rating > 0 where rated) pooled, one
+  positive per group with >= 2 held out with the run's seed, the rest training; negatives drawn as in
+  ``corrected``. A different seed holds out different items.
+
+Validation (shipped, corrected, group_loo): one training positive per group with at least 2, drawn with the seed, held out
 with its own sampled negatives (the same sampler, excluding every known positive). Model selection
 reads ``GroupFold.val``; the test part is read once, by the evaluation.
 """
@@ -37,7 +42,7 @@ from benchmark.data.base import Dataset
 from benchmark.data.group_item import N_NEGATIVES, GroupItemData
 from benchmark.protocol.split import Split
 
-TEST_STREAM, VAL_STREAM, CARVE_STREAM = 0x7E57, 0x7A1, 0xCA7E
+TEST_STREAM, VAL_STREAM, CARVE_STREAM, LOO_STREAM = 0x7E57, 0x7A1, 0xCA7E, 0x1005
 
 
 @dataclass(frozen=True, eq=False)
@@ -159,7 +164,7 @@ def _user_part(data: GroupItemData, dataset: Dataset, fold_group: GroupFold) -> 
 def _group_data(dataset: Dataset | None) -> GroupItemData:
     data = getattr(dataset, "group_item", None)
     require(data is not None and data.group_negatives is not None,
-            f"split=shipped and split=corrected need a group-item dataset with test negatives "
+            f"split=shipped, split=corrected and split=group_loo need a group-item dataset with test negatives "
             f"(dataset=camra2011, mafengwo, mafengwos), not {getattr(dataset, 'name', None)}; use split=holdout "
             f"(user-level data) or split=ephemeral (dataset=weeplaces)")
     return data
@@ -208,13 +213,60 @@ def corrected(ratings: pd.DataFrame, seed: int = 0, dataset: Dataset | None = No
     train = data.group_train[~leak]
     known = np.unique(np.concatenate([pair_codes(*positives(f)[["group", "item"]].to_numpy().T, n_items)
                                       for f in (train, test)]))
-    most = np.bincount(known // n_items).max(initial=0)
-    require(n_items - most >= N_NEGATIVES, f"dataset {dataset.name}: a group has only {n_items - most} items "
-                                           f"without a known positive, fewer than {N_NEGATIVES} negatives")
+    _check_negatives_fit(known, n_items, dataset)
     negatives = sample_negatives(test["group"].to_numpy(), known, n_items,
                                  np.random.default_rng([int(seed), TEST_STREAM]))
     fold = _fold(data, train, test, negatives, seed, "corrected", False,
                  {"n_leaked_train_rows": float(leak.sum())})
+    return _user_part(data, dataset, fold)
+
+
+def _check_negatives_fit(known: np.ndarray, n_items: int, dataset: Dataset) -> None:
+    most = np.bincount(known // n_items).max(initial=0)
+    require(n_items - most >= N_NEGATIVES, f"dataset {dataset.name}: a group has only {n_items - most} items "
+                                           f"without a known positive, fewer than {N_NEGATIVES} negatives")
+
+
+def leave_one_out(pool: pd.DataFrame, seed: int) -> np.ndarray:
+    """Boolean mask of ``pool``'s held-out rows: one positive per group with >= 2 positives, drawn
+    with ``seed`` (a random key per row, the smallest key of each group: no loop over groups)."""
+    pos = positives(pool)
+    key = np.random.default_rng([int(seed), LOO_STREAM]).random(len(pos))
+    groups = pos["group"].to_numpy()
+    eligible = np.bincount(groups)[groups] >= 2
+    rows, groups, key = pos.index.to_numpy()[eligible], groups[eligible], key[eligible]
+    order = np.lexsort((key, groups))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = groups[order][1:] != groups[order][:-1]
+    mask = np.zeros(len(pool), dtype=bool)
+    mask[pool.index.get_indexer(rows[order][first])] = True
+    return mask
+
+
+def group_loo(ratings: pd.DataFrame, seed: int = 0, dataset: Dataset | None = None) -> list[Split]:
+    """A seeded leave-one-out re-split: the group train rows and the shipped test positives pooled (one
+    row per pair), one positive per group with >= 2 held out with ``seed``, the rest training; negatives
+    drawn with ``seed`` from the items without a known positive of the group."""
+    data = _group_data(dataset)
+    n_items = int(data.group_items or data.n_items)
+    columns = ["group", "item"] + (["rating"] if "rating" in data.group_train else [])
+    test_rows = positives(data.group_test)
+    if "rating" in columns and "rating" not in test_rows:
+        test_rows = test_rows.assign(rating=1.0)
+    pool = pd.concat([data.group_train[columns], test_rows[columns]], ignore_index=True)
+    outside = int((pool["item"] >= n_items).sum())
+    require(outside == 0, f"dataset {dataset.name}: {outside} group rows outside the group-item catalogue 0..{n_items - 1}")
+    if "rating" in pool:  # a pair in both parts (or repeated in the test file): its positive, highest-rated row
+        pool = pool.sort_values("rating", ascending=False, kind="stable")
+    pool = pool.drop_duplicates(["group", "item"]).sort_values(["group", "item"], kind="stable").reset_index(drop=True)
+    held = leave_one_out(pool, seed)
+    test, train = pool.loc[held, ["group", "item"]].reset_index(drop=True), pool[~held]
+    known = np.unique(pair_codes(*positives(pool)[["group", "item"]].to_numpy().T, n_items))
+    _check_negatives_fit(known, n_items, dataset)
+    negatives = sample_negatives(test["group"].to_numpy(), known, n_items,
+                                 np.random.default_rng([int(seed), TEST_STREAM]))
+    fold = _fold(data, train, test, negatives, seed, "group_loo", False,
+                 {"loo": 1.0, "n_pooled_positives": float(len(positives(pool)))})
     return _user_part(data, dataset, fold)
 
 

@@ -48,7 +48,8 @@ def headline_cells(metrics: dict[str, float]) -> list[tuple[str, list[str]]]:
             masked = any(name.startswith("group_heldout_masked_") for name in metrics)
             label += ", ephemeral split" + (", members' items masked" if masked else "")
         elif cells and label.startswith("group "):  # the group-item protocols: which split, which tie rule
-            notes = ["legacy (shipped split)" if metrics.get("group_split_legacy") == 1.0 else "corrected split"]
+            notes = ["legacy (shipped split)" if metrics.get("group_split_legacy") == 1.0
+                     else "leave-one-out split" if metrics.get("group_split_loo") == 1.0 else "corrected split"]
             if metrics.get("group_ties_positive_first") == 1.0:
                 notes.append("ties positive_first (legacy)")
             label += ", " + ", ".join(notes)
