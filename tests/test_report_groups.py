@@ -12,7 +12,7 @@ import pytest
 from benchmark.report import build as report
 from benchmark.tracking.tracker import Tracker
 from tests.test_report import GROUP_EXTRA, build, make_sweep
-from tests.test_report_findings import tables
+from tests.test_report_findings import CITATION, tables
 
 PROV = report.Provenance(command="python -m benchmark.report --experiment groups", date="2026-01-01 00:00 UTC",
                          uri="sqlite:///test.db", experiment="groups", commit="test")
@@ -117,3 +117,15 @@ def test_experiment_without_group_item_metrics_has_no_section(tmp_path):
     written = build(tracker, out)
     assert "Group recommendation" not in (out / "report.md").read_text(encoding="utf-8")
     assert out / "group_recommendation.csv" not in written and not (out / "group_recommendation.csv").exists()
+
+
+def test_findings_cite_best_group_configuration_against_best_reference(groups_report):
+    _, md = groups_report
+    findings = md.split("## Findings", 1)[1].split("\n## ", 1)[0]
+    line = next(line for line in findings.splitlines() if line.startswith("- camra2011, group recommendation"))
+    assert "(NDCG@5)" in line and "corrected split, sampled: SVD (least misery) 0.2300" in line
+    assert "Group popularity 0.1000" in line and "beats it" in line and "no real model" not in line
+    assert "shipped (legacy)" not in line                    # the legacy split only where there is no other
+    cells = tables(md)
+    for table, row, column in CITATION.findall(line):
+        assert cells[table].set_index("configuration").at[row, column].split(" ± ")[0] in line

@@ -163,6 +163,19 @@ def sentence(found: list[dict]) -> str:
     return text
 
 
+def headline(found: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, group split and protocol: the verdict on its NDCG at the largest cut-off (the Findings'
+    line), the legacy split's only where a dataset has no other."""
+    if found is None or found.empty:
+        return pd.DataFrame()
+    ndcg = found[found["metric"].str.startswith("NDCG@")].copy()
+    ndcg["cut"] = ndcg["metric"].str[5:].astype(int)
+    ndcg = ndcg[ndcg["cut"] == ndcg.groupby(["dataset", "split", "protocol"])["cut"].transform("max")]
+    legacy = ndcg["split"].isin(LEGACY_SPLITS)
+    only_legacy = legacy.groupby(ndcg["dataset"]).transform("all")
+    return ndcg[~legacy | only_legacy].drop(columns=["cut"]).reset_index(drop=True)
+
+
 def heading(dataset: str, split: str, protocol: str) -> str:
     legacy = " — legacy" if split in LEGACY_SPLITS else ""
     return f"Group recommendation: {dataset}, {split} split{legacy}, {PROTOCOLS.get(protocol, protocol)}"
@@ -185,7 +198,8 @@ def section(ctx: Context) -> list[str]:
     for (dataset, split, protocol), rows in table.groupby(["dataset", "split", "protocol"], sort=False):
         shown, metrics = wide_table(rows)
         found = verdicts(rows, metrics)
-        found_all += [{"dataset": dataset, "split": split, "protocol": protocol, **v} for v in found]
+        found_all += [{"dataset": dataset, "split": split, "protocol": protocol,
+                       "table": heading(dataset, split, protocol), **v} for v in found]
         md += [f"### {heading(dataset, split, protocol)}", "", shown.markdown(), "", sentence(found), ""]
     ctx.results["group_recommendation"] = pd.DataFrame(found_all)
     return md
