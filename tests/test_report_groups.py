@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from benchmark.report import build as report
@@ -37,6 +38,18 @@ def log_group_job(tracker: Tracker, model: str, split: str, seed: int, parent: s
     with tracker.run(f"{model}/camra2011/seed{seed}", tags=tags, parent_run_id=parent) as logger:
         logger.log_params(params)
         logger.log_metrics(metrics_of(model, seed))
+        if split == "corrected":  # the per-case ranks (the legacy split's runs lack them: no test there)
+            logger.log_artifacts({"per_case_sampled.csv": cases_of(model)})
+
+
+GROUPS = list(range(12))
+
+
+def cases_of(model: str) -> pd.DataFrame:
+    """SVD's least-misery scores put every positive first, its mean ones 7th; group popularity's 6th."""
+    ranks = {"svd": {"least_misery": 1, "mean": 7}, "popularity_group": {"model": 6}}[model]
+    return pd.concat([pd.DataFrame({"strategy": strategy, "group": GROUPS, "item": 100, "rank": rank, "tied": False})
+                      for strategy, rank in ranks.items()], ignore_index=True)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +115,7 @@ def test_sentence_names_best_and_whether_it_beats_the_reference(groups_report):
 def test_legacy_split_heading_csv_and_no_paired_tests_note(groups_report):
     out, md = groups_report
     assert f"### {LEGACY}" in md
-    assert "Paired per-group tests: not yet" in md
+    assert "Paired per-group tests (sampled protocol only" in md
     csv = report.read_csv(out / "group_recommendation.csv")
     assert set(csv["split"]) == {"corrected", "shipped (legacy)"}
     cell = csv[(csv["split"] == "corrected") & (csv["configuration"] == "SVD (mean)") & (csv["metric"] == "HR@5")]
@@ -129,3 +142,16 @@ def test_findings_cite_best_group_configuration_against_best_reference(groups_re
     cells = tables(md)
     for table, row, column in CITATION.findall(line):
         assert cells[table].set_index("configuration").at[row, column].split(" ± ")[0] in line
+
+
+def test_paired_per_group_test_where_runs_log_per_case_ranks(groups_report):
+    out, md = groups_report
+    text = md.split(f"### {CORRECTED}", 1)[1].split("\n### ", 1)[0]
+    assert "Paired per group (12 groups): SVD (least misery) − Group popularity." in text
+    shown = rows(md, CORRECTED)
+    assert shown["HR@5"][1:] == ["+1.0000", "[+1.0000, +1.0000]", shown["HR@5"][3], "better"]
+    legacy = md.split(f"### {LEGACY}", 1)[1].split("\n### ", 1)[0]
+    assert "No paired per-group test: runs without a `per_case_sampled` artifact" in legacy
+    tests = report.read_csv(out / "group_recommendation_tests.csv")
+    assert set(tests["split"]) == {"corrected"} and set(tests["verdict"]) == {"better"}
+    assert tests["groups"].eq(12).all()

@@ -13,6 +13,8 @@ params, metrics and ``per_user_metrics.csv`` artifacts, and writes into ``--out`
 - ``significance.csv``    the focus model's best configuration against every baseline, paired per user;
 - ``secondary_metrics.csv`` group-level (``group_*``) and cold-start (``cold_*``) metrics, if logged;
 - ``group_recommendation.csv`` group-item runs: per dataset, group split and protocol, mean / std / n over seeds;
+- ``group_recommendation_tests.csv`` their best real configuration against the best reference, paired per group
+                          (sampled protocol: the runs' ``per_case_sampled`` ranks);
 - ``ties.csv``            every configuration whose share of queries with a tie at the cut-off is above 5 %;
 - ``completeness.csv``    every cell whose seeds lack a FINISHED run.
 

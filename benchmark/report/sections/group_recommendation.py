@@ -8,21 +8,31 @@ benchmark/evaluation/group_item.py) log ``group_<protocol>_[<aggregation>_]<metr
 NDCG at 20 and 50); a group scorer logs no aggregation, a user-level model one per member aggregation
 (``mean``, ``least_misery``, ``most_pleasure``), shown as its own row (``SVD (mean)``). The split is the
 run's ``group_split`` tag. Cells are the mean ± sample std over seeds; the best real configuration of a
-column is bold, references never are and sit in their own block under the real models.
+column is bold, references never are and sit in their own block under the real models. On the sampled
+protocol, whose runs log their per-case ranks (``per_case_sampled``), the best real configuration is tested
+against the best reference paired per group (Wilcoxon, Holm over the table's metrics, bootstrap CI).
 
 Only runs with such metrics make the section: the paper and tuned reports have none.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from benchmark.core import models_meta
+from benchmark.evaluation.metrics import hit_rate_ndcg
+from benchmark.evaluation.scoring import DIRECT
 from benchmark.report.context import Context
-from benchmark.report.format import Table
+from benchmark.report.format import Table, markdown
+from benchmark.report.stats import bootstrap_ci, holm, paired_test, verdict
+from benchmark.tracking.artifacts import download_table
+from benchmark.tracking.queries import retry_locked
 
 METRIC = re.compile(r"^group_(?P<protocol>sampled|full|heldout_masked|heldout)_(?:(?P<aggregation>[a-z_]+?)_)?"
                     r"(?P<metric>hr|ndcg|recall)_at_(?P<k>\d+)$")
@@ -31,10 +41,14 @@ PROTOCOLS = {"sampled": "sampled (100 negatives)", "full": "full catalogue",
              "heldout": "held-out items, full catalogue",
              "heldout_masked": "held-out items, full catalogue, members' items masked"}
 LEGACY_SPLITS = ("shipped (legacy)",)
-NO_PAIRED_TESTS = ("Paired per-group tests: not yet. The group evaluator logs a per-case table (`per_case_sampled`, "
-                   "sampled protocol only), but this section does not read it yet; the cells are means over seeds.")
+PAIRED_NOTE = ("Paired per-group tests (sampled protocol only: its runs log a per-case table, `per_case_sampled`; the "
+               "full-catalogue and held-out protocols log none, so their tables have no test): the best real "
+               "configuration against the best reference, by NDCG at the largest cut-off; per group, its HR and NDCG "
+               "averaged over seeds, the difference's 95% bootstrap CI, Wilcoxon signed-rank p Holm-corrected over the "
+               "table's metrics.")
+CASES = "per_case_sampled"
 COLUMNS = ["dataset", "split", "protocol", "configuration", "model", "reference", "metric", "mean", "std", "n",
-           "pos_ties", "bold"]
+           "pos_ties", "bold", "strategy", "run_ids"]
 
 
 def _without_split(label: str) -> str:
@@ -75,12 +89,15 @@ def long_results(runs: pd.DataFrame) -> pd.DataFrame:
                             "order": ref.order if ref is not None else -1,
                             "metric": header, "key": (int(match["k"]), match["metric"] == "ndcg"),
                             "value": float(value),
-                            "tie": float(runs.at[index, ties]) if ties in runs else np.nan})
+                            "tie": float(runs.at[index, ties]) if ties in runs else np.nan,
+                            "strategy": aggregation or DIRECT, "run_id": runs.at[index, "run_id"],
+                            "seed": runs.at[index, "seed"]})
     frame = pd.DataFrame(records)
     keys = ["dataset", "split", "protocol", "configuration", "model", "reference", "order", "metric", "key"]
     table = (frame.groupby(keys, sort=False, dropna=False)
-             .agg(mean=("value", "mean"), std=("value", "std"), n=("value", "size"), pos_ties=("tie", "mean"))
-             .reset_index())
+             .agg(mean=("value", "mean"), std=("value", "std"), n=("value", "size"), pos_ties=("tie", "mean"),
+                  strategy=("strategy", "first"),
+                  run_ids=("run_id", lambda v: " ".join(sorted(set(v))))).reset_index())
     table["bold"] = False
     real = table[~table["reference"]]
     if len(real):
@@ -176,6 +193,67 @@ def headline(found: pd.DataFrame) -> pd.DataFrame:
     return ndcg[~legacy | only_legacy].drop(columns=["cut"]).reset_index(drop=True)
 
 
+def headline_metric(metrics: list[str]) -> str:
+    """NDCG at the largest cut-off (the tables' metrics are ordered by cut-off)."""
+    return [m for m in metrics if m.startswith("NDCG@")][-1]
+
+
+def case_metrics(client, run_ids: list[str], strategy: str, tmp: Path, missing: list[str]) -> pd.DataFrame:
+    """Per (seed run, group): HR and NDCG at 5 and 10 from the run's per-case ranks (one case per group)."""
+    parts = []
+    for run_id in run_ids:
+        try:
+            cases = retry_locked(download_table, client, run_id, CASES, tmp / run_id)
+        except Exception:  # absent artifact (runs older than it): named, never silently dropped
+            missing.append(run_id)
+            continue
+        cases = cases[cases["strategy"] == strategy]
+        values = {"group": cases["group"].to_numpy(), "run": run_id}
+        for k in (5, 10):
+            hit, ndcg = hit_rate_ndcg(cases["rank"].to_numpy(), k)
+            values[f"HR@{k}"], values[f"NDCG@{k}"] = hit, ndcg
+        parts.append(pd.DataFrame(values))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def paired(ctx: Context, rows: pd.DataFrame, metrics: list[str]) -> tuple[list[str], pd.DataFrame]:
+    """The best real configuration against the best reference, paired per group (sampled protocol)."""
+    top = headline_metric(metrics)
+    at = rows[rows["metric"] == top]
+    real, refs = at[~at["reference"]], at[at["reference"]]
+    if real.empty or refs.empty:
+        return [], pd.DataFrame()
+    a, b = real.loc[real["mean"].idxmax()], refs.loc[refs["mean"].idxmax()]
+    missing: list[str] = []
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    with tempfile.TemporaryDirectory() as tmp:
+        cases_a = case_metrics(ctx.client, a["run_ids"].split(), a["strategy"], Path(tmp) / "a", missing)
+        cases_b = case_metrics(ctx.client, b["run_ids"].split(), b["strategy"], Path(tmp) / "b", missing)
+    if missing or cases_a.empty or cases_b.empty:
+        return [f"No paired per-group test: runs without a `{CASES}` artifact: {', '.join(sorted(missing))}.", ""], \
+            pd.DataFrame()
+    shown = [m for m in metrics if m in cases_a]
+    means_a = cases_a.groupby("group")[shown].mean()  # per group: the mean over seeds
+    means_b = cases_b.groupby("group")[shown].mean()
+    groups = means_a.index.intersection(means_b.index)
+    results = []
+    for metric in shown:
+        test = paired_test(means_a.loc[groups, metric], means_b.loc[groups, metric])
+        low, high = bootstrap_ci(means_a.loc[groups, metric].to_numpy() - means_b.loc[groups, metric].to_numpy())
+        results.append({"configuration": a["configuration"], "reference": b["configuration"], "metric": metric,
+                        "groups": test.n, "mean_diff": test.mean_diff, "ci_low": low, "ci_high": high,
+                        "wilcoxon_p": test.wilcoxon_p})
+    table = pd.DataFrame(results)
+    table["wilcoxon_p_holm"] = holm(table["wilcoxon_p"])
+    table["verdict"] = [verdict(d, p) for d, p in zip(table["mean_diff"], table["wilcoxon_p_holm"])]
+    shown_table = pd.DataFrame({
+        "metric": table["metric"], "difference": table["mean_diff"].map(lambda v: f"{v:+.4f}"),
+        "95% CI": [f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(table["ci_low"], table["ci_high"])],
+        "Holm p": table["wilcoxon_p_holm"].map(lambda v: f"{v:.2g}"), "verdict": table["verdict"]})
+    return [f"Paired per group ({len(groups)} groups): {a['configuration']} − {b['configuration']}.", "",
+            markdown(shown_table), ""], table
+
+
 def heading(dataset: str, split: str, protocol: str) -> str:
     legacy = " — legacy" if split in LEGACY_SPLITS else ""
     return f"Group recommendation: {dataset}, {split} split{legacy}, {PROTOCOLS.get(protocol, protocol)}"
@@ -186,20 +264,27 @@ def section(ctx: Context) -> list[str]:
     table = long_results(runs)
     if table.empty:
         return []  # no group-item runs (the paper and tuned experiments)
-    ctx.csv(table.drop(columns=["key"]), "group_recommendation.csv")
+    ctx.csv(table.drop(columns=["key", "strategy", "run_ids"]), "group_recommendation.csv")
     md = ["## Group recommendation", "",
           "Group-item runs (docs/protocol.md, \"Group recommendation: sampled and full ranking\"): one table per "
           "dataset, group split and protocol. Cells: mean ± sample std over seeds (`seeds`: how many). A "
           "user-level model is scored through each member aggregation, one row each. The best real configuration "
           "of a column is bold; the reference predictors (their own block) never are. `positive ties`: the "
           "share of cases whose held-out item tied with a candidate (mean over seeds).", "",
-          NO_PAIRED_TESTS, ""]
-    found_all = []
+          PAIRED_NOTE, ""]
+    found_all, tests = [], []
     for (dataset, split, protocol), rows in table.groupby(["dataset", "split", "protocol"], sort=False):
         shown, metrics = wide_table(rows)
         found = verdicts(rows, metrics)
         found_all += [{"dataset": dataset, "split": split, "protocol": protocol,
                        "table": heading(dataset, split, protocol), **v} for v in found]
         md += [f"### {heading(dataset, split, protocol)}", "", shown.markdown(), "", sentence(found), ""]
+        if protocol == "sampled":
+            lines, test = paired(ctx, rows, metrics)
+            md += lines
+            if len(test):
+                tests.append(test.assign(dataset=dataset, split=split, protocol=protocol))
+    if tests:
+        ctx.csv(pd.concat(tests, ignore_index=True), "group_recommendation_tests.csv")
     ctx.results["group_recommendation"] = pd.DataFrame(found_all)
     return md
