@@ -12,6 +12,9 @@ params, metrics and ``per_user_metrics.csv`` artifacts, and writes into ``--out`
   (``meta`` of conf/model/<name>.yaml; DMTL: ``lambda_sweep``, ``attention_ablation``);
 - ``significance.csv``    the focus model's best configuration against every baseline, paired per user;
 - ``secondary_metrics.csv`` group-level (``group_*``) and cold-start (``cold_*``) metrics, if logged;
+- ``group_recommendation.csv`` group-item runs: per dataset, group split and protocol, mean / std / n over seeds;
+- ``group_recommendation_tests.csv`` their best real configuration against the best reference, paired per group
+                          (sampled protocol: the runs' ``per_case_sampled`` ranks);
 - ``ties.csv``            every configuration whose share of queries with a tie at the cut-off is above 5 %;
 - ``completeness.csv``    every cell whose seeds lack a FINISHED run.
 
@@ -48,6 +51,7 @@ from benchmark.report.sections import (
     catalogue,
     completeness,
     findings,
+    group_recommendation,
     groups,
     header,
     secondary,
@@ -72,7 +76,7 @@ log = logging.getLogger("benchmark.report")
 
 # report.md, in this order; each section writes its own files (benchmark/report/sections/__init__.py)
 SECTIONS = (header.section, findings.section, main_section.section, swept.section, significance.section,
-            tuning.section, secondary.section, catalogue.section, ties.section, groups.section, completeness.section)
+            tuning.section, secondary.section, catalogue.section, group_recommendation.section, ties.section, groups.section, completeness.section)
 # the findings cite the other sections' tables, so they are computed last (and shown second)
 LAST = (findings.section,)
 DEFAULT_EXPERIMENT = "paper"

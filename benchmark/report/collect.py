@@ -165,6 +165,7 @@ def job_table(jobs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         "config": configs, "tuned_trials": tuned, "tuned_chosen": column("tags.tuned.chosen", ""),
         "error": column("tags.error", ""), "eval_k": column("params.eval.k"),
         "dataset_sha256": column("tags.dataset_sha256", ""), "git_commit": column("tags.git_commit", ""),
+        "group_split": column("tags.group_split", ""),  # group-item runs: which group split (corrected, ...)
     }, index=jobs.index)
     for swept in models_meta.swept_params():
         values = column(f"params.{swept.param}")

@@ -11,6 +11,7 @@
 - ``tuning``: the tuned sweep's selection rule, budget and chosen configurations;
 - ``secondary``: group-level and cold-start metrics;
 - ``catalogue``: full-catalogue ranking metrics;
+- ``group_recommendation``: group-item runs (issue #24), one table per dataset, group split and protocol;
 - ``ties``: the configurations whose top k the tie rule completed for more than 5 % of queries;
 - ``groups``: the groupings' size statistics;
 - ``completeness``: every cell whose seeds lack a FINISHED run.

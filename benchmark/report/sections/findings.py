@@ -19,7 +19,7 @@ from scipy import stats
 
 from benchmark.core import models_meta
 from benchmark.report.context import Context
-from benchmark.report.sections import references, ties
+from benchmark.report.sections import group_recommendation, references, ties
 from benchmark.report.sections.main import real_rows, trivial_floor
 from benchmark.report.sections.significance import LOWER_IS_BETTER, SIGNIFICANCE_METRICS
 from benchmark.report.stats import ALPHA
@@ -214,6 +214,26 @@ def caveat_lines(ctx: Context, dataset: str, title: str) -> list[str]:
     return lines
 
 
+def group_lines(ctx: Context) -> list[str]:
+    """One bullet per dataset of group-item runs: per group split and protocol, the best real configuration
+    against the best reference on NDCG at the largest cut-off (section group_recommendation)."""
+    found = group_recommendation.headline(ctx.results.get("group_recommendation"))
+    lines = []
+    for dataset, rows in (found.groupby("dataset", sort=True) if len(found) else ()):
+        parts = []
+        for r in rows.itertuples(index=False):
+            where = f"{r.split} split, {r.protocol}"
+            if r.best is None or r.reference is None:
+                parts.append(f"{where}: {r.best or r.reference} only")
+                continue
+            verdict = "beats it" if r.beats else "no real model beats it"
+            parts.append(f"{where}: {r.best} {r.best_mean:.4f} {cite(r.table, r.best, r.metric)} vs {r.reference} "
+                         f"{r.reference_mean:.4f} {cite(r.table, r.reference, r.metric)}, {verdict}")
+        lines.append(f"- {dataset}, group recommendation ({rows['metric'].iloc[0]}), best real configuration vs "
+                     f"best reference: " + "; ".join(parts) + ".")
+    return lines
+
+
 def section(ctx: Context) -> list[str]:
     titles = ctx.results.get("main_titles", {})
     best, refs, caveats = [], [], []
@@ -224,10 +244,12 @@ def section(ctx: Context) -> list[str]:
         refs += reference_lines(ctx, dataset)
         caveats += caveat_lines(ctx, dataset, titles[dataset])
     versus = focus_lines(ctx)
+    groups = group_lines(ctx)
     md = ["## Findings", "",
           "Computed from the tables below; each finding cites its cell as «table» / «row» / «column».", ""]
     for heading, lines in (("Best configuration per dataset and metric family (mean over seeds)", best),
                            ("The focus model against the strongest baseline and its control", versus),
+                           ("Group recommendation: the best configuration against the best reference", groups),
                            ("Trivial references that beat real models", refs),
                            ("Caveats that change a reading", caveats)):
         if lines:
