@@ -155,3 +155,14 @@ def test_paired_per_group_test_where_runs_log_per_case_ranks(groups_report):
     tests = report.read_csv(out / "group_recommendation_tests.csv")
     assert set(tests["split"]) == {"corrected"} and set(tests["verdict"]) == {"better"}
     assert tests["groups"].eq(12).all()
+
+
+def test_a_group_item_experiment_has_no_user_level_sections(groups_report):
+    # no run of it has a user-level metric: no main table, no focus-model sweep or significance
+    # section, and its group_* metrics appear once, in their own section, not among the group-level
+    # metrics of user-level runs (which they used to be)
+    _, md = groups_report
+    for heading in ("## Main results", "## Tuned results", "## DMTL", "## Significance", "## Group-level metrics"):
+        assert heading not in md, heading
+    assert md.index("## Findings") < md.index("## Group recommendation")
+    assert "Reference predictors (" in md and "oracle" not in md.split("\n## ")[0]  # header lists those that ran

@@ -79,6 +79,14 @@ SECTIONS = (header.section, findings.section, main_section.section, swept.sectio
             tuning.section, secondary.section, catalogue.section, group_recommendation.section, ties.section, groups.section, completeness.section)
 # the findings cite the other sections' tables, so they are computed last (and shown second)
 LAST = (findings.section,)
+# the sections of user-level results (rating and ranking per user, the focus model's sweeps and tests)
+USER_LEVEL_SECTIONS = (main_section.section, swept.section, significance.section)
+
+
+def user_level(col) -> bool:
+    """Whether any run has a user-level metric (RMSE, or a per-user ranking metric at the cut-off)."""
+    present = [m for m in ("rmse", f"ndcg_at_{col.k}", f"precision_at_{col.k}") if m in col.runs.columns]
+    return bool(present) and bool(col.runs[present].notna().any().any())
 DEFAULT_EXPERIMENT = "paper"
 
 
@@ -94,9 +102,11 @@ def build_report(client, experiment: str, uri: str, out: Path, prov: Provenance,
     ctx = Context(client=client, uri=uri, experiment=experiment, col=col, main=main, out=out, prov=prov,
                   trials=tuned_trials(col.runs), show_n=show_n,
                   header=header.header_lines(client, col.parent_run_id) + commit_lines(col.runs))  # runs' code
-    parts = {section: section(ctx) for section in SECTIONS if section not in LAST}
+    # an experiment of group-item runs only (+sweep=groups) has no user-level metric: no user-level sections
+    shown = [s for s in SECTIONS if user_level(col) or s not in USER_LEVEL_SECTIONS]
+    parts = {section: section(ctx) for section in shown if section not in LAST}
     parts.update({section: section(ctx) for section in LAST})
-    md = [line for section in SECTIONS for line in parts[section]]
+    md = [line for section in shown for line in parts[section]]
     (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     ctx.written.insert(0, out / "report.md")
 

@@ -36,7 +36,8 @@ def header_lines(client, parent_run_id: str | None) -> list[str]:
 
 def section(ctx: Context) -> list[str]:
     col = ctx.col
-    references = ", ".join(m.replace("_", " ") for m in models_meta.reference_predictors())
+    ran = set(col.all_runs["model"]) if "model" in col.all_runs else set()
+    references = ", ".join(m.replace("_", " ") for m in models_meta.reference_predictors() if m in ran) or "none ran"
     return [f"# Benchmark report: experiment `{ctx.experiment}`", "", *ctx.prov.lines(), "", *ctx.header, "",
             ("Cells are mean ± sample std (ddof=1) over seeds, with the number of seeds n in brackets; "
              if ctx.show_n else f"Cells are mean ± sample std (ddof=1) over n = {col.expected_seeds} seed(s) each; ")

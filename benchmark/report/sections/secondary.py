@@ -5,10 +5,14 @@ from __future__ import annotations
 import pandas as pd
 
 from benchmark.report.context import Context
+from benchmark.report.sections.group_recommendation import METRIC as GROUP_ITEM_METRIC
 from benchmark.report.sections.references import REFERENCE_MODELS
 from benchmark.report.tables import MAIN_COLUMNS, Column, display_table, higher_is_better, summarize
 
 SECONDARY_PREFIXES = {"group_": "Group-level metrics", "cold_": "Cold-start metrics"}
+# group-item runs' metrics (group_sampled_*, group_full_*, group_heldout*, their counts and tie shares):
+# the Group recommendation section shows them
+GROUP_ITEM_PREFIXES = ("group_sampled_", "group_full_", "group_heldout", "group_split_", "group_ties_")
 
 
 def short_header(metric: str, prefix: str, k: int) -> str:
@@ -26,7 +30,8 @@ def secondary_table(ctx: Context) -> pd.DataFrame:
     # (``*_ties_at_k``: the ties section) the ranking, they are not compared
     col = ctx.col
     metrics = [m for m in col.metrics if m.startswith(tuple(SECONDARY_PREFIXES)) and not m.endswith("_std")
-               and not any(m.startswith(f"{p}n_") for p in SECONDARY_PREFIXES) and "ties_at_" not in m]
+               and not any(m.startswith(f"{p}n_") for p in SECONDARY_PREFIXES) and "ties_at_" not in m
+               and not GROUP_ITEM_METRIC.match(m) and not m.startswith(GROUP_ITEM_PREFIXES)]  # their own section
     if not metrics:
         return pd.DataFrame()
     runs = col.all_runs[col.all_runs[metrics].notna().any(axis=1) & ~col.all_runs["model"].isin(REFERENCE_MODELS)]
