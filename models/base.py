@@ -36,13 +36,36 @@ class RankingMetric:
     score: Callable[[pd.DataFrame], float]
 
 
+# (members ``group, user``, pairs ``group, item``) -> one score per pair: GroupScorer.score_groups's contract
+GroupScoreFunction = Callable[[pd.DataFrame, pd.DataFrame], np.ndarray]
+
+
+@dataclass(frozen=True)
+class GroupValidation:
+    """The fold's group validation cases as a score to maximise (``FitContext.group_validation``): early
+    stopping, epoch choice and tuning of a model that scores groups itself read it, never the test part.
+
+    ``score(score_fn)`` ranks every validation case with ``score_fn`` (the contract of
+    ``GroupScorer.score_groups``: it gets the validation groups' members and the (group, item) pairs to
+    score) under the harness's tie rule and returns the metric ``name`` (logged ``val_<name>``): NDCG@10 of
+    each held-out training positive against its sampled negatives (``GroupFold.val`` and
+    ``val_negatives``), or, on a split of ephemeral groups (Weeplaces), Recall@20 of the validation groups'
+    items over the whole catalogue. The evaluation layer builds it (benchmark/evaluation/group_item.py
+    ``group_validation``); models do not import evaluation."""
+
+    name: str
+    score: Callable[[GroupScoreFunction], float]
+    n_cases: int = 0
+
+
 @dataclass
 class FitContext:
     """What a model may use besides the training ratings: side features, group labels
     (fit on training data only), the seed, a callback for per-epoch metrics, the fold whose training
     part ``fit`` receives (its validation part, carved once, is what a model early-stops on; None
     outside a job: the trainer then makes a fold of the frame), and an optional ranking metric to
-    early-stop on instead of the validation loss."""
+    early-stop on instead of the validation loss; on a group split (``fold.group``), the group validation
+    cases as a score (:class:`GroupValidation`)."""
 
     dataset: Dataset
     groups: Groups
@@ -50,6 +73,7 @@ class FitContext:
     log_metrics: Callable[[dict[str, float], int | None], None] = field(default=_no_log)
     fold: Fold | None = None
     ranking_metric: RankingMetric | None = None
+    group_validation: GroupValidation | None = None
 
     @property
     def rating_scale(self) -> tuple[float, float]:

@@ -43,6 +43,7 @@ from benchmark.evaluation.scoring import DIRECT, group_scores_of
 from benchmark.protocol import ranking
 from benchmark.protocol.candidates import unique_members
 from benchmark.protocol.group_split import member_item_codes, pair_codes, positives, visible_user_items
+from models.base import GroupValidation
 
 log = logging.getLogger(__name__)
 
@@ -225,3 +226,69 @@ def heldout(ctx: EvalContext) -> EvalResult:
         metrics[f"{prefix}n_groups"] = float(scored.sum())
         metrics[f"{prefix}n_groups_without_candidate"] = float((~scored).sum())
     return EvalResult(metrics)
+
+
+VALIDATION_CUTOFF = 10           # sampled validation: NDCG@10 of each held-out training positive
+HELDOUT_VALIDATION_CUTOFF = 20   # ephemeral groups (Weeplaces): Recall@20 of the validation groups' items
+
+
+def group_validation(fold, members: pd.DataFrame, seed: int) -> GroupValidation | None:
+    """The group validation cases of ``fold`` (a ``GroupFold``) as a :class:`models.base.GroupValidation`:
+    what a model that scores groups early-stops and is tuned on (docs/protocol.md, "Validation on group
+    splits"). ``members``: ``group, user`` of every group. None when the fold has no validation case.
+
+    * sampled (``fold.val_negatives``): each validation case's held-out training positive against its
+      sampled negatives, ranked under the harness's tie rule (never positive-first); NDCG@10.
+    * ephemeral groups (``fold.heldout``): each validation group's items among the whole catalogue minus
+      the group's training positives (none: validation groups are not training groups); Recall@20
+      (GroupIM's definition, as ``group_heldout_*``)."""
+    if fold is None or len(fold.val) == 0:
+        return None
+    groups = fold.val["group"].to_numpy(np.int64)
+    members = unique_members(members)
+    members = members[members["group"].isin(np.unique(groups))].sort_values("group", kind="stable", ignore_index=True)
+    if not fold.heldout:
+        items = np.column_stack([fold.val["item"].to_numpy(np.int64), fold.val_negatives])
+        keys = ranking.tie_key(groups[:, None], items, seed)
+        n_items = int(max(fold.n_items, items.max(initial=0) + 1))
+        codes = pair_codes(np.broadcast_to(groups[:, None], items.shape), items, n_items)
+        distinct = np.unique(codes.ravel())
+        pairs = pd.DataFrame({"group": distinct // n_items, "item": distinct % n_items})
+        where = np.searchsorted(distinct, codes)
+
+        def sampled_score(score_fn) -> float:
+            scores = np.asarray(score_fn(members, pairs), dtype=float)[where]
+            ranks, _ = single_positive_ranks(scores[:, 0], scores[:, 1:], keys[:, 0], keys[:, 1:])
+            return float(hit_rate_ndcg(ranks, VALIDATION_CUTOFF)[1].mean())
+
+        return GroupValidation(f"group_ndcg_at_{VALIDATION_CUTOFF}", sampled_score, len(groups))
+
+    chunk_groups = np.unique(groups)
+    catalogue = np.arange(fold.n_items)
+    train = positives(fold.train)
+    known = np.unique(pair_codes(train["group"], train["item"], fold.n_items))
+    k = HELDOUT_VALIDATION_CUTOFF
+
+    def heldout_score(score_fn) -> float:
+        recalls = []
+        step = max(1, CHUNK_CELLS // max(1, fold.n_items))
+        for start in range(0, len(chunk_groups), step):
+            chunk = chunk_groups[start:start + step]
+            pairs = pd.DataFrame({"group": np.repeat(chunk, len(catalogue)), "item": np.tile(catalogue, len(chunk))})
+            matrix = np.asarray(score_fn(members[members["group"].isin(chunk)], pairs), dtype=float)
+            matrix = matrix.reshape(len(chunk), len(catalogue))
+            relevant = np.zeros(matrix.shape, dtype=bool)
+            here = fold.val[fold.val["group"].isin(chunk)]
+            relevant[np.searchsorted(chunk, here["group"].to_numpy(np.int64)), here["item"].to_numpy(np.int64)] = True
+            excluded = np.isin(pair_codes(chunk[:, None], catalogue[None, :], fold.n_items), known)
+
+            def tie(r, c, chunk=chunk):
+                return ranking.tie_key(chunk[r], catalogue[c], seed)
+
+            recall, _, _ = heldout_metrics(matrix, relevant, excluded, k, tie)
+            recalls.append(recall)
+        values = np.concatenate(recalls)
+        values = values[~np.isnan(values)]
+        return float(values.mean()) if len(values) else 0.0
+
+    return GroupValidation(f"group_recall_at_{k}", heldout_score, len(chunk_groups))

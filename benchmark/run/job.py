@@ -22,10 +22,12 @@ import benchmark.evaluation.full_ranking  # registers the full-catalogue top-N e
 import benchmark.evaluation.group_item  # registers the group-item evaluators (group_sampled_*, group_full_*)
 import benchmark.evaluation.groups  # registers the group-level and cold-start evaluators; validates eval.group
 from benchmark.core.config import CONF, RESULT_KEYS, build_model, config_hash, instantiate, run_name
+from benchmark.core.errors import ConfigError
 from benchmark.core.schema import check_threshold, validate_config
 from benchmark.data.cache import ProtocolCache
 from benchmark.evaluation import divergence
 from benchmark.evaluation.base import EvalContext, Scorer, evaluate, model_clock
+from benchmark.evaluation.group_item import group_validation
 from benchmark.protocol.folds import Fold
 from benchmark.protocol.grouping import Groups
 from benchmark.protocol.split import are_splits, make_splits
@@ -77,6 +79,11 @@ def validate(cfg: DictConfig) -> None:
     benchmark.evaluation.groups.validate_config(cfg.eval)
     check_removed_keys(cfg.get("trainer"))  # every model: a removed key must not pass silently
     check_format(artifact_format(cfg))
+    group_item = OmegaConf.select(cfg, "dataset.split", default=None) is not None  # a group-item dataset's own split
+    if group_item and OmegaConf.select(cfg, "tune.enabled", default=False) is True:
+        raise ConfigError(f"tune.enabled=true on dataset={cfg.dataset.name}: tuning on a group-item dataset's "
+                          f"group validation cases is not built yet (docs/protocol.md, 'Validation on group "
+                          f"splits'); run it untuned (drop tune.enabled) or tune on dataset=ml100k or itmrec")
 
 
 # the user-level choices a group-item dataset replaces by its own (``dataset.split``, ``dataset.grouping``)
@@ -228,7 +235,8 @@ def run_fold(cfg: DictConfig, dataset, split, logger, n_folds: int, stage: Stage
         logger.log_metrics({f"{prefix}{k}": v for k, v in values.items()}, step=step)
 
     context = FitContext(dataset=dataset, groups=groups, seed=cfg.seed, log_metrics=log_epoch,
-                         fold=Fold.from_split(split, seed=cfg.seed))  # its validation part: carved once
+                         fold=Fold.from_split(split, seed=cfg.seed),  # its validation part: carved once
+                         group_validation=group_validation(split.group, groups.members, int(cfg.seed)))
     with stage("fit"):
         started = time.perf_counter()
         model.fit(split.train, context)
