@@ -408,10 +408,12 @@ class DMTL(Recommender):
             "train_prediction_std": float(ratings.std()),
             "epochs_trained": float(len(self.history)),
             "best_epoch": float(self.best_epoch),
-            "best_val_loss": float(min(h["val_loss"] for h in self.history)),
-            # the rating RMSE on the early-stopping part at the restored epoch: the report selects configurations by it
-            "val_rmse": float(math.sqrt(self.history[self.best_epoch - 1]["val_rating_loss"])),
-            "seconds_per_epoch": float(np.mean([h["epoch_seconds"] for h in self.history])),
+            **({  # absent under trainer.fixed_epochs: no early-stopping phase
+                "best_val_loss": float(min(h["val_loss"] for h in self.history)),
+                # the rating RMSE on the early-stopping part at the restored epoch: the report selects configurations by it
+                "val_rmse": float(math.sqrt(self.history[self.best_epoch - 1]["val_rating_loss"])),
+            } if self.history else {}),
+            "seconds_per_epoch": float(np.mean([h["epoch_seconds"] for h in self.history or self.refit_history])),
             # refitted on the whole training part for this many epochs (absent: trainer.refit=false)
             **({"refit_epochs": float(len(self.refit_history))} if self.refit_history else {}),
         }

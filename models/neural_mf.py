@@ -140,8 +140,9 @@ class NeuralMF(Recommender):
 
     def diagnostics(self) -> dict[str, float]:
         return {"epochs_trained": float(len(self.history)), "best_epoch": float(self.best_epoch),
-                "best_val_loss": float(min(h["val_rating_loss"] for h in self.history)),
-                "seconds_per_epoch": float(np.mean([h["epoch_seconds"] for h in self.history])),
+                **({"best_val_loss": float(min(h["val_rating_loss"] for h in self.history))}
+                   if self.history else {}),  # no early-stopping phase under trainer.fixed_epochs
+                "seconds_per_epoch": float(np.mean([h["epoch_seconds"] for h in self.history or self.refit_history])),
                 # refitted on the whole training part for this many epochs (absent: trainer.refit=false)
                 **({"refit_epochs": float(len(self.refit_history))} if self.refit_history else {})}
 

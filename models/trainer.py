@@ -42,6 +42,11 @@ keeps the early-stopping weights (fitted on the fitting rows only), the behaviou
 Both phases are in ``FitResult`` (``history``: the early-stopping epochs, ``refit_history``: the
 refit's), logged per epoch (the refit's as ``refit_train_*``) and in the ``training_history`` artifact
 with a ``phase`` column (``history_frame``).
+
+Fixed epochs (``trainer.fixed_epochs=N``, default null): no validation and no early stopping; the model
+is built on the whole training part and trained exactly N epochs (the refit path with N as its epoch
+count). Only a reproduction of a reference protocol uses it (an author's reported epoch count); the
+harness's own protocol picks the epoch count on validation.
 """
 
 from __future__ import annotations
@@ -159,6 +164,7 @@ class TrainerConfig:
     progress: bool = True
     sparse_embeddings: bool = False
     refit: bool = True
+    fixed_epochs: int | None = None
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None, model: str = "model") -> "TrainerConfig":
@@ -167,7 +173,7 @@ class TrainerConfig:
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(values) - set(names))
         require(not unknown, f"trainer has unknown keys {unknown}; use {names}")
-        missing = [name for name in names if name not in values]
+        missing = [name for name in names if name not in values and name != "fixed_epochs"]  # optional: null
         require(not missing, f"model.trainer lacks {missing}; keep `trainer: ${{trainer}}` in conf/model/{model}.yaml")
         number = lambda key: isinstance(values[key], (int, float)) and not isinstance(values[key], bool)  # noqa: E731
         integer = lambda key: isinstance(values[key], int) and not isinstance(values[key], bool)  # noqa: E731
@@ -179,6 +185,9 @@ class TrainerConfig:
             require(integer(key) and values[key] >= 1, f"trainer.{key}={values[key]} must be an integer >= 1")
         require(number("val_size") and 0.0 < values["val_size"] < 1.0,
                 f"trainer.val_size={values['val_size']} must be in (0, 1)")
+        fixed = values.get("fixed_epochs")
+        require(fixed is None or (isinstance(fixed, int) and not isinstance(fixed, bool) and fixed >= 1),
+                f"trainer.fixed_epochs={fixed} must be null (early stopping on validation) or an integer >= 1")
         for key in ("progress", "sparse_embeddings", "refit"):
             require(isinstance(values[key], bool), f"trainer.{key}={values[key]} must be true or false")
         require(not (values["sparse_embeddings"] and values["weight_decay"] > 0),
@@ -190,7 +199,7 @@ class TrainerConfig:
                    batch_size=int(values["batch_size"]), max_epochs=int(values["max_epochs"]),
                    patience=int(values["patience"]), val_size=float(values["val_size"]), device=str(values["device"]),
                    progress=values["progress"], sparse_embeddings=values["sparse_embeddings"],
-                   refit=values["refit"])
+                   refit=values["refit"], fixed_epochs=None if fixed is None else int(fixed))
 
 
 class ValidationLoss:
@@ -438,6 +447,14 @@ class Trainer:
         validation part and early stopping on ``part.val`` picks the epoch count (``fit``); then, with
         ``trainer.refit`` (the default), ``setup(train, None)`` rebuilds it on the whole training part and
         ``refit`` trains it for that many epochs. ``trainer.refit=false``: the early-stopping weights."""
+        if self.config.fixed_epochs is not None:  # a reproduction's epoch count: no validation, no early stopping
+            whole = setup(train, None)
+            batch, lr = self.used_batch(len(whole.sampler))
+            self.used = {"batch_size": batch, "lr": lr}
+            context.log_metrics({"used_batch_size": float(batch), "used_lr": lr}, None)
+            log.info("%s: trainer.fixed_epochs=%d: trained that many epochs on the whole training part, no early "
+                     "stopping (a reproduction of a reference protocol)", self.name, self.config.fixed_epochs)
+            return self.refit(whole.net, loss, whole.sampler, FitResult([], self.config.fixed_epochs, batch, lr), context)
         part = self.validation(train, context)
         prepared = setup(part.fit, part)
         selected = self.fit(prepared.net, loss, prepared.sampler, prepared.validation, context)

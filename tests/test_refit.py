@@ -119,3 +119,20 @@ def test_tuning_trials_and_the_final_run_refit_through_the_same_path(make_cfg, t
     final = tracker.client.get_run(result.run_id).data
     assert final.metrics["refit_epochs"] == final.metrics["best_epoch"]
     assert pd.notna(final.metrics["rmse"])
+
+
+
+def test_fixed_epochs_train_exactly_that_many_epochs_on_the_whole_training_part_without_validation(make_cfg, monkeypatch):
+    """trainer.fixed_epochs (a reproduction's epoch count): no early-stopping phase, N epochs on every
+    training row."""
+    from models.trainer import TrainerConfig
+    values = {"lr": 0.01, "weight_decay": 0.0, "batch_size": 64, "max_epochs": 50, "patience": 1, "val_size": 0.2,
+              "device": "cpu", "progress": False, "sparse_embeddings": False, "refit": True}
+    assert TrainerConfig.from_mapping(values).fixed_epochs is None          # optional key: null by default
+    with pytest.raises(Exception, match=r"trainer.fixed_epochs=0 must be null"):
+        TrainerConfig.from_mapping({**values, "fixed_epochs": 0})
+    data = _data(make_cfg)
+    sampled: list[int] = []
+    fitted, _ = _fit(make_cfg, data, "neural_mf", "trainer.fixed_epochs=3", record=sampled, monkeypatch=monkeypatch)
+    assert fitted.history == [] and [row["epoch"] for row in fitted.refit_history] == [1, 2, 3]
+    assert sampled == [len(data[1].train)]

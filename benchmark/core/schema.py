@@ -109,6 +109,7 @@ RULES: dict[str, Rule] = {
     "trainer.progress": BOOL,
     "trainer.sparse_embeddings": BOOL,
     "trainer.refit": BOOL,
+    "trainer.fixed_epochs": Rule(int, low=1, nullable=True, fix="use null (early stopping) or e.g. trainer.fixed_epochs=6"),
     "trainer.device": Rule(str, fix="use auto, cpu or cuda"),
     "split.test_size": Rule(float, low=0, high=1, low_open=True, high_open=True),
     "split.n_folds": Rule(int, low=2),

@@ -56,7 +56,7 @@ def check_model(model) -> dict[str, str]:
     """The runner's hook: checks a model that reports validation scores (others pass); returns the
     run tags of a weak fit (see check_not_diverged)."""
 
-    if isinstance(model, ValidationScored):
+    if isinstance(model, ValidationScored) and getattr(model, "history", None) != []:  # [] : trainer.fixed_epochs
         return check_not_diverged(getattr(model, "name", type(model).__name__), *model.validation_scores(),
                                   still_improving=still_improving(model))
     return {}
