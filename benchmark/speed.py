@@ -35,7 +35,8 @@ from benchmark.core.cli import ArgumentParser, whole
 from benchmark.core.config import CONF, instantiate
 from benchmark.core.errors import ConfigError, GroupbenchError, one_line
 from benchmark.data.cache import ProtocolCache
-from benchmark.run.job import build_tracker, run
+from benchmark.protocol.split import are_splits, make_splits
+from benchmark.run.job import build_tracker, dataset_defaults, run
 from benchmark.run.preflight import job_config
 from benchmark.timing import (
     STAGES,
@@ -51,6 +52,7 @@ from benchmark.tracking.tracker import existing_store
 
 FAMILIES = ("dmtl", "neural_mf", "svd", "svdpp", "knn_baseline", "slope_one", "baseline_only")
 OUTSIDE_TARGET, DMTL_TARGET, SWEEP_TARGET = 0.25, 0.5, 1.3
+HEADLINES = ("rmse", "group_sampled_hr_at_5", "group_heldout_recall_at_20")  # the first a job logged is printed
 CATALOGUE_SAMPLE = 5000  # catalogue pairs Surprise predicts one by one (its time per pair is extrapolated)
 # keys job mode sets itself: an override of one would be ignored, so it is refused (-> what to do instead)
 OWNED = {"model": "use --models to choose the models (e.g. --models svd,dmtl)",
@@ -61,7 +63,8 @@ OWNED = {"model": "use --models to choose the models (e.g. --models svd,dmtl)",
 
 
 def compose_config(overrides: list[str]):
-    return compose(["trainer.progress=false", *overrides])
+    """The job's config as the runner runs it (a group-item dataset's own split and grouping)."""
+    return dataset_defaults(compose(["trainer.progress=false", *overrides]))
 
 
 def machine() -> str:
@@ -81,7 +84,7 @@ def protocol_seconds(cfg) -> float:
     cache = ProtocolCache(cfg)
     dataset = cache.dataset(lambda: instantiate(cfg.dataset.loader, root=cfg.data.root, download=cfg.data.download,
                                                 verify=cfg.data.verify))
-    splits = cache.splits(lambda: instantiate(cfg.split)(dataset.ratings, seed=cfg.seed))
+    splits = cache.splits(lambda: make_splits(instantiate(cfg.split), dataset, int(cfg.seed)), are_splits)
     for split in splits:
         cache.groups(split.fold, lambda split=split: instantiate(cfg.grouping)(dataset, split.train, seed=cfg.seed))
     return time.perf_counter() - started
@@ -151,7 +154,8 @@ def job_mode(args) -> dict[str, float]:
             rows.append({"model": name, **stages, "other": total - sum(stages.values()), "job": total,
                          "outside_share": (total - inside) / total})
             results[name] = result
-            print(f"  {name}: {total:.1f} s (rmse {result.metrics['rmse']:.4f})", flush=True)
+            headline = next((f"{key} {result.metrics[key]:.4f}" for key in HEADLINES if key in result.metrics), "")
+            print(f"  {name}: {total:.1f} s ({headline})", flush=True)
         if not rows:
             raise AllJobsFailed("every job failed, nothing was measured: "
                                 + "; ".join(f"{name}: {error}" for name, error in failed.items()))

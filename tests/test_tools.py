@@ -53,3 +53,12 @@ def test_speed_still_measures_a_job(capsys):
     figures = speed.main(["--models", "svd", "--skip-pairwise", "dataset=synthetic"])
     assert figures["svd_fit"] > 0 and 0 < figures["svd_outside_share"] < 1
     assert "  svd: " in capsys.readouterr().out
+
+
+def test_speed_composes_a_group_item_job_as_the_runner_does():
+    """benchmark.speed times a group-item dataset's job with its own split and grouping (the runner's
+    dataset_defaults), not the user-level holdout and KMeans it cannot run."""
+    from benchmark.speed import compose_config
+    cfg = compose_config(["dataset=mafengwo", "model=popularity_group"])
+    assert cfg.split._target_.endswith("group_split.corrected") and cfg.grouping._target_.endswith("grouping.members")
+    assert compose_config(["dataset=ml100k"]).split._target_.endswith("split.holdout")
