@@ -115,7 +115,7 @@ def test_sentence_names_best_and_whether_it_beats_the_reference(groups_report):
 def test_legacy_split_heading_csv_and_no_paired_tests_note(groups_report):
     out, md = groups_report
     assert f"### {LEGACY}" in md
-    assert "Paired per-group tests (sampled protocol only" in md
+    assert "Paired per-group tests (one unit = one group" in md
     csv = report.read_csv(out / "group_recommendation.csv")
     assert set(csv["split"]) == {"corrected", "shipped (legacy)"}
     cell = csv[(csv["split"] == "corrected") & (csv["configuration"] == "SVD (mean)") & (csv["metric"] == "HR@5")]
@@ -166,3 +166,33 @@ def test_a_group_item_experiment_has_no_user_level_sections(groups_report):
         assert heading not in md, heading
     assert md.index("## Findings") < md.index("## Group recommendation")
     assert "Reference predictors (" in md and "oracle" not in md.split("\n## ")[0]  # header lists those that ran
+
+
+def test_contenders_add_the_best_group_model_against_the_best_aggregated_user_model():
+    from benchmark.report.sections.group_recommendation import contenders
+    rows = pd.DataFrame({
+        "configuration": ["AGREE", "ConsRec", "SVD (mean)", "SVD (least misery)", "Group popularity"],
+        "strategy": ["model", "model", "mean", "least_misery", "model"],
+        "reference": [False, False, False, False, True], "metric": "NDCG@10",
+        "mean": [0.30, 0.35, 0.20, 0.25, 0.33]})
+    pairs = [(a["configuration"], b["configuration"]) for a, b in contenders(rows, "NDCG@10")]
+    assert pairs == [("ConsRec", "Group popularity"), ("ConsRec", "SVD (least misery)")]
+    only_users = rows[rows["strategy"] != "model"].assign(reference=False)
+    assert [(a["configuration"], b["configuration"]) for a, b in contenders(only_users, "NDCG@10")] == []
+
+
+def test_case_metrics_read_the_heldout_protocols_per_group_table(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from benchmark.report.sections.group_recommendation import case_metrics
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "groups")
+    table = pd.DataFrame({"strategy": ["model", "model", "mean"], "group": [3, 4, 3],
+                          "recall_at_20": [0.5, 1.0, 0.0], "ndcg_at_20": [0.4, 1.0, 0.0],
+                          "recall_at_50": [1.0, 1.0, 0.5], "ndcg_at_50": [0.6, 1.0, 0.2]})
+    with tracker.run("weeplaces", tags={"groupbench.role": "job"}) as logger:
+        logger.log_artifacts({"per_group_heldout.csv": table})
+        run_id = logger.run_id
+    missing: list[str] = []
+    cases = case_metrics(MlflowClient(tracker.uri), [run_id], "model", "heldout", tmp_path / "dl", missing)
+    assert missing == [] and cases["group"].tolist() == [3, 4]
+    assert cases["Recall@20"].tolist() == [0.5, 1.0] and cases["NDCG@50"].tolist() == [0.6, 1.0]

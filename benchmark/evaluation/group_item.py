@@ -149,9 +149,13 @@ def full(ctx: EvalContext) -> EvalResult:
             ranks[name].append(r)
             tied[name].append(t)
     metrics: dict[str, float] = {}
+    tables = []
     for name in scores:
-        metrics.update(_summary(_prefix("full", name), np.concatenate(ranks[name]), np.concatenate(tied[name])))
-    return EvalResult(metrics)
+        all_ranks, all_tied = np.concatenate(ranks[name]), np.concatenate(tied[name])
+        metrics.update(_summary(_prefix("full", name), all_ranks, all_tied))
+        tables.append(pd.DataFrame({"strategy": name, "group": test_groups, "item": test_items, "rank": all_ranks,
+                                    "tied": all_tied}))
+    return EvalResult(metrics, {"per_case_full": pd.concat(tables, ignore_index=True)})
 
 
 def heldout_metrics(scores: np.ndarray, relevant: np.ndarray, excluded: np.ndarray, k: int,
@@ -192,9 +196,11 @@ def heldout(ctx: EvalContext) -> EvalResult:
     known = np.unique(np.concatenate(known))
     cells = {name: {f"{m}_{k}": [] for m in ("recall", "ndcg", "ties") for k in HELDOUT_CUTOFFS}
              for name in strategies.strategies}
+    chunks = []
     step = max(1, CHUNK_CELLS // max(1, fold.n_items))
     for start in range(0, len(groups), step):
         chunk = groups[start:start + step]
+        chunks.append(chunk)
         relevant = np.zeros((len(chunk), fold.n_items), dtype=bool)
         here = test[test["group"].isin(chunk)]
         relevant[np.searchsorted(chunk, here["group"].to_numpy(np.int64)), here["item"].to_numpy(np.int64)] = True
@@ -215,8 +221,14 @@ def heldout(ctx: EvalContext) -> EvalResult:
                 cells[name][f"ndcg_{k}"].append(ndcg)
                 cells[name][f"ties_{k}"].append(cut_tie)
     metrics: dict[str, float] = {}
+    order = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
+    tables = []
     for name, parts in cells.items():
         prefix = _prefix("heldout_masked" if mask else "heldout", name)
+        per_group = {f"{m}_at_{k}": np.concatenate(parts[f"{m}_{k}"]) for m in ("recall", "ndcg") for k in HELDOUT_CUTOFFS}
+        kept = ~np.isnan(per_group[f"recall_at_{HELDOUT_CUTOFFS[0]}"])  # groups with a held-out candidate
+        tables.append(pd.DataFrame({"strategy": name, "group": order[kept],
+                                    **{key: value[kept] for key, value in per_group.items()}}))
         scored = ~np.isnan(np.concatenate(parts[f"recall_{HELDOUT_CUTOFFS[0]}"]))
         for k in HELDOUT_CUTOFFS:
             for m in ("recall", "ndcg"):
@@ -225,7 +237,7 @@ def heldout(ctx: EvalContext) -> EvalResult:
             metrics[f"{prefix}ties_at_{k}"] = float(np.concatenate(parts[f"ties_{k}"])[scored].mean()) if scored.any() else 0.0
         metrics[f"{prefix}n_groups"] = float(scored.sum())
         metrics[f"{prefix}n_groups_without_candidate"] = float((~scored).sum())
-    return EvalResult(metrics)
+    return EvalResult(metrics, {f"per_group_heldout{'_masked' if mask else ''}": pd.concat(tables, ignore_index=True)})
 
 
 VALIDATION_CUTOFF = 10           # sampled validation: NDCG@10 of each held-out training positive

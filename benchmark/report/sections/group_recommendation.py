@@ -9,8 +9,10 @@ NDCG at 20 and 50); a group scorer logs no aggregation, a user-level model one p
 (``mean``, ``least_misery``, ``most_pleasure``), shown as its own row (``SVD (mean)``). The split is the
 run's ``group_split`` tag. Cells are the mean ± sample std over seeds; the best real configuration of a
 column is bold, references never are and sit in their own block under the real models. On the sampled
-protocol, whose runs log their per-case ranks (``per_case_sampled``), the best real configuration is tested
-against the best reference paired per group (Wilcoxon, Holm over the table's metrics, bootstrap CI).
+protocol and table, from the runs' per-case artifacts (``per_case_sampled``, ``per_case_full``,
+``per_group_heldout``), the best real configuration is tested against the best reference paired per group,
+and the best group-scoring model against the best member-aggregated user-level model where a table holds
+both (Wilcoxon, Holm over the table's tests, bootstrap CI).
 
 Only runs with such metrics make the section: the paper and tuned reports have none.
 """
@@ -41,12 +43,14 @@ PROTOCOLS = {"sampled": "sampled (100 negatives)", "full": "full catalogue",
              "heldout": "held-out items, full catalogue",
              "heldout_masked": "held-out items, full catalogue, members' items masked"}
 LEGACY_SPLITS = ("shipped (legacy)",)
-PAIRED_NOTE = ("Paired per-group tests (sampled protocol only: its runs log a per-case table, `per_case_sampled`; the "
-               "full-catalogue and held-out protocols log none, so their tables have no test): the best real "
-               "configuration against the best reference, by NDCG at the largest cut-off; per group, its HR and NDCG "
-               "averaged over seeds, the difference's 95% bootstrap CI, Wilcoxon signed-rank p Holm-corrected over the "
-               "table's metrics.")
-CASES = "per_case_sampled"
+PAIRED_NOTE = ("Paired per-group tests (one unit = one group; each run logs a per-case table, `per_case_sampled`, "
+               "`per_case_full` or `per_group_heldout`): in each table, the best real configuration against the best "
+               "reference, and, where the table holds models that score groups themselves and member-aggregated "
+               "user-level models, the best of the former against the best of the latter; chosen by NDCG at the "
+               "largest cut-off. Per group, its metrics averaged over seeds, the difference's 95% bootstrap CI, "
+               "Wilcoxon signed-rank p Holm-corrected over all of the table's tests.")
+CASES = {"sampled": "per_case_sampled", "full": "per_case_full", "heldout": "per_group_heldout",
+         "heldout_masked": "per_group_heldout_masked"}
 COLUMNS = ["dataset", "split", "protocol", "configuration", "model", "reference", "metric", "mean", "std", "n",
            "pos_ties", "bold", "strategy", "run_ids"]
 
@@ -198,60 +202,85 @@ def headline_metric(metrics: list[str]) -> str:
     return [m for m in metrics if m.startswith("NDCG@")][-1]
 
 
-def case_metrics(client, run_ids: list[str], strategy: str, tmp: Path, missing: list[str]) -> pd.DataFrame:
-    """Per (seed run, group): HR and NDCG at 5 and 10 from the run's per-case ranks (one case per group)."""
+def case_metrics(client, run_ids: list[str], strategy: str, protocol: str, tmp: Path, missing: list[str]) -> pd.DataFrame:
+    """Per (seed run, group): the table's metrics from the run's per-case artifact (``CASES``): HR and NDCG
+    at 5 and 10 from the per-case ranks (one case per group), or the held-out protocols' per-group Recall
+    and NDCG at 20 and 50."""
     parts = []
     for run_id in run_ids:
         try:
-            cases = retry_locked(download_table, client, run_id, CASES, tmp / run_id)
+            cases = retry_locked(download_table, client, run_id, CASES[protocol], tmp / run_id)
         except Exception:  # absent artifact (runs older than it): named, never silently dropped
             missing.append(run_id)
             continue
         cases = cases[cases["strategy"] == strategy]
         values = {"group": cases["group"].to_numpy(), "run": run_id}
-        for k in (5, 10):
-            hit, ndcg = hit_rate_ndcg(cases["rank"].to_numpy(), k)
-            values[f"HR@{k}"], values[f"NDCG@{k}"] = hit, ndcg
+        if "rank" in cases:
+            for k in (5, 10):
+                hit, ndcg = hit_rate_ndcg(cases["rank"].to_numpy(), k)
+                values[f"HR@{k}"], values[f"NDCG@{k}"] = hit, ndcg
+        else:
+            for column in cases.columns:
+                match = re.match(r"^(recall|ndcg)_at_(\d+)$", column)
+                if match:
+                    values[f"{HEADERS[match[1]]}@{match[2]}"] = cases[column].to_numpy()
         parts.append(pd.DataFrame(values))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def paired(ctx: Context, rows: pd.DataFrame, metrics: list[str]) -> tuple[list[str], pd.DataFrame]:
-    """The best real configuration against the best reference, paired per group (sampled protocol)."""
-    top = headline_metric(metrics)
-    at = rows[rows["metric"] == top]
+def contenders(rows: pd.DataFrame, metric: str) -> list[tuple[pd.Series, pd.Series]]:
+    """The pairs a table tests, each (better candidate, its rival) at ``metric``: the best real
+    configuration against the best reference; and, when the table holds both models that score groups
+    themselves and member-aggregated user-level models, the best of the former against the best of the latter."""
+    at = rows[rows["metric"] == metric]
     real, refs = at[~at["reference"]], at[at["reference"]]
-    if real.empty or refs.empty:
-        return [], pd.DataFrame()
-    a, b = real.loc[real["mean"].idxmax()], refs.loc[refs["mean"].idxmax()]
-    missing: list[str] = []
+    pairs = []
+    if len(real) and len(refs):
+        pairs.append((real.loc[real["mean"].idxmax()], refs.loc[refs["mean"].idxmax()]))
+    direct, aggregated = real[real["strategy"] == DIRECT], real[real["strategy"] != DIRECT]
+    if len(direct) and len(aggregated):
+        pairs.append((direct.loc[direct["mean"].idxmax()], aggregated.loc[aggregated["mean"].idxmax()]))
+    return pairs
+
+
+def paired(ctx: Context, rows: pd.DataFrame, metrics: list[str], protocol: str) -> tuple[list[str], pd.DataFrame]:
+    """The table's paired per-group tests (:func:`contenders`), Holm-corrected over all of the table's tests."""
+    top = headline_metric(metrics)
+    results, groups_of, missing = [], {}, []
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    with tempfile.TemporaryDirectory() as tmp:
-        cases_a = case_metrics(ctx.client, a["run_ids"].split(), a["strategy"], Path(tmp) / "a", missing)
-        cases_b = case_metrics(ctx.client, b["run_ids"].split(), b["strategy"], Path(tmp) / "b", missing)
-    if missing or cases_a.empty or cases_b.empty:
-        return [f"No paired per-group test: runs without a `{CASES}` artifact: {', '.join(sorted(missing))}.", ""], \
-            pd.DataFrame()
-    shown = [m for m in metrics if m in cases_a]
-    means_a = cases_a.groupby("group")[shown].mean()  # per group: the mean over seeds
-    means_b = cases_b.groupby("group")[shown].mean()
-    groups = means_a.index.intersection(means_b.index)
-    results = []
-    for metric in shown:
-        test = paired_test(means_a.loc[groups, metric], means_b.loc[groups, metric])
-        low, high = bootstrap_ci(means_a.loc[groups, metric].to_numpy() - means_b.loc[groups, metric].to_numpy())
-        results.append({"configuration": a["configuration"], "reference": b["configuration"], "metric": metric,
-                        "groups": test.n, "mean_diff": test.mean_diff, "ci_low": low, "ci_high": high,
-                        "wilcoxon_p": test.wilcoxon_p})
+    for a, b in contenders(rows, top):
+        with tempfile.TemporaryDirectory() as tmp:
+            cases_a = case_metrics(ctx.client, a["run_ids"].split(), a["strategy"], protocol, Path(tmp) / "a", missing)
+            cases_b = case_metrics(ctx.client, b["run_ids"].split(), b["strategy"], protocol, Path(tmp) / "b", missing)
+        if cases_a.empty or cases_b.empty:
+            continue
+        shown = [m for m in metrics if m in cases_a and m in cases_b]
+        means_a = cases_a.groupby("group")[shown].mean()  # per group: the mean over seeds
+        means_b = cases_b.groupby("group")[shown].mean()
+        groups = means_a.index.intersection(means_b.index)
+        groups_of[(a["configuration"], b["configuration"])] = len(groups)
+        for metric in shown:
+            test = paired_test(means_a.loc[groups, metric], means_b.loc[groups, metric])
+            low, high = bootstrap_ci(means_a.loc[groups, metric].to_numpy() - means_b.loc[groups, metric].to_numpy())
+            results.append({"configuration": a["configuration"], "reference": b["configuration"], "metric": metric,
+                            "groups": test.n, "mean_diff": test.mean_diff, "ci_low": low, "ci_high": high,
+                            "wilcoxon_p": test.wilcoxon_p})
+    if missing:
+        return [f"No paired per-group test: runs without a `{CASES[protocol]}` artifact: "
+                f"{', '.join(sorted(set(missing)))}.", ""], pd.DataFrame()
+    if not results:
+        return [], pd.DataFrame()
     table = pd.DataFrame(results)
     table["wilcoxon_p_holm"] = holm(table["wilcoxon_p"])
     table["verdict"] = [verdict(d, p) for d, p in zip(table["mean_diff"], table["wilcoxon_p_holm"])]
-    shown_table = pd.DataFrame({
-        "metric": table["metric"], "difference": table["mean_diff"].map(lambda v: f"{v:+.4f}"),
-        "95% CI": [f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(table["ci_low"], table["ci_high"])],
-        "Holm p": table["wilcoxon_p_holm"].map(lambda v: f"{v:.2g}"), "verdict": table["verdict"]})
-    return [f"Paired per group ({len(groups)} groups): {a['configuration']} − {b['configuration']}.", "",
-            markdown(shown_table), ""], table
+    lines = []
+    for (a, b), part in table.groupby(["configuration", "reference"], sort=False):
+        shown_table = pd.DataFrame({
+            "metric": part["metric"], "difference": part["mean_diff"].map(lambda v: f"{v:+.4f}"),
+            "95% CI": [f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(part["ci_low"], part["ci_high"])],
+            "Holm p": part["wilcoxon_p_holm"].map(lambda v: f"{v:.2g}"), "verdict": part["verdict"]})
+        lines += [f"Paired per group ({groups_of[(a, b)]} groups): {a} − {b}.", "", markdown(shown_table), ""]
+    return lines, table
 
 
 def heading(dataset: str, split: str, protocol: str) -> str:
@@ -279,11 +308,10 @@ def section(ctx: Context) -> list[str]:
         found_all += [{"dataset": dataset, "split": split, "protocol": protocol,
                        "table": heading(dataset, split, protocol), **v} for v in found]
         md += [f"### {heading(dataset, split, protocol)}", "", shown.markdown(), "", sentence(found), ""]
-        if protocol == "sampled":
-            lines, test = paired(ctx, rows, metrics)
-            md += lines
-            if len(test):
-                tests.append(test.assign(dataset=dataset, split=split, protocol=protocol))
+        lines, test = paired(ctx, rows, metrics, protocol)
+        md += lines
+        if len(test):
+            tests.append(test.assign(dataset=dataset, split=split, protocol=protocol))
     if tests:
         ctx.csv(pd.concat(tests, ignore_index=True), "group_recommendation_tests.csv")
     ctx.results["group_recommendation"] = pd.DataFrame(found_all)
