@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+import benchmark.evaluation.authors  # registers eval.protocol=authors (authors_* metrics); its run tags
 import benchmark.evaluation.full_ranking  # registers the full-catalogue top-N evaluator (full_* metrics)
 import benchmark.evaluation.group_item  # registers the group-item evaluators (group_sampled_*, group_full_*)
 import benchmark.evaluation.groups  # registers the group-level and cold-start evaluators; validates eval.group
@@ -75,6 +76,7 @@ def validate(cfg: DictConfig) -> None:
     """Checks that do not belong to one component (components validate their own kwargs)."""
     validate_config(cfg)  # types and ranges of every known key (benchmark/core/schema.py)
     benchmark.evaluation.groups.validate_config(cfg.eval)
+    benchmark.evaluation.authors.protocol_of(cfg.eval)
     check_removed_keys(cfg.get("trainer"))  # every model: a removed key must not pass silently
     check_format(artifact_format(cfg))
 
@@ -105,6 +107,23 @@ def dataset_defaults(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
+def authors_defaults(cfg: DictConfig) -> DictConfig:
+    """``eval.protocol=authors``: the seed paper's authors' whole protocol, so ``cfg`` with their split and
+    grouping (conf/split/authors.yaml, conf/grouping/authors.yaml) in place of the user-level ones
+    (``eval.protocol=authors_metrics`` keeps the run's own: the protocol ablation). The replaced config
+    is the run's: hashed, logged, in config.yaml."""
+    if OmegaConf.select(cfg, "eval.protocol", default="clean") != "authors":
+        return cfg
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        for group, target in (("split", "benchmark.protocol.authors.authors_split"),
+                              ("grouping", "benchmark.protocol.authors.authors_kmeans")):
+            if OmegaConf.select(cfg, f"{group}._target_", default=None) != target:
+                log.info("eval.protocol=authors: %s=authors (the authors' protocol, leaks included)", group)
+                cfg[group] = OmegaConf.load(CONF / group / "authors.yaml")
+    return cfg
+
+
 def artifact_format(cfg: DictConfig) -> str:
     return OmegaConf.select(cfg, "artifacts.format", default="parquet")
 
@@ -126,12 +145,13 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
     (``benchmark.timing.MeteredStages``: peak memory too) instead of patching this module.
     ``fold_configs``: fold number -> the config whose ``model`` that fold fits (k-fold tuning: each fold's
     own choice, benchmark/sweeps/tune.py); the rest of the job follows ``cfg``."""
-    cfg = dataset_defaults(cfg)
+    cfg = authors_defaults(dataset_defaults(cfg))
     tracker = tracker or build_tracker(cfg)
     # sweep jobs pass what varies as ``varies.<key>`` tags: one ``varies`` tag (JSON) on the run, and the
     # run name shows it first (e.g. λ=0.5 · dmtl · ml100k · s0)
     varies = {key.split(".", 1)[1]: value for key, value in (tags or {}).items() if key.startswith("varies.")}
     base_tags = {"groupbench.role": "job", "config_hash": config_hash(cfg), "git_commit": git_commit(),
+                 **benchmark.evaluation.authors.tags(cfg),  # protocol=authors|mixed, its pieces and leaks
                  **{key: value for key, value in (tags or {}).items() if not key.startswith("varies.")},
                  **({"varies": json.dumps(varies, default=str)} if varies else {})}
     base_tags.update({**provenance.source_tags(base_tags["git_commit"]),
