@@ -68,7 +68,7 @@ def tags(cfg) -> dict[str, str]:
     if str(setting(grouping, "_target_", "")).endswith("protocol.authors.authors_kmeans"):
         pieces.append("grouping")
         if setting(grouping, "rows", "all") == "all":
-            leaks.append("authors_kmeans")
+            leaks.append("kmeans_all_rows")
     if protocol_of(setting(cfg, "eval", None)) != "clean":
         pieces.append("eval")
     if not pieces:

@@ -90,7 +90,13 @@ def dataset_defaults(cfg: DictConfig) -> DictConfig:
     """``cfg`` with a group-item dataset's own split and grouping (its YAML's ``split:`` and ``grouping:``,
     e.g. corrected and members) in place of the user-level defaults, which do not apply to it (Hydra
     cannot let a dataset's YAML override another group's default). An explicit group split
-    (``split=shipped``) is kept. The replaced config is the run's: hashed, logged, in config.yaml."""
+    (``split=shipped``) is kept. Then ``eval.protocol=authors``'s split and grouping (:func:`authors_defaults`).
+    The replaced config is the run's: hashed (sweep plans too), logged, in config.yaml."""
+    return authors_defaults(group_item_defaults(cfg))
+
+
+def group_item_defaults(cfg: DictConfig) -> DictConfig:
+    """A group-item dataset's own split and grouping (``dataset_defaults``'s first step)."""
     changes = {}
     for group, user_level in USER_LEVEL.items():
         name = OmegaConf.select(cfg, f"dataset.{group}", default=None)
@@ -119,7 +125,7 @@ def authors_defaults(cfg: DictConfig) -> DictConfig:
         for group, target in (("split", "benchmark.protocol.authors.authors_split"),
                               ("grouping", "benchmark.protocol.authors.authors_kmeans")):
             if OmegaConf.select(cfg, f"{group}._target_", default=None) != target:
-                log.info("eval.protocol=authors: %s=authors (the authors' protocol, leaks included)", group)
+                log.debug("eval.protocol=authors: %s=authors (the authors' protocol, leaks included)", group)
                 cfg[group] = OmegaConf.load(CONF / group / "authors.yaml")
     return cfg
 
@@ -145,7 +151,7 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
     (``benchmark.timing.MeteredStages``: peak memory too) instead of patching this module.
     ``fold_configs``: fold number -> the config whose ``model`` that fold fits (k-fold tuning: each fold's
     own choice, benchmark/sweeps/tune.py); the rest of the job follows ``cfg``."""
-    cfg = authors_defaults(dataset_defaults(cfg))
+    cfg = dataset_defaults(cfg)
     tracker = tracker or build_tracker(cfg)
     # sweep jobs pass what varies as ``varies.<key>`` tags: one ``varies`` tag (JSON) on the run, and the
     # run name shows it first (e.g. λ=0.5 · dmtl · ml100k · s0)
