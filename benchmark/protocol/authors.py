@@ -3,13 +3,13 @@
 
 Read off the authors' public code, lengocluyen/mhamodel at d2992e9 (the same authors and datasets; there
 is no ``main.py`` in it: the evaluation is in the notebooks ``movielens_run.ipynb`` and ``itm_run.ipynb``,
-cited below by code cell and line within the cell). Each piece is switchable on its own, so a protocol
+cited below as notebook cell index (0-based, markdown cells counted) and line within the cell). Each piece is switchable on its own, so a protocol
 ablation is a set of configs:
 
 * ``split=authors`` (:func:`authors_split`): ``MinMaxScaler().fit_transform`` on the WHOLE frame (leak: the
   scaler sees test rows), then ``train_test_split(frame, test_size=0.2, random_state=42)``: a global
-  random row split, no per-user stratification (movielens_run cell 6, ``run``: scaler lines 46-49,
-  split line 60; itm_run cell 7, lines 79-82 and 92). The authors scale side features only, never the
+  random row split, no per-user stratification (movielens_run cell 6: scaler lines 95-98, split line 108;
+  itm_run cell 7: lines 126-129 and 139). The authors scale side features only, never the
   target, and the harness's models read ``user, item, rating`` only, so ``split.scale`` is empty by
   default and the scaling is a no-op for them (kept as a switch, tested on a toy frame).
   ``random_state`` is the run's seed: ``seed=42`` is the authors' split.
@@ -17,7 +17,7 @@ ablation is a set of configs:
   on UNSCALED [age, label-encoded occupation, the user's mean genre vector over ALL ratings] (leak: test
   ratings shape the groups; ml-100k/preprocessing_movielen_100k.py lines 86-94). Real groups (ITM-Rec)
   are kept as the keys, users in no group are their own group keyed by their user id (itm_run cell 7,
-  ``fillna(UserID)``, line 37).
+  ``fillna(UserID)``, line 84).
 * ``eval.protocol=authors`` (benchmark/evaluation/authors.py): the authors' keys, relevance rule and
   metric formulas (:func:`authors_metrics`).
 """
@@ -39,7 +39,7 @@ from benchmark.protocol.grouping import Groups, size_stats
 from benchmark.protocol.split import Split
 
 AUTHORS_RANDOM_STATE = 42     # train_test_split and KMeans in the authors' code
-AUTHORS_THRESHOLD = 3.7       # precision_at_k / recall_at_k's relevance_threshold (movielens_run cell 6)
+AUTHORS_THRESHOLD = 3.7       # precision_at_k / recall_at_k's relevance_threshold (movielens_run cell 6 l. 237)
 AUTHORS_MAX_GROUPS = 250      # n_clusters = min(250, len(user_demo)) (preprocessing_movielen_100k.py:92)
 TARGET_COLUMNS = ("user", "item", "rating")
 
@@ -150,7 +150,7 @@ def key_rows(test: pd.DataFrame, members: pd.DataFrame, group_ratings: pd.DataFr
     """The authors' evaluation rows: each test row once per group of its user (a left merge on the user,
     as ``pd.merge(df_ratings, group_df, on='UserID', how='left')``), users in no group keyed by their own
     id; the truth is the group's rating of the item where the group has one, else the row's own rating
-    (``GroupRating.fillna(Rating)``, itm_run cell 7, lines 31-40). Columns: key, user, item, truth, score."""
+    (``GroupRating.fillna(Rating)``, itm_run cell 7, lines 75 and 84-93). Columns: key, user, item, truth, score."""
     rows = test.merge(members[["group", "user"]].drop_duplicates(), on="user", how="left")
     rows["key"] = rows["group"].fillna(rows["user"]).astype("int64")
     truth = rows["rating"].to_numpy(dtype=float)
@@ -164,8 +164,8 @@ def key_rows(test: pd.DataFrame, members: pd.DataFrame, group_ratings: pd.DataFr
 
 def authors_metrics(true: np.ndarray, score: np.ndarray, k: int, threshold: float = AUTHORS_THRESHOLD
                     ) -> tuple[float, float, float]:
-    """One key's P@k, R@k and NDCG@k by the authors' formulas (movielens_run cell 6, ``precision_at_k``,
-    ``recall_at_k``, ``ndcg_at_k``): top k = ``np.argsort(score)[::-1][:k]``; P = hits / k (k even when the
+    """One key's P@k, R@k and NDCG@k by the authors' formulas (movielens_run cell 6 lines 226-244, itm_run
+    cell 7 lines 265-283: ``ndcg_at_k``, ``precision_at_k``, ``recall_at_k``): top k = ``np.argsort(score)[::-1][:k]``; P = hits / k (k even when the
     key has fewer than k rows); R = hits / |relevant|, NaN when nothing is relevant; NDCG with gain
     2**rating - 1, and, as the authors' ``ndcg_at_k(sorted_true, k)`` does, the ideal is the SAME top k
     re-sorted by true rating (not the key's best k rows: their NDCG only measures the order inside the top k)."""
