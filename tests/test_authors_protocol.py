@@ -188,3 +188,14 @@ def test_authors_job_on_itmrec_logs_their_metrics_and_tags(make_cfg, tracking_ur
     # the hash is the replaced config's (what a sweep plans with), not the command line's
     cfg = make_cfg("eval.protocol=authors", "model=svd", "dataset=itmrec", "seed=42", "eval.full_catalogue=false")
     assert tags["config_hash"] == config_hash(dataset_defaults(cfg)) != config_hash(cfg)
+
+
+def test_authors_protocol_refuses_group_item_datasets_and_keeps_explicit_pieces(make_cfg):
+    with pytest.raises(ConfigError, match="group-item dataset"):
+        dataset_defaults(make_cfg("eval.protocol=authors", "dataset=camra2011"))
+    cfg = dataset_defaults(make_cfg("eval.protocol=authors", "dataset=ml100k"))
+    assert cfg.split._target_.endswith("authors_split") and cfg.grouping._target_.endswith("authors_kmeans")
+    assert cfg.grouping.k == 250  # ML-100K: the authors' min(250, 943)
+    # authors_metrics keeps the run's own split and grouping (the ablation's steps)
+    kept = dataset_defaults(make_cfg("eval.protocol=authors_metrics", "dataset=ml100k"))
+    assert kept.split._target_.endswith("split.holdout") and kept.grouping._target_.endswith("grouping.kmeans")

@@ -23,6 +23,7 @@ import benchmark.evaluation.full_ranking  # registers the full-catalogue top-N e
 import benchmark.evaluation.group_item  # registers the group-item evaluators (group_sampled_*, group_full_*)
 import benchmark.evaluation.groups  # registers the group-level and cold-start evaluators; validates eval.group
 from benchmark.core.config import CONF, RESULT_KEYS, build_model, config_hash, instantiate, run_name
+from benchmark.core.errors import require
 from benchmark.core.schema import check_threshold, validate_config
 from benchmark.data.cache import ProtocolCache
 from benchmark.evaluation import divergence
@@ -120,6 +121,9 @@ def authors_defaults(cfg: DictConfig) -> DictConfig:
     is the run's: hashed, logged, in config.yaml."""
     if OmegaConf.select(cfg, "eval.protocol", default="clean") != "authors":
         return cfg
+    require(OmegaConf.select(cfg, "dataset.split", default=None) is None,
+            f"eval.protocol=authors: dataset={OmegaConf.select(cfg, 'dataset.name')} is a group-item dataset with its "
+            f"own group split; the authors' protocol is for rating datasets (dataset=ml100k or dataset=itmrec)")
     cfg = cfg.copy()
     with open_dict(cfg):
         for group, target in (("split", "benchmark.protocol.authors.authors_split"),
