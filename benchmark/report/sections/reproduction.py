@@ -28,7 +28,7 @@ import pandas as pd
 
 from benchmark.core import models_meta
 from benchmark.core.errors import TrackingError
-from benchmark.report.collect import JOBS, collect
+from benchmark.report.collect import JOBS, collect, configuration_label
 from benchmark.report.context import Context
 from benchmark.report.format import markdown
 from benchmark.report.tables import fmt_cell, reported
@@ -76,6 +76,10 @@ def load(ctx: Context) -> tuple[pd.DataFrame, str] | None:
         return None
     runs = col.runs.copy()
     runs["kind"] = [kind_of(c) for c in runs["config"]]
+    # the model and its swept values only: the protocol pieces are this section's rows and columns
+    swept = [s.key for s in models_meta.swept_params() if s.key in runs]
+    runs["label"] = [configuration_label(model, values)
+                     for model, values in zip(runs["model"], runs[swept].to_dict("records"))]
     jobs = runs_frame(ctx.uri, found.experiment_id, JOBS)
     leaks = jobs.loc[jobs["run_id"].isin(runs.loc[runs["kind"] == "authors", "run_id"]), "tags.leak"] \
         if "tags.leak" in jobs else pd.Series(dtype=object)
@@ -133,6 +137,10 @@ def ablation_table(runs: pd.DataFrame, dataset: str, k: int) -> pd.DataFrame:
         first = part[(part["kind"] == "clean") & (part["label"] == label)].iloc[0]
         swept = {key: first[key] for key in swept_keys if key in part and pd.notna(first[key])}
         same = same_configuration(part, first["model"], swept)
+        # the seeds every step ran: each step's mean is over the same seeds
+        seeds = set.intersection(*(set(part.loc[same & (part["kind"] == kind), "seed"])
+                                   for kind in ("clean", "split", "authors")))
+        same &= part["seed"].isin(seeds)
         previous = (np.nan, np.nan)
         for step, kind, p, r in STEPS:
             if kind is None:
@@ -145,12 +153,13 @@ def ablation_table(runs: pd.DataFrame, dataset: str, k: int) -> pd.DataFrame:
                    float(frame[r_name].mean()) if r_name in frame and len(frame) else np.nan)
             rows.append({"configuration": label, "step": step, f"P@{k}": now[0], f"R@{k}": now[1],
                          "ΔP": now[0] - previous[0], "ΔR": now[1] - previous[1],
-                         "note": f"n={frame['seed'].nunique()}"})
+                         "note": f"seeds {', '.join(map(str, sorted(seeds)))}"})
             previous = now
     return pd.DataFrame(rows)
 
 
-def verdict(runs: pd.DataFrame, dataset: str, k: int, paper: dict[str, float], focus: str | None) -> list[str]:
+def verdict(runs: pd.DataFrame, dataset: str, k: int, paper: dict[str, float], focus: str | None,
+            ablation: pd.DataFrame | None = None) -> list[str]:
     """Whether the focus model, any model, or a reference reaches the published P and R under the authors'
     protocol (means over seeds and seed 42 alone)."""
     p_name, r_name = f"authors_precision_at_{k}", f"authors_recall_at_{k}"
@@ -178,6 +187,13 @@ def verdict(runs: pd.DataFrame, dataset: str, k: int, paper: dict[str, float], f
                          f"over seeds{'' if len(both42) else ' nor on seed 42 alone'}"
                          + (f" (seed 42 alone: {', '.join(both42['label'])})" if len(both42) else "") + ".")
         top_p, top_r = means.sort_values(p_name).iloc[-1], means.sort_values(r_name).iloc[-1]
+        if ablation is not None and not ablation.empty:
+            steps = ablation.dropna(subset=[f"P@{k}", f"R@{k}"])
+            distance = np.hypot(steps[f"P@{k}"] - p_pub, steps[f"R@{k}"] - r_pub)
+            near = steps.loc[distance.idxmin()]
+            lines.append(f"- Closest to the published pair among the ablation's rows: {near['configuration']} at step "
+                         f"\"{near['step']}\": P@{k} {near[f'P@{k}']:.4f}, R@{k} {near[f'R@{k}']:.4f} "
+                         f"(distance {distance.min():.4f}).")
         lines.append(f"- Highest P@{k}: {top_p['label']} {top_p[p_name]:.4f}"
                      f" ({'reaches' if len(either_p) else 'below'} {p_pub:.4f}); highest R@{k}: {top_r['label']} "
                      f"{top_r[r_name]:.4f} ({'reaches' if len(either_r) else 'below'} {r_pub:.4f}).")
@@ -227,7 +243,7 @@ def section(ctx: Context) -> list[str]:
             md += ["Protocol ablation (means over seeds; each step adds one of the authors' choices to the one "
                    "above; the last row is the authors' protocol, LEAKY):", "", markdown(shown), ""]
             ctx.csv(ablation.assign(dataset=dataset), f"protocol_ablation_{dataset}.csv")
-        md += verdict(runs, dataset, k, paper, focus_name) + [""]
+        md += verdict(runs, dataset, k, paper, focus_name, ablation) + [""]
     if tables:
         ctx.csv(pd.concat(tables, ignore_index=True), "paper_protocol.csv")
     ctx.results["reproduction"] = {"experiment": EXPERIMENT, "leak": leak}
