@@ -199,3 +199,25 @@ def test_authors_protocol_refuses_group_item_datasets_and_keeps_explicit_pieces(
     # authors_metrics keeps the run's own split and grouping (the ablation's steps)
     kept = dataset_defaults(make_cfg("eval.protocol=authors_metrics", "dataset=ml100k"))
     assert kept.split._target_.endswith("split.holdout") and kept.grouping._target_.endswith("grouping.kmeans")
+
+
+def test_report_ablation_reads_each_step_on_common_seeds():
+    from benchmark.report.sections import reproduction
+
+    assert reproduction.kind_of({"eval.protocol": "authors"}) == "authors"
+    assert reproduction.kind_of({"eval.protocol": "authors_metrics", "split": "holdout"}) == "clean"
+    assert reproduction.kind_of({"eval.protocol": "authors_metrics", "split": "authors_split"}) == "split"
+    assert reproduction.kind_of({"split": "holdout"}) == "other"
+
+    def row(kind, seed, p, r, up=np.nan, ur=np.nan, ap=np.nan, ar=np.nan):
+        return {"dataset": "d", "model": "svd", "label": "SVD", "kind": kind, "seed": seed,
+                "precision_at_10": p, "recall_at_10": r, "authors_user_precision_at_10": up,
+                "authors_user_recall_at_10": ur, "authors_precision_at_10": ap, "authors_recall_at_10": ar}
+
+    runs = pd.DataFrame([row("clean", 42, 0.70, 0.55), row("split", 42, 0.68, 0.54),
+                         row("authors", 42, 0.69, 0.53, 0.57, 0.73, 0.76, 0.38),
+                         row("authors", 0, 0.10, 0.10, 0.10, 0.10, 0.10, 0.10)])  # seed 0: no clean run, left out
+    table = reproduction.ablation_table(runs, "d", 10)
+    assert table["P@10"].round(2).tolist() == [0.70, 0.68, 0.68, 0.69, 0.57, 0.76]
+    assert table["R@10"].round(2).tolist() == [0.55, 0.54, 0.54, 0.53, 0.73, 0.38]
+    assert table["ΔP"].iloc[2] == 0.0 and table["ΔR"].round(2).iloc[5] == -0.35
