@@ -38,6 +38,7 @@ reports: $(VENV)/.installed
 	@test -z "$$(git status --porcelain --untracked-files=no -- . ':(exclude)reports')" || \
 		{ echo "error: make reports needs a checkout without uncommitted code changes (git status): each shipped report names one clean commit; commit or stash them first" >&2; exit 2; }
 	$(PY) -m benchmark +sweep=paper $(REPORTS_ARGS) tracking.uri=$(REPORTS_STORE)
+	$(PY) -m benchmark +sweep=paper_protocol $(REPORTS_ARGS) tracking.uri=$(REPORTS_STORE)
 	$(PY) -m benchmark.report --experiment paper --tracking-uri $(REPORTS_STORE) --out reports/paper --no-log
 	$(PY) -m benchmark +sweep=tuned $(REPORTS_ARGS) tracking.uri=$(REPORTS_STORE)
 	$(PY) -m benchmark.report --experiment tuned --tracking-uri $(REPORTS_STORE) --out reports/tuned --no-log

@@ -52,6 +52,8 @@ CONDITIONAL = {
     "tune.": "read only by a job that tunes (tune.enabled=true and a search space conf/search/<model>.yaml); "
              "with tuning off (or nothing to tune) it changes nothing, and the hash of every untuned run stays "
              "what it was",
+    "eval.authors.": "read only under eval.protocol=authors|authors_metrics (issue #26); the clean protocol never "
+                     "reads it, and the hash of every clean run stays what it was",
 }
 ALIAS = re.compile(r"^\$\{([a-z_][\w.]*)\}$")  # a node that is another config node (model.trainer: ${trainer})
 
@@ -94,6 +96,8 @@ def _excluded(key: str, cfg: DictConfig) -> str | None:
             return reason
     if key.startswith("trainer.") and "trainer" not in cfg.model:
         return CONDITIONAL["trainer."]
+    if key.startswith("eval.authors.") and cfg.eval.get("protocol", "clean") == "clean":
+        return CONDITIONAL["eval.authors."]
     has_space = (CONF / "search" / f"{cfg.model.name}.yaml").is_file()
     if key.startswith("tune.") and not (cfg.tune.enabled and has_space):
         if key == "tune.enabled" and has_space:

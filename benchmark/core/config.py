@@ -97,6 +97,9 @@ def config_hash(cfg: DictConfig) -> str:
         relevant["eval"] = {k: v for k, v in relevant["eval"].items() if k != "ties"}  # the default: old hashes hold
     if isinstance(relevant.get("eval"), dict) and relevant["eval"].get("mask_member_items") is False:
         relevant["eval"] = {k: v for k, v in relevant["eval"].items() if k != "mask_member_items"}  # the default
+    if isinstance(relevant.get("eval"), dict) and relevant["eval"].get("protocol", "clean") == "clean":
+        # the default (clean) protocol reads neither key: old hashes hold (eval.protocol=authors|authors_metrics, #26)
+        relevant["eval"] = {k: v for k, v in relevant["eval"].items() if k not in ("protocol", "authors")}
     if isinstance(relevant.get("model"), dict) and isinstance(relevant["model"].get("trainer"), dict):
         relevant["model"]["trainer"].pop("progress", None)  # a progress bar changes no result
     if tunes(cfg):

@@ -87,6 +87,10 @@ RULES: dict[str, Rule] = {
     "eval.cold_threshold": Rule(int, low=0, nullable=True),
     "eval.full_catalogue": BOOL,
     "eval.mask_member_items": BOOL,
+    "eval.protocol": Rule(str, choices=("clean", "authors", "authors_metrics"),
+                          fix="use eval.protocol=clean (the default), authors (the seed paper's whole protocol) "
+                              "or authors_metrics (their metrics only)"),
+    "eval.authors.threshold": Rule(float, fix="use a rating such as eval.authors.threshold=3.7"),
     "eval.ties": Rule(str, choices=("random", "positive_first"),
                       fix="use eval.ties=random (the default) or eval.ties=positive_first (legacy)"),
     "tracking.experiment": Rule(str, fix="use a name such as tracking.experiment=groupbench"),

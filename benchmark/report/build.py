@@ -5,7 +5,9 @@ params, metrics and ``per_user_metrics.csv`` artifacts, and writes into ``--out`
 (default ``outputs/reports/<experiment>/``, git-ignored; a folder git tracks, such as the shipped
 ``reports/paper/``, only from a checkout without uncommitted changes: benchmark/report/destination.py):
 
-- ``report.md``           every section below, with the provenance line on top, then the Findings
+- ``report.md``           every section below, with the provenance line on top, then "Reproducing the paper"
+                          (``sections/reproduction.py``: the ``paper_protocol`` experiment of the same store,
+                          when it has runs: the paper report only), then the Findings
                           (``sections/findings.py``: what the tables found, each citing its cell);
 - ``main_table.csv|.tex`` one row per model configuration and dataset, mean / std / n over seeds;
 - ``<file>_sweep.csv|.png``, ``<file>_ablation.csv|.png`` for the focus model's swept parameters
@@ -16,7 +18,8 @@ params, metrics and ``per_user_metrics.csv`` artifacts, and writes into ``--out`
 - ``group_recommendation_tests.csv`` their best real configuration against the best reference, paired per group
                           (sampled protocol: the runs' ``per_case_sampled`` ranks);
 - ``ties.csv``            every configuration whose share of queries with a tie at the cut-off is above 5 %;
-- ``completeness.csv``    every cell whose seeds lack a FINISHED run.
+- ``completeness.csv``    every cell whose seeds lack a FINISHED run;
+- ``paper_protocol.csv``, ``protocol_ablation_<dataset>.csv`` the reproduction under the authors' protocol.
 
 Each section is a module of :mod:`benchmark.report.sections`; :func:`build_report` composes them.
 Resumed sweeps keep results in runs of earlier invocations, so runs are collected by experiment
@@ -54,6 +57,7 @@ from benchmark.report.sections import (
     group_recommendation,
     groups,
     header,
+    reproduction,
     secondary,
     significance,
     swept,
@@ -75,7 +79,7 @@ __all__ = ["PAPER_LABEL", "Collected", "Provenance", "best_configuration", "buil
 log = logging.getLogger("benchmark.report")
 
 # report.md, in this order; each section writes its own files (benchmark/report/sections/__init__.py)
-SECTIONS = (header.section, findings.section, main_section.section, swept.section, significance.section,
+SECTIONS = (header.section, reproduction.section, findings.section, main_section.section, swept.section, significance.section,
             tuning.section, secondary.section, catalogue.section, group_recommendation.section, ties.section, groups.section, completeness.section)
 # the findings cite the other sections' tables, so they are computed last (and shown second)
 LAST = (findings.section,)

@@ -18,11 +18,12 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+import benchmark.evaluation.authors  # registers eval.protocol=authors (authors_* metrics); its run tags
 import benchmark.evaluation.full_ranking  # registers the full-catalogue top-N evaluator (full_* metrics)
 import benchmark.evaluation.group_item  # registers the group-item evaluators (group_sampled_*, group_full_*)
 import benchmark.evaluation.groups  # registers the group-level and cold-start evaluators; validates eval.group
 from benchmark.core.config import CONF, RESULT_KEYS, build_model, config_hash, instantiate, run_name
-from benchmark.core.errors import ConfigError
+from benchmark.core.errors import ConfigError, require
 from benchmark.core.schema import check_threshold, validate_config
 from benchmark.data.cache import ProtocolCache
 from benchmark.evaluation import divergence
@@ -77,6 +78,7 @@ def validate(cfg: DictConfig) -> None:
     """Checks that do not belong to one component (components validate their own kwargs)."""
     validate_config(cfg)  # types and ranges of every known key (benchmark/core/schema.py)
     benchmark.evaluation.groups.validate_config(cfg.eval)
+    benchmark.evaluation.authors.protocol_of(cfg.eval)
     check_removed_keys(cfg.get("trainer"))  # every model: a removed key must not pass silently
     check_format(artifact_format(cfg))
     group_item = OmegaConf.select(cfg, "dataset.split", default=None) is not None  # a group-item dataset's own split
@@ -95,7 +97,13 @@ def dataset_defaults(cfg: DictConfig) -> DictConfig:
     """``cfg`` with a group-item dataset's own split and grouping (its YAML's ``split:`` and ``grouping:``,
     e.g. corrected and members) in place of the user-level defaults, which do not apply to it (Hydra
     cannot let a dataset's YAML override another group's default). An explicit group split
-    (``split=shipped``) is kept. The replaced config is the run's: hashed, logged, in config.yaml."""
+    (``split=shipped``) is kept. Then ``eval.protocol=authors``'s split and grouping (:func:`authors_defaults`).
+    The replaced config is the run's: hashed (sweep plans too), logged, in config.yaml."""
+    return authors_defaults(group_item_defaults(cfg))
+
+
+def group_item_defaults(cfg: DictConfig) -> DictConfig:
+    """A group-item dataset's own split and grouping (``dataset_defaults``'s first step)."""
     changes = {}
     for group, user_level in USER_LEVEL.items():
         name = OmegaConf.select(cfg, f"dataset.{group}", default=None)
@@ -109,6 +117,26 @@ def dataset_defaults(cfg: DictConfig) -> DictConfig:
             log.info("dataset=%s: %s=%s (its own; user-level %s do not apply)", cfg.dataset.name, group,
                      cfg.dataset[group], "splits" if group == "split" else "groupings")
             cfg[group] = node
+    return cfg
+
+
+def authors_defaults(cfg: DictConfig) -> DictConfig:
+    """``eval.protocol=authors``: the seed paper's authors' whole protocol, so ``cfg`` with their split and
+    grouping (conf/split/authors.yaml, conf/grouping/authors.yaml) in place of the user-level ones
+    (``eval.protocol=authors_metrics`` keeps the run's own: the protocol ablation). The replaced config
+    is the run's: hashed, logged, in config.yaml."""
+    if OmegaConf.select(cfg, "eval.protocol", default="clean") != "authors":
+        return cfg
+    require(OmegaConf.select(cfg, "dataset.split", default=None) is None,
+            f"eval.protocol=authors: dataset={OmegaConf.select(cfg, 'dataset.name')} is a group-item dataset with its "
+            f"own group split; the authors' protocol is for rating datasets (dataset=ml100k or dataset=itmrec)")
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        for group, target in (("split", "benchmark.protocol.authors.authors_split"),
+                              ("grouping", "benchmark.protocol.authors.authors_kmeans")):
+            if OmegaConf.select(cfg, f"{group}._target_", default=None) != target:
+                log.debug("eval.protocol=authors: %s=authors (the authors' protocol, leaks included)", group)
+                cfg[group] = OmegaConf.load(CONF / group / "authors.yaml")
     return cfg
 
 
@@ -139,6 +167,7 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
     # run name shows it first (e.g. λ=0.5 · dmtl · ml100k · s0)
     varies = {key.split(".", 1)[1]: value for key, value in (tags or {}).items() if key.startswith("varies.")}
     base_tags = {"groupbench.role": "job", "config_hash": config_hash(cfg), "git_commit": git_commit(),
+                 **benchmark.evaluation.authors.tags(cfg),  # protocol=authors|mixed, its pieces and leaks
                  **{key: value for key, value in (tags or {}).items() if not key.startswith("varies.")},
                  **({"varies": json.dumps(varies, default=str)} if varies else {})}
     base_tags.update({**provenance.source_tags(base_tags["git_commit"]),

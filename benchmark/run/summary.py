@@ -14,6 +14,9 @@ from benchmark.tracking.tracker import resolve_uri
 HEADLINES = (
     ("rating", [("rmse", "RMSE"), ("mae", "MAE")]),
     ("ranking", [(r"precision_at_(\d+)", "P@{}"), (r"recall_at_(\d+)", "R@{}"), (r"ndcg_at_(\d+)", "NDCG@{}")]),
+    # eval.protocol=authors|authors_metrics: the seed paper's authors' keys and formulas (leaky protocol, #26)
+    ("authors' rule", [(r"authors_precision_at_(\d+)", "P@{}"), (r"authors_recall_at_(\d+)", "R@{}"),
+                       (r"authors_ndcg_at_(\d+)", "NDCG@{}"), ("authors_n_keys", "keys")]),
     ("groups (mean)", [(r"group_mean_precision_at_(\d+)", "P@{}"), (r"group_mean_ndcg_at_(\d+)", "NDCG@{}"),
                        ("group_n_groups", "groups")]),
     ("group sampled", [(r"group_sampled_(?:mean_)?hr_at_5", "HR@5"), (r"group_sampled_(?:mean_)?ndcg_at_5", "NDCG@5"),

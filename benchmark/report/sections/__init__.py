@@ -3,6 +3,8 @@
 :class:`~benchmark.report.context.Context`:
 
 - ``header``: title, provenance, the sweep's overrides, the package versions, how to read the cells;
+- ``reproduction``: the paper's table under its authors' own (leaky) protocol beside the clean one, and the
+  protocol ablation (experiment ``paper_protocol`` of the same store; the paper report only);
 - ``main``: per dataset, the main table (Markdown and LaTeX; the focus model's published numbers on
   top) and the reference predictors' block (``references``);
 - ``swept``: the focus model's swept parameters (``meta.swept``): a metric curve over the numeric one
