@@ -35,7 +35,8 @@ from benchmark.core.cli import ArgumentParser, whole
 from benchmark.core.config import CONF, instantiate
 from benchmark.core.errors import ConfigError, GroupbenchError, one_line
 from benchmark.data.cache import ProtocolCache
-from benchmark.run.job import build_tracker, run
+from benchmark.protocol.split import are_splits, make_splits
+from benchmark.run.job import build_tracker, dataset_defaults, run
 from benchmark.run.preflight import job_config
 from benchmark.timing import (
     STAGES,
@@ -77,11 +78,12 @@ def machine() -> str:
 
 def protocol_seconds(cfg) -> float:
     """Seconds for loading, splitting and grouping one job's data through the cache (as the runner does)."""
+    cfg = dataset_defaults(cfg)  # a group-item dataset's own split and grouping, as the job takes them
     started = time.perf_counter()
     cache = ProtocolCache(cfg)
     dataset = cache.dataset(lambda: instantiate(cfg.dataset.loader, root=cfg.data.root, download=cfg.data.download,
                                                 verify=cfg.data.verify))
-    splits = cache.splits(lambda: instantiate(cfg.split)(dataset.ratings, seed=cfg.seed))
+    splits = cache.splits(lambda: make_splits(instantiate(cfg.split), dataset, int(cfg.seed)), are_splits)
     for split in splits:
         cache.groups(split.fold, lambda split=split: instantiate(cfg.grouping)(dataset, split.train, seed=cfg.seed))
     return time.perf_counter() - started
@@ -151,7 +153,9 @@ def job_mode(args) -> dict[str, float]:
             rows.append({"model": name, **stages, "other": total - sum(stages.values()), "job": total,
                          "outside_share": (total - inside) / total})
             results[name] = result
-            print(f"  {name}: {total:.1f} s (rmse {result.metrics['rmse']:.4f})", flush=True)
+            shown = next((key for key in ("rmse", "group_sampled_ndcg_at_10", "group_heldout_recall_at_20")
+                          if key in result.metrics), None)  # user-level data, or a group split of group-item data
+            print(f"  {name}: {total:.1f} s" + (f" ({shown} {result.metrics[shown]:.4f})" if shown else ""), flush=True)
         if not rows:
             raise AllJobsFailed("every job failed, nothing was measured: "
                                 + "; ".join(f"{name}: {error}" for name, error in failed.items()))
@@ -165,6 +169,15 @@ def job_mode(args) -> dict[str, float]:
         if failed:
             print(f"failed (not in the table): {', '.join(failed)}")
         figures.update({f"{name}_{key}": float(value) for name, row in table.iterrows() for key, value in row.items()})
+
+        for name, result in results.items():  # every model trained by models/trainer.py (its diagnostics)
+            if "seconds_per_epoch" in result.metrics:
+                epochs = result.metrics.get("epochs_trained", 0.0) + result.metrics.get("refit_epochs", 0.0)
+                figures.update({f"{name}_seconds_per_epoch": result.metrics["seconds_per_epoch"],
+                                f"{name}_fit_seconds": result.metrics["fit_seconds"]})
+                print(f"\n{name}: seconds per epoch {result.metrics['seconds_per_epoch']:.3f} (the model's "
+                      f"diagnostics); fit to convergence {result.metrics['fit_seconds']:.2f} s over {epochs:.0f} "
+                      f"epochs (early stopping + refit)")
 
         if "dmtl" in results:
             history = results["dmtl"].models[0].history

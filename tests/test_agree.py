@@ -154,3 +154,24 @@ def test_a_tiny_job_through_the_runner_logs_group_metrics_early_stopped_on_group
     client = MlflowClient(tracking_uri)
     history = client.get_metric_history(result.run_id, "val_group_ndcg_at_10")
     assert 1 <= len(history) <= 4 and all(0 <= h.value <= 1 for h in history)
+
+
+def test_speed_prints_a_trainer_models_epoch_and_a_group_metric_without_rmse(monkeypatch, capsys):
+    """benchmark.speed's job mode reads any trained model's epoch from its diagnostics (no rmse on group data)."""
+    from benchmark import speed
+    from tests.conftest import data_root
+    from tests.test_group_protocol import camra_present
+    if not camra_present():
+        pytest.skip(f"CAMRa2011 files not under {data_root()}")
+    from benchmark.run.job import JobResult
+
+    metrics = {**{f"stage_{name}_seconds": 1.0 for name in ("load", "split", "grouping", "predict", "evaluate", "log")},
+               "stage_fit_seconds": 12.0, "fit_seconds": 12.0, "seconds_per_epoch": 2.5, "epochs_trained": 4.0,
+               "refit_epochs": 2.0, "group_sampled_ndcg_at_10": 0.5838}
+    monkeypatch.setattr(speed, "run", lambda cfg, *args, **kwargs: JobResult("run", dict(metrics), pd.DataFrame()))
+    figures = speed.main(["--models", "agree", "--skip-pairwise", "dataset=camra2011", f"data.root={data_root()}",
+                          "data.download=false"])
+    out = capsys.readouterr().out
+    assert "  agree: " in out and "(group_sampled_ndcg_at_10 0.5838)" in out
+    assert "agree: seconds per epoch 2.500" in out and "over 6 epochs" in out
+    assert figures["agree_seconds_per_epoch"] == 2.5 and figures["agree_fit_seconds"] == 12.0
