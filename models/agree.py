@@ -13,10 +13,11 @@ reading), ``negatives`` uniform negatives per positive (``models.samplers.Pairwi
 streams interleaved by ``models.samplers.Interleaved``), early-stopped on the group validation cases
 (``FitContext.group_validation``) and refitted on the whole training part (models/trainer.py).
 
-Batched: a group's members are a padded (groups × largest group) index table with a mask; the
-attention is one masked softmax over that table, so no Python loop runs over groups or pairs. Members
-are sorted by user id within a group and the attention sum is order-free, so a group's score does not
-depend on the order its members are listed in. Index 0 of every table is "unknown id" (kept at zero): a
+Batched without padding: the members of a batch's (group, item) pairs are one flat index tensor (each
+group's member list, CSR-style, ``member_lists``), the attention a softmax per pair by scatter / index_add,
+so no Python loop runs over groups or pairs and a group of 48 members costs 48 entries, not the batch's
+largest group. Members are sorted by user id within a group and the attention sum is order-free, so a
+group's score does not depend on the order its members are listed in. Index 0 of every table is "unknown id" (kept at zero): a
 member or item without an embedding contributes the zero vector; a group without a learned embedding
 (one never seen in training) is its attention-weighted members alone.
 
@@ -45,25 +46,30 @@ from models.trainer import Prepared, Trainer, TrainerConfig, ValidationScore, hi
 CHUNK = 200_000  # (group or user, item) pairs scored at a time
 
 
-def padded_members(groups: np.ndarray, members: pd.DataFrame, user_index) -> tuple[np.ndarray, np.ndarray]:
-    """(len(groups), largest group) member indices (``user_index(user ids)``; 0 pads) and the mask of
-    real members, for ``groups`` (sorted distinct ids) from ``members`` (``group, user``). Members are
-    distinct and sorted by user id within a group: the table does not depend on the frame's row order."""
+def member_lists(groups: np.ndarray, members: pd.DataFrame, user_index) -> tuple[np.ndarray, np.ndarray]:
+    """The members of ``groups`` (sorted distinct ids) from ``members`` (``group, user``) as one flat
+    array of member indices (``user_index(user ids)``) and ``starts`` (len(groups) + 1): group r's
+    members are ``flat[starts[r]:starts[r + 1]]``. Distinct and sorted by user id within a group, so
+    the lists do not depend on the frame's row order."""
     rows = members[["group", "user"]].drop_duplicates()
     rows = rows[rows["group"].isin(groups)].sort_values(["group", "user"], kind="stable")
-    where = np.searchsorted(groups, rows["group"].to_numpy())
-    slot = rows.groupby("group", sort=False).cumcount().to_numpy()
-    width = int(slot.max(initial=-1)) + 1
-    table = np.zeros((len(groups), max(width, 1)), dtype=np.int64)
-    table[where, slot] = user_index(rows["user"].to_numpy())
-    mask = np.zeros(table.shape, dtype=bool)
-    mask[where, slot] = True
-    return table, mask
+    counts = np.bincount(np.searchsorted(groups, rows["group"].to_numpy()), minlength=len(groups))
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return starts, np.asarray(user_index(rows["user"].to_numpy()), dtype=np.int64)
+
+
+def expand(rows: torch.Tensor, starts: torch.Tensor, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each of the P ``rows`` (indices into ``starts``), its members, flattened: (pair of each entry,
+    member index of each entry), T = the sum of the rows' group sizes entries. No padding, no loop."""
+    begin, sizes = starts[rows], starts[rows + 1] - starts[rows]
+    pair = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), sizes)
+    first = torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes, sizes)
+    return pair, flat[begin[pair] + torch.arange(len(pair), device=rows.device) - first]
 
 
 class AgreeNetwork(nn.Module):
     def __init__(self, n_users: int, n_items: int, n_groups: int, embedding: int, attention_hidden: int,
-                 predict_hidden: int, dropout: float, members: torch.Tensor, mask: torch.Tensor):
+                 predict_hidden: int, dropout: float, starts: torch.Tensor, flat: torch.Tensor):
         super().__init__()
         self.users = nn.Embedding(n_users + 1, embedding, padding_idx=0)
         self.items = nn.Embedding(n_items + 1, embedding, padding_idx=0)
@@ -80,36 +86,46 @@ class AgreeNetwork(nn.Module):
                 nn.init.xavier_normal_(module.weight)
                 with torch.no_grad():
                     module.weight[0].zero_()
-        # every training group's members (row = group index; row 0: unknown group, no members)
-        self.register_buffer("member_table", members, persistent=False)
-        self.register_buffer("member_mask", mask, persistent=False)
+        # every training group's members (member_lists; row = group index, row 0: unknown group, no members)
+        self.register_buffer("member_starts", starts, persistent=False)
+        self.register_buffer("member_flat", flat, persistent=False)
 
     def interaction(self, query: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
         """The score (before the sigmoid) of query vectors (b, d) against item vectors (b, d): (b,)."""
         return self.predict(torch.cat([query * item, query, item], dim=-1)).squeeze(-1)
 
-    def attention_weights(self, members: torch.Tensor, mask: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
-        """Softmax over each row's real members (b, m) of the attention logits given the item vectors (b, d)."""
-        vectors = self.users(members)                                      # (b, m, d)
-        paired = torch.cat([vectors, item[:, None, :].expand_as(vectors)], dim=-1)
-        logits = self.attention(paired).squeeze(-1).masked_fill(~mask, float("-inf"))
-        return torch.softmax(logits, dim=1).nan_to_num(0.0)               # a row without members: all 0
+    def attention_weights(self, pair: torch.Tensor, members: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
+        """Each entry's weight (T,): the softmax, over the entries of the same pair (``pair``), of the attention
+        logits of [member ; item]. The first layer is split as W [e_j ; e_i] = W_m e_j + W_i e_i, so the
+        item's half is computed once per pair (P, not T, rows): the same function, fewer operations."""
+        first, d = self.attention[0], item.shape[1]
+        hidden = self.users(members) @ first.weight[:, :d].T + (item @ first.weight[:, d:].T + first.bias)[pair]
+        logits = self.attention[3](self.attention[2](self.attention[1](hidden))).squeeze(-1)
+        top = torch.full((len(item),), float("-inf"), device=item.device, dtype=logits.dtype)
+        top = top.scatter_reduce(0, pair, logits.detach(), reduce="amax", include_self=True)
+        weight = torch.exp(logits - top[pair])
+        total = torch.zeros(len(item), device=item.device, dtype=weight.dtype).index_add(0, pair, weight)
+        return weight / total[pair]
 
-    def group_vector(self, group: torch.Tensor, members: torch.Tensor, mask: torch.Tensor,
+    def group_vector(self, group: torch.Tensor, pair: torch.Tensor, members: torch.Tensor,
                      item: torch.Tensor) -> torch.Tensor:
-        weights = self.attention_weights(members, mask, item)
-        return torch.einsum("bm,bmd->bd", weights, self.users(members)) + self.groups(group)
+        """Σ_j a_j e_j + q_g per pair (P, d); a pair without members is its group embedding alone."""
+        weights = self.attention_weights(pair, members, item)
+        pooled = torch.zeros_like(item).index_add(0, pair, weights[:, None] * self.users(members))
+        return pooled + self.groups(group)
 
     def user_scores(self, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
         return self.interaction(self.users(user), self.items(item))
 
-    def group_scores(self, group: torch.Tensor, item: torch.Tensor, members: torch.Tensor | None = None,
-                     mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores of (group, item) rows (indices); members (b, m) default to the training groups' table."""
-        if members is None:
-            members, mask = self.member_table[group], self.member_mask[group]
+    def group_scores(self, group: torch.Tensor, item: torch.Tensor, rows: torch.Tensor | None = None,
+                     starts: torch.Tensor | None = None, flat: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores of (group, item) rows (indices). Members: row ``rows[p]`` of (``starts``, ``flat``), by
+        default the training groups' lists (row = the group index)."""
+        if rows is None:
+            rows, starts, flat = group, self.member_starts, self.member_flat
+        pair, members = expand(rows, starts, flat)
         vectors = self.items(item)
-        return self.interaction(self.group_vector(group, members, mask, vectors), vectors)
+        return self.interaction(self.group_vector(group, pair, members, vectors), vectors)
 
 
 @dataclass(frozen=True)
@@ -189,10 +205,9 @@ class Agree(Recommender):
                                fold.train["item"].max() + 1))
         self.n_groups = int(max(getattr(data, "n_groups", 0), members["group"].max() + 1,
                                 fold.train["group"].max() + 1))
-        table, mask = padded_members(np.arange(self.n_groups), members, self._users)
-        # row 0 (unknown group): no members
-        self._member_table = torch.tensor(np.vstack([np.zeros((1, table.shape[1]), np.int64), table]))
-        self._member_mask = torch.tensor(np.vstack([np.zeros((1, mask.shape[1]), bool), mask]))
+        starts, flat = member_lists(np.arange(self.n_groups), members, self._users)
+        self._member_starts = torch.tensor(np.concatenate([[0], starts]))  # row 0 (unknown group): no members
+        self._member_flat = torch.tensor(flat)
         self._user_items, self._group_items = self.n_items, int(fold.n_items)
         result = self.trainer.train(lambda rows, part: self._setup(rows, part, context), self.loss, train, context)
         self.history, self.best_epoch, self.refit_history = result.history, result.best_epoch, result.refit_history
@@ -209,7 +224,7 @@ class Agree(Recommender):
         s = self.settings
         torch.manual_seed(self.seed)
         self.net = AgreeNetwork(self.n_users, self.n_items, self.n_groups, s.embedding, s.attention_hidden,
-                                s.predict_hidden, s.dropout, self._member_table, self._member_mask).to(self.device)
+                                s.predict_hidden, s.dropout, self._member_starts, self._member_flat).to(self.device)
         tensor = lambda values: self.trainer.tensor(values, torch.long)  # noqa: E731
         streams = {
             "user": PairwiseSampler(tensor(self._users(users["user"])), tensor(self._items(users["item"])),
@@ -239,12 +254,11 @@ class Agree(Recommender):
         net.eval()
         ids = pairs["group"].to_numpy(np.int64)
         groups, row = np.unique(ids, return_inverse=True)
-        table, mask = padded_members(groups, members, self._users)
-        table, mask = torch.tensor(table, device=self.device), torch.tensor(mask, device=self.device)
+        starts, flat = (torch.tensor(a, device=self.device) for a in member_lists(groups, members, self._users))
         row = torch.tensor(row, device=self.device)
         group = torch.tensor(self._groups(ids), device=self.device)
         item = torch.tensor(self._items(pairs["item"].to_numpy()), device=self.device)
-        out = [net.group_scores(group[s:s + CHUNK], item[s:s + CHUNK], table[row[s:s + CHUNK]], mask[row[s:s + CHUNK]])
+        out = [net.group_scores(group[s:s + CHUNK], item[s:s + CHUNK], row[s:s + CHUNK], starts, flat)
                for s in range(0, len(ids), CHUNK)]
         return torch.cat(out).double().cpu().numpy() if out else np.zeros(0)
 

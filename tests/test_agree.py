@@ -17,7 +17,7 @@ from benchmark.protocol.folds import Fold
 from benchmark.protocol.group_split import corrected
 from benchmark.protocol.grouping import Groups
 from benchmark.run.job import run
-from models.agree import Agree, AgreeNetwork, padded_members
+from models.agree import Agree, AgreeNetwork, expand, member_lists
 from models.base import FitContext, GroupScorer, RawScores
 from tests.test_group_scorer_seam import compose_with_tests_conf
 
@@ -96,21 +96,33 @@ def test_the_loss_decreases_on_a_small_slice():
     assert {"train_user_loss", "train_group_loss"} <= set(model.refit_history[0])
 
 
-def test_attention_weights_over_members_sum_to_one_and_ignore_padding():
+def test_attention_weights_over_members_sum_to_one_whatever_the_group_sizes():
     torch.manual_seed(0)
-    members = torch.tensor([[1, 2, 3], [4, 0, 0], [5, 6, 0]])
-    mask = members > 0
-    net = AgreeNetwork(6, 5, 3, 8, 16, 8, 0.0, members, mask)
-    weights = net.attention_weights(members, mask, net.items(torch.tensor([1, 2, 3])))
-    assert torch.allclose(weights.sum(dim=1), torch.ones(3))
-    assert bool((weights[~mask] == 0).all()) and bool((weights[mask] > 0).all())
-    assert float(weights[1, 0]) == pytest.approx(1.0)  # a one-member group: all weight on it
+    members = pd.DataFrame({"group": [0, 0, 0, 1, 2, 2], "user": [1, 2, 3, 4, 5, 6]})
+    starts, flat = (torch.tensor(a) for a in member_lists(np.array([0, 1, 2, 3]), members, lambda u: np.asarray(u)))
+    net = AgreeNetwork(6, 5, 4, 8, 16, 8, 0.0, starts, flat)
+    pair, users = expand(torch.tensor([0, 1, 2, 3, 0]), starts, flat)  # group 3 has no members; group 0 twice
+    assert pair.tolist() == [0, 0, 0, 1, 2, 2, 4, 4, 4] and users.tolist() == [1, 2, 3, 4, 5, 6, 1, 2, 3]
+    items = net.items(torch.tensor([1, 2, 3, 4, 5]))
+    weights = net.attention_weights(pair, users, items)
+    sums = torch.zeros(5).index_add(0, pair, weights)
+    assert torch.allclose(sums, torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0])) and bool((weights > 0).all())
+    assert float(weights[3].detach()) == pytest.approx(1.0)  # a one-member group: all weight on it
+    # the padded, masked softmax of the same logits (the reference's per-group softmax), computed apart
+    logits = net.attention(torch.cat([net.users(users), items[pair]], dim=1)).squeeze(1)
+    padded = torch.full((5, 3), float("-inf"))
+    padded[pair, torch.tensor([0, 1, 2, 0, 0, 1, 0, 1, 2])] = logits
+    expected = torch.softmax(padded, dim=1).nan_to_num(0.0)
+    assert torch.allclose(expected[expected > 0], weights, atol=1e-6)
+    # a group without members is its group embedding alone
+    vector = net.group_vector(torch.tensor([4]), *expand(torch.tensor([3]), starts, flat), items[3:4])
+    assert torch.allclose(vector[0], net.groups.weight[4])
 
 
-def test_padded_members_are_sorted_and_masked():
+def test_member_lists_are_distinct_sorted_and_flat():
     members = pd.DataFrame({"group": [7, 3, 7, 7, 3], "user": [5, 2, 1, 9, 2]})  # group 3 lists user 2 twice
-    table, mask = padded_members(np.array([3, 7]), members, lambda u: np.asarray(u) + 1)
-    assert table.tolist() == [[3, 0, 0], [2, 6, 10]] and mask.tolist() == [[True, False, False], [True, True, True]]
+    starts, flat = member_lists(np.array([3, 5, 7]), members, lambda u: np.asarray(u) + 1)
+    assert starts.tolist() == [0, 1, 1, 4] and flat.tolist() == [3, 2, 6, 10]
 
 
 def test_group_scores_do_not_depend_on_member_order_and_equal_a_hand_computation():
