@@ -17,9 +17,10 @@ Batched without padding: the members of a batch's (group, item) pairs are one fl
 group's member list, CSR-style, ``member_lists``), the attention a softmax per pair by scatter / index_add,
 so no Python loop runs over groups or pairs and a group of 48 members costs 48 entries, not the batch's
 largest group. Members are sorted by user id within a group and the attention sum is order-free, so a
-group's score does not depend on the order its members are listed in. Index 0 of every table is "unknown id" (kept at zero): a
-member or item without an embedding contributes the zero vector; a group without a learned embedding
-(one never seen in training) is its attention-weighted members alone.
+group's score does not depend on the order its members are listed in. Index 0 of every table is "unknown id" (kept at zero), and
+so is every row without training data in the phase (no gradient reaches it): such a member contributes
+the zero vector, and a group never seen in training (Weeplaces' test groups) is its attention-weighted
+members alone.
 
 Rankings read the score before the sigmoid (``RawScores``): the sigmoid of float32 saturates and would
 tie items the model separates. ``predict`` (user–item) maps σ(score) onto the rating scale.
@@ -225,6 +226,16 @@ class Agree(Recommender):
         torch.manual_seed(self.seed)
         self.net = AgreeNetwork(self.n_users, self.n_items, self.n_groups, s.embedding, s.attention_hidden,
                                 s.predict_hidden, s.dropout, self._member_starts, self._member_flat).to(self.device)
+        # ids without a row to learn from here (a validation or test group, a user outside every stream) keep
+        # the zero vector of "unknown", not their random initialisation: no gradient ever reaches those rows
+        trained_groups = np.unique(self._groups(groups["group"]))
+        member_rows = context.groups.members[["group", "user"]]
+        trained_users = np.union1d(self._users(users["user"]),
+                                   self._users(member_rows.loc[member_rows["group"].isin(groups["group"]), "user"]))
+        with torch.no_grad():
+            for table, keep in ((self.net.groups, trained_groups), (self.net.users, trained_users)):
+                unused = np.setdiff1d(np.arange(table.num_embeddings), keep)
+                table.weight[torch.as_tensor(unused, device=self.device)] = 0.0
         tensor = lambda values: self.trainer.tensor(values, torch.long)  # noqa: E731
         streams = {
             "user": PairwiseSampler(tensor(self._users(users["user"])), tensor(self._items(users["item"])),

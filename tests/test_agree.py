@@ -187,3 +187,20 @@ def test_speed_prints_a_trainer_models_epoch_and_a_group_metric_without_rmse(mon
     assert "  agree: " in out and "(group_sampled_ndcg_at_10 0.5838)" in out
     assert "agree: seconds per epoch 2.500" in out and "over 6 epochs" in out
     assert figures["agree_seconds_per_epoch"] == 2.5 and figures["agree_fit_seconds"] == 12.0
+
+
+def test_a_group_without_training_rows_is_its_members_alone():
+    model, dataset = fitted(epochs=1)
+    pairs = pd.DataFrame({"group": [3, 3], "item": [5, 60]})
+    members = dataset.groups[dataset.groups["group"] == 3]
+    assert float(model.net.groups.weight[4].detach().abs().sum()) > 0  # group 3 trained: its own vector
+    # an id the model never trained (beyond every table) with group 3's members: the members alone
+    unseen = model.score_groups(members.assign(group=10_000), pairs.assign(group=10_000))
+    net = model.net
+    with torch.no_grad():
+        item = net.items(torch.tensor([6, 61]))
+        pair, users = expand(torch.tensor([0, 0]), torch.tensor([0, len(members)]),
+                             torch.tensor(np.sort(members["user"].to_numpy()) + 1))
+        vector = torch.zeros_like(item).index_add(0, pair, net.attention_weights(pair, users, item)[:, None]
+                                                  * net.users(users))
+        assert np.allclose(unseen, net.interaction(vector, item).numpy(), atol=1e-6)
