@@ -80,6 +80,7 @@ def machine() -> str:
 
 def protocol_seconds(cfg) -> float:
     """Seconds for loading, splitting and grouping one job's data through the cache (as the runner does)."""
+    cfg = dataset_defaults(cfg)  # a group-item dataset's own split and grouping, as the job takes them
     started = time.perf_counter()
     cache = ProtocolCache(cfg)
     dataset = cache.dataset(lambda: instantiate(cfg.dataset.loader, root=cfg.data.root, download=cfg.data.download,
@@ -169,6 +170,15 @@ def job_mode(args) -> dict[str, float]:
         if failed:
             print(f"failed (not in the table): {', '.join(failed)}")
         figures.update({f"{name}_{key}": float(value) for name, row in table.iterrows() for key, value in row.items()})
+
+        for name, result in results.items():  # every model trained by models/trainer.py (its diagnostics)
+            if "seconds_per_epoch" in result.metrics:
+                epochs = result.metrics.get("epochs_trained", 0.0) + result.metrics.get("refit_epochs", 0.0)
+                figures.update({f"{name}_seconds_per_epoch": result.metrics["seconds_per_epoch"],
+                                f"{name}_fit_seconds": result.metrics["fit_seconds"]})
+                print(f"\n{name}: seconds per epoch {result.metrics['seconds_per_epoch']:.3f} (the model's "
+                      f"diagnostics); fit to convergence {result.metrics['fit_seconds']:.2f} s over {epochs:.0f} "
+                      f"epochs (early stopping + refit)")
 
         if "dmtl" in results:
             history = results["dmtl"].models[0].history
