@@ -150,3 +150,21 @@ def test_a_tiny_camra2011_job_logs_group_metrics_early_stopped_on_group_validati
     (logged,) = client.search_runs([client.get_experiment_by_name("groupbench").experiment_id])
     history = client.get_metric_history(logged.info.run_id, "val_group_ndcg_at_10")
     assert len(history) >= 1 and all(0 <= m.value <= 1 for m in history)
+
+
+def test_corrupted_users_are_never_members_and_half_share_the_groups_items(data):
+    model = fitted(data, pretrain_epochs=0, pretrain_mi_epochs=0, trainer={"fixed_epochs": 1})
+    model.generator = torch.Generator().manual_seed(5)
+    rows = torch.arange(len(model.group_ids)).repeat(50)
+    members = model.train_members[rows]
+    drawn = model._corrupted(rows, members)
+    assert drawn.shape == (len(rows), model.settings.negatives)
+    assert not bool((drawn[:, :, None] == members[:, None, :]).any())
+    # item-biased draws (eta = 0.5) have one of the group's items; uniform ones rarely do (6 of 150 items each)
+    users = model.users.indptr
+    has_item = []
+    for r, us in zip(rows[:400].tolist(), drawn[:400].tolist()):
+        items = set(model.group_items.indices[model.group_items.indptr[r]:model.group_items.indptr[r + 1]].tolist())
+        has_item += [bool(items & set(model.users.indices[users[u]:users[u + 1]].tolist())) for u in us]
+    share = float(np.mean(has_item))
+    assert 0.4 < share < 0.75  # about eta + (1 - eta) x the chance a random user has one of them
