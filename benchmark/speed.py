@@ -52,7 +52,7 @@ from benchmark.tracking.tracker import existing_store
 
 FAMILIES = ("dmtl", "neural_mf", "svd", "svdpp", "knn_baseline", "slope_one", "baseline_only")
 OUTSIDE_TARGET, DMTL_TARGET, SWEEP_TARGET = 0.25, 0.5, 1.3
-HEADLINES = ("rmse", "group_sampled_hr_at_5", "group_heldout_recall_at_20")  # the first a job logged is printed
+HEADLINES = ("rmse", "group_sampled_ndcg_at_10", "group_heldout_recall_at_20")  # the first a job logged is printed
 CATALOGUE_SAMPLE = 5000  # catalogue pairs Surprise predicts one by one (its time per pair is extrapolated)
 # keys job mode sets itself: an override of one would be ignored, so it is refused (-> what to do instead)
 OWNED = {"model": "use --models to choose the models (e.g. --models svd,dmtl)",
