@@ -14,7 +14,11 @@ Views (every graph built once per fit from the fitting rows, as ``torch.sparse``
   (members + items) sets, self-loops 1, row-normalised; the sum of the propagated layers.
 
 The group vector is ``σ(w_o·o) o + σ(w_h·h) h + σ(w_l·l) l``; a (group, item) score is the predictor
-on ``group ⊙ item`` (``dot``: the sum; ``mlp``: σ(MLP), the reference code's two choices). A user's
+on ``group ⊙ item`` (``dot``: the sum; ``mlp``: σ(MLP), the reference code's two choices; BPR reads
+σ(MLP) as the reference does, and rankings read the MLP's logit (``rank_by_logit``, default): the same
+order, but float32's σ rounds every logit above ~17 to exactly 1.0, and on Mafengwo that tied 54 % of
+the test positives with a negative; ``rank_by_logit=false`` ranks the σ, ties and all, as the
+reference code's evaluation did). A user's
 score of an item reads the raw user and item embeddings only (the reference's user branch).
 
 The reference code keeps the hypergraph layers' ``W`` in a plain Python list, so they are never
@@ -190,23 +194,26 @@ class ConsRecNetwork(nn.Module):
         fused = weights[0] * overlap + weights[1] * edges + weights[2] * light
         return fused, item_sum, (overlap, edges, light)
 
-    def predict(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-        """The predictor on ``left ⊙ right`` (any leading shape): dot or σ(MLP)."""
+    def predict(self, left: torch.Tensor, right: torch.Tensor, logit: bool = False) -> torch.Tensor:
+        """The predictor on ``left ⊙ right`` (any leading shape): dot, or σ(MLP) (``logit``: the MLP's
+        output before the σ, the same order without float32's saturation at 1.0)."""
         product = left * right
         if self.predictor == "dot":
             return product.sum(dim=-1)
-        return torch.sigmoid(self.mlp(product)).squeeze(-1)
+        out = self.mlp(product).squeeze(-1)
+        return out if logit else torch.sigmoid(out)
 
-    def group_scores(self, group: torch.Tensor, items: torch.Tensor, fused=None, item_vectors=None) -> torch.Tensor:
+    def group_scores(self, group: torch.Tensor, items: torch.Tensor, fused=None, item_vectors=None,
+                     logit: bool = False) -> torch.Tensor:
         """Scores of ``items`` ((b,) or (b, k)) for ``group`` (b,)."""
         if fused is None:
             fused, item_vectors, _ = self.views()
         g = fused[group]
-        return self.predict(g if items.dim() == 1 else g[:, None, :], item_vectors[items])
+        return self.predict(g if items.dim() == 1 else g[:, None, :], item_vectors[items], logit)
 
-    def user_scores(self, user: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def user_scores(self, user: torch.Tensor, items: torch.Tensor, logit: bool = False) -> torch.Tensor:
         u = self.user_embedding(user)
-        return self.predict(u if items.dim() == 1 else u[:, None, :], self.item_embedding(items))
+        return self.predict(u if items.dim() == 1 else u[:, None, :], self.item_embedding(items), logit)
 
 
 def _transposed(op: SparseOperator, x: torch.Tensor) -> torch.Tensor:
@@ -223,6 +230,7 @@ class ConsRecConfig(Settings):
     predictor: str = setting(Rule(str, choices=PREDICTORS), "mlp")
     train_hypergraph_layers: bool = setting(Rule(bool), True)
     schedule: str = setting(Rule(str, choices=SCHEDULES), "sequential")
+    rank_by_logit: bool = setting(Rule(bool), True)
 
 
 class ConsRec(Recommender):
@@ -230,12 +238,13 @@ class ConsRec(Recommender):
 
     def __init__(self, name: str = "consrec", embedding_dim: int = 32, layers: int = 3, negatives: int = 8,
                  predictor: str = "mlp", train_hypergraph_layers: bool = True, schedule: str = "sequential",
-                 trainer: dict[str, Any] | None = None, seed: int = 0):
+                 rank_by_logit: bool = True, trainer: dict[str, Any] | None = None, seed: int = 0):
         ConsRecConfig(embedding_dim=embedding_dim, layers=layers, negatives=negatives, predictor=predictor,
-                      train_hypergraph_layers=train_hypergraph_layers, schedule=schedule)
+                      train_hypergraph_layers=train_hypergraph_layers, schedule=schedule, rank_by_logit=rank_by_logit)
         self.name, self.seed = name, int(seed)
         self.dim, self.layers, self.negatives = int(embedding_dim), int(layers), int(negatives)
         self.predictor, self.train_hypergraph_layers, self.schedule = predictor, bool(train_hypergraph_layers), schedule
+        self.logit = bool(rank_by_logit)
         self.trainer = Trainer(TrainerConfig.from_mapping(trainer, model="consrec"), self.seed, name="ConsRec")
         self.device = self.trainer.device
         self.net: ConsRecNetwork | None = None
@@ -315,7 +324,7 @@ class ConsRec(Recommender):
         fused, item_vectors, _ = net.views()
         group = self._ids(pairs["group"], self.n_groups, "group")
         item = self._ids(pairs["item"], self.n_items, "item")
-        out = [net.group_scores(group[s:s + CHUNK], item[s:s + CHUNK], fused, item_vectors)
+        out = [net.group_scores(group[s:s + CHUNK], item[s:s + CHUNK], fused, item_vectors, self.logit)
                for s in range(0, len(group), CHUNK)]
         return torch.cat(out).cpu().numpy().astype(float) if out else np.zeros(0)
 
@@ -333,7 +342,7 @@ class ConsRec(Recommender):
         net.eval()
         user = self._ids(pairs["user"], self.n_users, "user")
         item = self._ids(pairs["item"], self.n_items, "item")
-        out = [net.user_scores(user[s:s + CHUNK], item[s:s + CHUNK]) for s in range(0, len(user), CHUNK)]
+        out = [net.user_scores(user[s:s + CHUNK], item[s:s + CHUNK], self.logit) for s in range(0, len(user), CHUNK)]
         return torch.cat(out).cpu().numpy().astype(float) if out else np.zeros(0)
 
     def clip_rating(self, scores: np.ndarray) -> np.ndarray:

@@ -161,3 +161,13 @@ def test_mafengwo_job_end_to_end_logs_group_metrics_early_stopped_on_group_valid
         assert 0 < metrics[f"group_sampled_{name}"] <= 1 and 0 <= metrics[f"group_full_{name}"] <= 1
     assert "val_group_ndcg_at_10" in metrics and metrics["group_sampled_n_cases"] == 995
     assert len(client.get_metric_history(run.info.run_id, "val_group_ndcg_at_10")) == 2
+
+
+def test_mlp_rankings_read_the_logit_whose_sigmoid_is_the_reference_score():
+    model, context = fitted(small(), trainer={"fixed_epochs": 1}, predictor="mlp")
+    pairs = pd.DataFrame({"group": np.repeat(np.arange(60), 160), "item": np.tile(np.arange(160), 60)})
+    logits = model.score_groups(context.dataset.groups, pairs)
+    model.logit = False  # model.rank_by_logit=false: the reference code's σ scores
+    probabilities = model.score_groups(context.dataset.groups, pairs)
+    assert np.allclose(probabilities, 1 / (1 + np.exp(-logits)), atol=1e-6)
+    assert ((logits < 0) | (logits > 1)).any()  # not the σ (in (0, 1))
