@@ -9,8 +9,9 @@ Job mode runs real jobs (``benchmark.run.job.run``, a temporary MLflow store) an
 family, the seconds of each stage the runner logs (load, split, grouping, fit, predict,
 evaluate incl. group-level evaluation, log; ``other`` = the rest of the job: MLflow run
 setup, model construction), the share of the job outside fit + predict, the protocol cache's
-cold / miss / hit times, vectorised against Surprise's per-pair predictions, DMTL's seconds
-per epoch and DMTL to convergence / SVD++ fit. Sweep mode reads a finished sweep's runs from
+cold / miss / hit times, vectorised against Surprise's per-pair predictions, every torch model's
+seconds per epoch (a group-item dataset's jobs too: ``--models consrec dataset=mafengwo``) and DMTL to
+convergence / SVD++ fit. Sweep mode reads a finished sweep's runs from
 MLflow (the one sweep-timing command). Stage names, config composition and the fit + predict sum
 are shared with ``python -m benchmark.scale`` (benchmark/timing.py). A benchmark, not a test:
 targets are printed beside the figures, nothing is asserted. Results go in docs/performance.md.
@@ -35,7 +36,8 @@ from benchmark.core.cli import ArgumentParser, whole
 from benchmark.core.config import CONF, instantiate
 from benchmark.core.errors import ConfigError, GroupbenchError, one_line
 from benchmark.data.cache import ProtocolCache
-from benchmark.run.job import build_tracker, run
+from benchmark.protocol.split import make_splits
+from benchmark.run.job import build_tracker, dataset_defaults, run
 from benchmark.run.preflight import job_config
 from benchmark.timing import (
     STAGES,
@@ -78,10 +80,11 @@ def machine() -> str:
 def protocol_seconds(cfg) -> float:
     """Seconds for loading, splitting and grouping one job's data through the cache (as the runner does)."""
     started = time.perf_counter()
+    cfg = dataset_defaults(cfg)  # a group-item dataset's own split and grouping, as the job's
     cache = ProtocolCache(cfg)
     dataset = cache.dataset(lambda: instantiate(cfg.dataset.loader, root=cfg.data.root, download=cfg.data.download,
                                                 verify=cfg.data.verify))
-    splits = cache.splits(lambda: instantiate(cfg.split)(dataset.ratings, seed=cfg.seed))
+    splits = cache.splits(lambda: make_splits(instantiate(cfg.split), dataset, int(cfg.seed)))
     for split in splits:
         cache.groups(split.fold, lambda split=split: instantiate(cfg.grouping)(dataset, split.train, seed=cfg.seed))
     return time.perf_counter() - started
@@ -151,7 +154,9 @@ def job_mode(args) -> dict[str, float]:
             rows.append({"model": name, **stages, "other": total - sum(stages.values()), "job": total,
                          "outside_share": (total - inside) / total})
             results[name] = result
-            print(f"  {name}: {total:.1f} s (rmse {result.metrics['rmse']:.4f})", flush=True)
+            shown = ", ".join(f"{key} {result.metrics[key]:.4f}" for key in ("rmse", "group_sampled_ndcg_at_10")
+                              if key in result.metrics)  # a group-item job has no rmse
+            print(f"  {name}: {total:.1f} s ({shown})", flush=True)
         if not rows:
             raise AllJobsFailed("every job failed, nothing was measured: "
                                 + "; ".join(f"{name}: {error}" for name, error in failed.items()))
@@ -165,6 +170,13 @@ def job_mode(args) -> dict[str, float]:
         if failed:
             print(f"failed (not in the table): {', '.join(failed)}")
         figures.update({f"{name}_{key}": float(value) for name, row in table.iterrows() for key, value in row.items()})
+
+        # every torch model's epochs (its diagnostics' seconds_per_epoch: the early-stopping phase's mean)
+        per_epoch = {name: result.metrics["seconds_per_epoch"] for name, result in results.items()
+                     if "seconds_per_epoch" in result.metrics}
+        for name, seconds in per_epoch.items():
+            figures[f"{name}_seconds_per_epoch"] = float(seconds)
+            print(f"{name}: {seconds:.3f} s per epoch (mean), fit {result_fit(results[name]):.2f} s")
 
         if "dmtl" in results:
             history = results["dmtl"].models[0].history
@@ -183,6 +195,10 @@ def job_mode(args) -> dict[str, float]:
         if not args.skip_pairwise:
             figures.update(prediction_figures(results, base))
     return figures
+
+
+def result_fit(result) -> float:
+    return float(result.metrics.get("fit_seconds", float("nan")))
 
 
 def prediction_figures(results: dict, base: list[str]) -> dict[str, float]:
