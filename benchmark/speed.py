@@ -9,8 +9,9 @@ Job mode runs real jobs (``benchmark.run.job.run``, a temporary MLflow store) an
 family, the seconds of each stage the runner logs (load, split, grouping, fit, predict,
 evaluate incl. group-level evaluation, log; ``other`` = the rest of the job: MLflow run
 setup, model construction), the share of the job outside fit + predict, the protocol cache's
-cold / miss / hit times, vectorised against Surprise's per-pair predictions, DMTL's seconds
-per epoch and DMTL to convergence / SVD++ fit. Sweep mode reads a finished sweep's runs from
+cold / miss / hit times, vectorised against Surprise's per-pair predictions, every torch model's
+seconds per epoch (a group-item dataset's jobs too: ``--models consrec dataset=mafengwo``) and DMTL to
+convergence / SVD++ fit. Sweep mode reads a finished sweep's runs from
 MLflow (the one sweep-timing command). Stage names, config composition and the fit + predict sum
 are shared with ``python -m benchmark.scale`` (benchmark/timing.py). A benchmark, not a test:
 targets are printed beside the figures, nothing is asserted. Results go in docs/performance.md.
@@ -82,6 +83,7 @@ def protocol_seconds(cfg) -> float:
     """Seconds for loading, splitting and grouping one job's data through the cache (as the runner does)."""
     cfg = dataset_defaults(cfg)  # a group-item dataset's own split and grouping, as the job takes them
     started = time.perf_counter()
+    cfg = dataset_defaults(cfg)  # a group-item dataset's own split and grouping, as the job's
     cache = ProtocolCache(cfg)
     dataset = cache.dataset(lambda: instantiate(cfg.dataset.loader, root=cfg.data.root, download=cfg.data.download,
                                                 verify=cfg.data.verify))

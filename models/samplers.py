@@ -9,8 +9,8 @@ hands every batch to the model's loss; it knows neither the model nor the sample
   * ``PairwiseSampler``: (query, positive item, k negatives) for pairwise losses such as BPR; the
     query is a user or a group, negatives are drawn uniformly from the items the query has no known
     positive for (vectorised rejection sampling, seeded by the trainer's generator);
-  * ``Interleaved``: several named streams (user-item and group-item) in one epoch, alternating or
-    in a seeded proportional order; each stream draws from its own generator seeded from the
+  * ``Interleaved``: several named streams (user-item and group-item) in one epoch, alternating,
+    in a seeded proportional order, or one stream after the other; each stream draws from its own generator seeded from the
     trainer's, so a stream's batches do not depend on the schedule.
 
 A ``Batch`` is a list of tensors (one row per example, so a loss unpacks it) that also names its
@@ -142,10 +142,12 @@ class Interleaved:
     spread over the epoch in a seeded random order, so that any stretch of the epoch holds the streams
     roughly in proportion to their sizes. Each stream keeps its own batch order, drawn from its own
     generator (seeded from the trainer's once per epoch), so a stream's batches are the same whatever
-    the schedule and the other streams.
+    the schedule and the other streams. ``"sequential"``: every batch of the first stream, then every
+    batch of the next (a reference code that trains one phase per stream per epoch, e.g. ConsRec's
+    group phase then user phase).
     """
 
-    SCHEDULES = ("alternate", "proportional")
+    SCHEDULES = ("alternate", "proportional", "sequential")
 
     def __init__(self, streams: Mapping[str, Sampler], schedule: str = "alternate"):
         require(len(streams) >= 1, "Interleaved needs at least one stream")
@@ -167,6 +169,8 @@ class Interleaved:
                         left[name] -= 1
             return names
         labels = [name for name, count in counts.items() for _ in range(count)]
+        if self.schedule == "sequential":
+            return labels
         return [labels[i] for i in torch.randperm(len(labels), generator=generator).tolist()]
 
     def batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:

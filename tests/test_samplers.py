@@ -97,6 +97,18 @@ def test_interleaved_streams_alternate_or_mix_in_proportion_each_in_its_own_orde
     assert np.mean(first_half) == pytest.approx(6 * 3 / 13, abs=0.15)
 
 
+def test_sequential_schedule_runs_each_stream_whole_in_the_given_order_with_its_own_batches():
+    users = RowSampler([torch.arange(100)])
+    groups = RowSampler([torch.arange(1000, 1030)])
+    sequential = Interleaved({"group": groups, "user": users}, schedule="sequential")
+    alternate = Interleaved({"group": groups, "user": users}, schedule="alternate")
+    s, a = _epoch(sequential, 4, batch=10), _epoch(alternate, 4, batch=10)
+    assert [b.stream for b in s] == ["group"] * 3 + ["user"] * 10
+    for name in ("group", "user"):  # the same batches as any other schedule, in the stream's own order
+        assert all(torch.equal(x[0], y[0]) for x, y in zip([b for b in s if b.stream == name],
+                                                            [b for b in a if b.stream == name]))
+
+
 class _Scalar(nn.Module):
     def __init__(self):
         super().__init__()
