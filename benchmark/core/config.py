@@ -97,6 +97,8 @@ def config_hash(cfg: DictConfig) -> str:
         relevant["eval"] = {k: v for k, v in relevant["eval"].items() if k != "ties"}  # the default: old hashes hold
     if isinstance(relevant.get("eval"), dict) and relevant["eval"].get("mask_member_items") is False:
         relevant["eval"] = {k: v for k, v in relevant["eval"].items() if k != "mask_member_items"}  # the default
+    if isinstance(relevant.get("dataset"), dict):  # what the files hold (implicit or rated): the data sha256 says it
+        relevant["dataset"] = {k: v for k, v in relevant["dataset"].items() if k != "feedback"}
     if isinstance(relevant.get("model"), dict) and isinstance(relevant["model"].get("trainer"), dict):
         relevant["model"]["trainer"].pop("progress", None)  # a progress bar changes no result
     if tunes(cfg):
