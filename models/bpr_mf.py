@@ -163,6 +163,17 @@ class BPRMF(Recommender):
         scores = [self.net(user[s:s + 65536], item[s:s + 65536])[0] for s in range(0, len(user), 65536)]
         return torch.cat(scores).cpu().numpy().astype(float) if scores else np.zeros(0)
 
+    @torch.no_grad()
+    def score_all(self, users, items) -> np.ndarray:
+        """``raw_scores`` of every (user, item) as one product (models.base.ScoresAll: full ranking)."""
+        if self.net is None:
+            raise TrainingError("BPRMF.score_all called before fit; call fit(train, context) first")
+        u = self.trainer.tensor(self._index(self.user_vocab, users), torch.long)
+        i = self.trainer.tensor(self._index(self.item_vocab, items), torch.long)
+        q = self.net.item_factors(i)
+        scores = self.net.user_factors(u) @ q.T + self.net.item_bias(i).squeeze(-1)
+        return scores.cpu().numpy().astype(float)
+
     def clip_rating(self, scores: np.ndarray) -> np.ndarray:
         return np.clip(scores, *self.rating_scale)
 

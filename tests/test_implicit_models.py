@@ -113,6 +113,13 @@ def test_a_network_change_trains(make_cfg, monkeypatch):
     assert np.isfinite(model.raw_scores(split.test)).all()
 
 
+def test_bpr_score_all_equals_its_pairwise_scores(make_cfg):
+    model, split = _fit_bpr(make_cfg, "trainer.max_epochs=1", "trainer.patience=1")
+    users, items = np.array([1, 2, 3, 10 ** 6]), np.array([1, 5, 7, 10 ** 6])  # the last: unknown ids
+    pairs = pd.DataFrame({"user": np.repeat(users, len(items)), "item": np.tile(items, len(users))})
+    assert model.score_all(users, items) == pytest.approx(model.raw_scores(pairs).reshape(4, 4), abs=1e-5)
+
+
 TINY = pd.DataFrame({"user": [1, 1, 2, 2, 2, 3], "item": [10, 11, 10, 11, 12, 12], "rating": 1.0})
 
 
