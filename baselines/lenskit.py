@@ -7,6 +7,13 @@ pairs the scorer leaves unscored (k-NN: too few neighbours; unknown users or ite
 LensKit's ``BiasScorer`` prediction, so every model is scored on every test pair. One LensKit
 call per user. Predictions are clipped to the rating scale, like Surprise's.
 
+Implicit feedback (``lenskit.als.ImplicitMFScorer``, ``ItemKNNScorer`` with ``feedback: implicit``):
+their scores are preferences, not ratings, so LensKit's bias fallback (a rating: 1.0 on all-ones
+data, above most scores) would rank unknown items first. Their configs set ``fallback: false`` and
+``unscored: 0.0``: a pair the scorer leaves unscored (a user without training interactions, an
+unknown item, an item without neighbours) gets 0, the score of "no evidence" (ALS's target for a
+missing pair, k-NN's empty sum of similarities).
+
 Configuration: each LensKit component declares its own (a pydantic model, the scorer's
 ``config_class()``), which validates ``model.config`` on construction; its first complaint becomes
 the one-line ``model.config.<key>=<value>: <what pydantic says>; <fix>``. The wrapper's own keys
@@ -35,6 +42,7 @@ class LenskitSettings(Settings):
 
     scorer: str = setting(Rule(str, fix="use a dotted LensKit scorer class such as lenskit.knn.ItemKNNScorer"))
     fallback: bool = setting(BOOL)
+    unscored: float | None = setting(Rule(float, nullable=True, fix="use a number (the score of an unscored pair) or null"), None)
 
 
 def config_error(error: Exception, scorer: str, name: str) -> ConfigError:
@@ -63,10 +71,11 @@ def _quiet_lenskit_logging() -> None:
 
 class LenskitRecommender(Recommender):
     def __init__(self, name: str, scorer: str, config: dict[str, Any] | None = None, fallback: bool = True,
-                 seed: int = 0):
+                 seed: int = 0, unscored: float | None = None):
         from lenskit.pipeline import predict_pipeline
 
-        LenskitSettings(scorer=scorer, fallback=fallback)
+        LenskitSettings(scorer=scorer, fallback=fallback, unscored=unscored)
+        self.unscored = None if unscored is None else float(unscored)  # the score of a pair left unscored
         _quiet_lenskit_logging()
         self.name = name
         self.seed = int(seed)
@@ -109,4 +118,6 @@ class LenskitRecommender(Recommender):
             rows = order[start:stop]
             scored = predict(self.pipeline, users[rows[0]], ItemList(item_ids=items[rows]))
             out[rows] = np.asarray(scored.scores(), dtype=float)
+        if self.unscored is not None:  # implicit feedback: no evidence scores 0 (module docstring)
+            out[np.isnan(out)] = self.unscored
         return out

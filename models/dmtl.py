@@ -76,6 +76,21 @@ def objective(l_rec: torch.Tensor, l_profile: torch.Tensor, lambda_profile: floa
     return l_rec + lambda_profile * l_profile if lambda_profile > 0 else l_rec
 
 
+class _NoFeatures:
+    """The scaler of a side with no feature columns (CAMRa2011: neither users nor items have any): the
+    side-feature part of h = act(E[id] + W x + b) is then empty and DMTL uses its id embeddings only."""
+
+    mean_ = np.zeros(0)
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        return values
+
+
+def _scaler(values: np.ndarray) -> StandardScaler | _NoFeatures:
+    """StandardScaler fitted on ``values`` (rows x features), or ``_NoFeatures`` for zero columns."""
+    return StandardScaler().fit(values) if values.shape[1] else _NoFeatures()
+
+
 class DMTLNetwork(nn.Module):
     def __init__(self, n_users: int, n_items: int, user_features: int, item_features: int, n_groups: int,
                  user_dim: int, item_dim: int, shared_dim: int, activation: str, dropout: float,
@@ -222,8 +237,8 @@ class DMTL(Recommender):
         users, items = context.dataset.user_features, context.dataset.item_features
         self.user_features = users.astype(float)
         self.item_features = items.astype(float)
-        self.user_scaler = StandardScaler().fit(self.user_features.reindex(self.user_vocab).fillna(0.0).to_numpy())
-        self.item_scaler = StandardScaler().fit(self.item_features.reindex(self.item_vocab).fillna(0.0).to_numpy())
+        self.user_scaler = _scaler(self.user_features.reindex(self.user_vocab).fillna(0.0).to_numpy())
+        self.item_scaler = _scaler(self.item_features.reindex(self.item_vocab).fillna(0.0).to_numpy())
 
     @staticmethod
     def _side(table: pd.DataFrame, scaler: StandardScaler, ids: np.ndarray) -> np.ndarray:
@@ -254,8 +269,8 @@ class DMTL(Recommender):
     # ---- training ----------------------------------------------------------------------------
     def fit(self, train: pd.DataFrame, context: FitContext) -> "DMTL":
         labels = context.groups.labels.reindex(train["user"].to_numpy())
-        if labels.isna().any():
-            raise TrainingError(f"DMTL: {int(labels.isna().sum())} training rows have users without a group "
+        if labels.isna().any() or (labels < 0).any():  # grouping=members labels a user in no group -1
+            raise TrainingError(f"DMTL: {int((labels.isna() | (labels < 0)).sum())} training rows have users without a group "
                                 f"label; the grouping must label every user with training ratings")
         self.k = int(context.groups.k)
         labels = labels.to_numpy().astype(np.int64)

@@ -42,6 +42,8 @@ HASH_EXCLUDED = {
     "artifacts.": "which tables and model pickle are written, and their format: no metric depends on them",
     "tracking.": "where the run is logged",
     "trainer.progress": "a progress bar",
+    "dataset.feedback": "whether the dataset's files hold ratings (implicit or explicit): a fact about the data, "
+                        "whose sha256 is the resume key's other half; it decides which models may run, not a result",
     "model.meta.": "how reports name and group the model (display name, swept columns, published numbers); "
                    "never passed to the model (benchmark.core.config.build_model)",
 }

@@ -21,8 +21,9 @@ from tests.conftest import data_root
 REPO = Path(__file__).resolve().parent.parent
 REFERENCES = ("oracle", "constant", "global_mean", "random", "item_mean", "popularity")  # models/reference.py
 GROUP_ITEM_ONLY = models_meta.group_item_models()  # need a group-item dataset: tests/test_group_protocol.py
+IMPLICIT = models_meta.implicit_models()  # rank, predict no rating (RMSE means nothing): tests/test_implicit_models.py
 BASELINES = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml")
-                   if p.stem != "dmtl" and p.stem not in REFERENCES and p.stem not in GROUP_ITEM_ONLY)
+                   if p.stem != "dmtl" and p.stem not in REFERENCES and p.stem not in GROUP_ITEM_ONLY + IMPLICIT)
 SLOW_BASELINES = ("neural_mf",)  # trains a network: the full tier only (test_neural_mf.py has its fast tests)
 
 

@@ -100,6 +100,8 @@ def config_hash(cfg: DictConfig) -> str:
     if isinstance(relevant.get("eval"), dict) and relevant["eval"].get("protocol", "clean") == "clean":
         # the default (clean) protocol reads neither key: old hashes hold (eval.protocol=authors|authors_metrics, #26)
         relevant["eval"] = {k: v for k, v in relevant["eval"].items() if k not in ("protocol", "authors")}
+    if isinstance(relevant.get("dataset"), dict):  # what the files hold (implicit or rated): the data sha256 says it
+        relevant["dataset"] = {k: v for k, v in relevant["dataset"].items() if k != "feedback"}
     if isinstance(relevant.get("model"), dict) and isinstance(relevant["model"].get("trainer"), dict):
         relevant["model"]["trainer"].pop("progress", None)  # a progress bar changes no result
     if tunes(cfg):

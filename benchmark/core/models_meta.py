@@ -32,6 +32,10 @@ optional::
       group_item_only: true       # it needs a group split of a group-item dataset (camra2011, mafengwo):
                                   # the user-level sweeps (+sweep=paper, tuned) and tables leave it out
       packages: [scikit-surprise] # distributions whose version can change the model's results
+      feedback: explicit          # what it learns from: explicit (rating values: an MSE on ratings, a rating
+                                  # mean; refused on implicit data, skipped by sweeps with a note), implicit
+                                  # (which pairs exist: made for implicit feedback, runs on rated data too,
+                                  # reading every rated pair as a positive), any (default: both are meaningful)
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from benchmark.core.config import CONF, MODEL_META
 from benchmark.core.errors import ConfigError
 
 KINDS = ("number", "category")
+FEEDBACK = ("explicit", "implicit", "any")
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,7 @@ class ModelMeta:
     control: bool = False            # the focus model's control (DMTL's: neural MF)
     reads_groups: bool = False       # its fit reads FitContext.groups
     group_item_only: bool = False    # runs only on a group split of a group-item dataset
+    feedback: str = "any"            # explicit: needs rating values (not run on implicit data); implicit | any
     source: str = ""                 # the conf file it came from
 
     @property
@@ -149,8 +155,11 @@ def parse(name: str, node: dict | None, where: str = "") -> ModelMeta:
     node = node or {}
     where = where or f"conf/model/{name}.yaml: meta"
     _check_keys(where, node, ("display_name", "focus", "swept", "reported", "reference", "packages",
-                              "control", "reads_groups", "group_item_only"))
+                              "control", "reads_groups", "group_item_only", "feedback"))
     ref = node.get("reference")
+    feedback = str(node.get("feedback", "any"))
+    if feedback not in FEEDBACK:
+        raise ConfigError(f"{where}.feedback={feedback!r} must be one of {list(FEEDBACK)}")
     if ref is not None:
         _check_keys(f"{where}.reference", ref, ("label", "order", "trivial"))
     return ModelMeta(
@@ -161,7 +170,7 @@ def parse(name: str, node: dict | None, where: str = "") -> ModelMeta:
                                                      trivial=bool(ref.get("trivial", True))),
         packages=tuple(str(p) for p in node.get("packages") or ()), control=bool(node.get("control", False)),
         reads_groups=bool(node.get("reads_groups", False)),
-        group_item_only=bool(node.get("group_item_only", False)), source=where)
+        group_item_only=bool(node.get("group_item_only", False)), feedback=feedback, source=where)
 
 
 @lru_cache(maxsize=4)
@@ -223,6 +232,23 @@ def reference_predictors() -> tuple[str, ...]:
 def group_item_models() -> tuple[str, ...]:
     """The models that run only on a group split of a group-item dataset (``meta.group_item_only``)."""
     return tuple(m.name for m in catalogue().values() if m.group_item_only)
+
+
+def implicit_models() -> tuple[str, ...]:
+    """The models made for implicit feedback (``meta.feedback: implicit``), in file-name order."""
+    return tuple(m.name for m in catalogue().values() if m.feedback == "implicit")
+
+
+def feedback_error(model: str, dataset: str, implicit: bool) -> str | None:
+    """None when ``model`` can run on ``dataset``; else the one-line refusal and its fix: a model that
+    needs rating values (``meta.feedback: explicit``) on implicit-feedback data (every rating 1.0, so an
+    MSE on ratings or a rating mean learns nothing). ``implicit``: the dataset's ``feedback: implicit``
+    (conf/dataset/<name>.yaml) or its loaded ``group_item.implicit``."""
+    if not implicit or model_meta(model).feedback != "explicit":
+        return None
+    fits = ", ".join(f"model={name}" for name in implicit_models()) or "a model with meta.feedback: implicit"
+    return (f"model={model} learns from rating values and dataset={dataset} is implicit feedback (no ratings): "
+            f"use an implicit-feedback model: {fits}")
 
 
 def packages() -> tuple[str, ...]:

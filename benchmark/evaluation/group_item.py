@@ -26,6 +26,14 @@ Weeplaces, ``split=ephemeral``) is ranked by a third protocol, GroupIM's:
   ideal DCG of min(k, |held-out|) hits, GroupIM's definitions, k = 20 and 50, averaged over the groups
   with at least one held-out item left as a candidate. The sampled and the single-positive full
   protocols are skipped there, with the reason in the log.
+
+Where the group test cases carry the group's rating (CAMRa2011: ``GroupFold.test.rating``, kept by
+every split of it), a fourth evaluator measures **group-level rating prediction**
+(``group_rating_<aggregation>_rmse`` / ``_mae``): each case's members' predicted ratings (the model's
+clipped predictions) aggregated by each strategy, against the held-out group rating; cases rated 0 (the
+files' "no interaction") are left out; ``group_rating_n_cases`` counts the rest. Only user-level models
+that predict ratings are measured: a group scorer's scores and an implicit-feedback model's
+(``meta.feedback: implicit``) are preferences, not ratings.
 """
 
 from __future__ import annotations
@@ -35,11 +43,12 @@ import logging
 import numpy as np
 import pandas as pd
 
+from benchmark.core import models_meta
 from benchmark.core.errors import require
 from benchmark.evaluation.base import EvalContext, EvalResult, evaluator, setting
 from benchmark.evaluation.groups import aggregations_of
 from benchmark.evaluation.metrics import hit_rate_ndcg, ranking_key, single_positive_ranks, top_k_positions
-from benchmark.evaluation.scoring import DIRECT, group_scores_of
+from benchmark.evaluation.scoring import DIRECT, MemberAggregation, group_scores_of
 from benchmark.protocol import ranking
 from benchmark.protocol.candidates import unique_members
 from benchmark.protocol.group_split import member_item_codes, pair_codes, positives, visible_user_items
@@ -304,3 +313,31 @@ def group_validation(fold, members: pd.DataFrame, seed: int) -> GroupValidation 
         return float(values.mean()) if len(values) else 0.0
 
     return GroupValidation(f"group_recall_at_{k}", heldout_score, len(chunk_groups))
+
+
+@evaluator("group_rating", group_item=True)
+def group_rating(ctx: EvalContext) -> EvalResult:
+    """RMSE and MAE of the members' aggregated predicted ratings against each group test case's rating
+    (module docstring); nothing where the test cases have no rating (implicit data, Weeplaces)."""
+    fold = ctx.group_fold
+    if fold.heldout or "rating" not in fold.test:
+        return EvalResult()
+    strategies = group_scores_of(ctx.scorer, aggregations_of(ctx.config))
+    if not isinstance(strategies, MemberAggregation) or models_meta.model_meta(ctx.model.name).feedback == "implicit":
+        log.info("group_rating: skipped: %s scores groups by preferences, not ratings", ctx.model.name)
+        return EvalResult()
+    test = fold.test[fold.test["rating"] > 0]
+    if test.empty:
+        return EvalResult()
+    groups, items = test["group"].to_numpy(np.int64), test["item"].to_numpy(np.int64)
+    codes = pair_codes(groups, items, fold.n_items)
+    distinct = np.unique(codes)  # sorted by group, then item: what ``pairs`` expects
+    pairs = pd.DataFrame({"group": distinct // fold.n_items, "item": distinct % fold.n_items})
+    where = np.searchsorted(distinct, codes)
+    truth = test["rating"].to_numpy(float)
+    metrics: dict[str, float] = {"group_rating_n_cases": float(len(test))}
+    for name, (rating, _) in strategies.pairs(_members(ctx, np.unique(groups)), pairs).items():
+        error = rating[where] - truth
+        metrics[f"group_rating_{name}_rmse"] = float(np.sqrt(np.mean(error ** 2)))
+        metrics[f"group_rating_{name}_mae"] = float(np.mean(np.abs(error)))
+    return EvalResult(metrics)

@@ -51,7 +51,8 @@ class GroupFold:
 
     train:          ``group, item[, rating]`` the group train part (validation rows included: what a
                     model without model selection fits on); ``fit`` = train minus the validation rows.
-    test:           ``group, item``, one row per case (the held-out positive); ``negatives`` row k =
+    test:           ``group, item[, rating]``, one row per case (the held-out positive; ``rating``: its group
+                    rating where the dataset has them, CAMRa2011); ``negatives`` row k =
                     case k's sampled negatives, int64 (n_cases, 100).
     val, val_negatives: one held-out training positive per group with >= 2, and its negatives.
     n_items:        the group-item catalogue (items 0..n_items-1) candidates come from.
@@ -177,7 +178,7 @@ def _fold(data: GroupItemData, train: pd.DataFrame, test: pd.DataFrame, negative
     mask = carve_validation(train, seed)
     val = train[mask].reset_index(drop=True)
     known = np.unique(np.concatenate([pair_codes(*positives(f)[["group", "item"]].to_numpy().T, n_items)
-                                      for f in (train, test)]))
+                                      for f in (train, test[["group", "item"]])]))  # every test case is a positive
     val_negatives = sample_negatives(val["group"].to_numpy(), known, n_items,
                                      np.random.default_rng([int(seed), VAL_STREAM]))
     stats = {**stats, "n_test_cases": float(len(test)), "n_test_groups": float(test["group"].nunique()),
@@ -198,7 +199,8 @@ def shipped(ratings: pd.DataFrame, seed: int = 0, dataset: Dataset | None = None
     test = data.group_test[["group", "item"]]
     n_items = int(max(data.n_items, data.group_items or 0))
     stats = {"n_leaked_train_rows": float(leaked_rows(data.group_train, test, n_items).sum())}
-    fold = _fold(data, data.group_train, test, data.group_negatives, seed, "shipped (legacy)", True, stats)
+    fold = _fold(data, data.group_train, _with_rating(test, data.group_test), data.group_negatives, seed,
+                 "shipped (legacy)", True, stats)
     return _user_part(data, dataset, fold)
 
 
@@ -216,9 +218,15 @@ def corrected(ratings: pd.DataFrame, seed: int = 0, dataset: Dataset | None = No
     _check_negatives_fit(known, n_items, dataset)
     negatives = sample_negatives(test["group"].to_numpy(), known, n_items,
                                  np.random.default_rng([int(seed), TEST_STREAM]))
-    fold = _fold(data, train, test, negatives, seed, "corrected", False,
+    fold = _fold(data, train, _with_rating(test, data.group_test), negatives, seed, "corrected", False,
                  {"n_leaked_train_rows": float(leak.sum())})
     return _user_part(data, dataset, fold)
+
+
+def _with_rating(test: pd.DataFrame, source: pd.DataFrame) -> pd.DataFrame:
+    """``test`` (rows of ``source``) with each case's own group rating where ``source`` has one (the
+    group-level rating prediction reads it: benchmark/evaluation/group_item.py, ``group_rating``)."""
+    return test.assign(rating=source.loc[test.index, "rating"].to_numpy(float)) if "rating" in source else test
 
 
 def _check_negatives_fit(known: np.ndarray, n_items: int, dataset: Dataset) -> None:
@@ -260,7 +268,7 @@ def group_loo(ratings: pd.DataFrame, seed: int = 0, dataset: Dataset | None = No
         pool = pool.sort_values("rating", ascending=False, kind="stable")
     pool = pool.drop_duplicates(["group", "item"]).sort_values(["group", "item"], kind="stable").reset_index(drop=True)
     held = leave_one_out(pool, seed)
-    test, train = pool.loc[held, ["group", "item"]].reset_index(drop=True), pool[~held]
+    test, train = pool.loc[held, columns].reset_index(drop=True), pool[~held]  # rating: the pair's kept row's
     known = np.unique(pair_codes(*positives(pool)[["group", "item"]].to_numpy().T, n_items))
     _check_negatives_fit(known, n_items, dataset)
     negatives = sample_negatives(test["group"].to_numpy(), known, n_items,

@@ -22,6 +22,7 @@ import benchmark.evaluation.authors  # registers eval.protocol=authors (authors_
 import benchmark.evaluation.full_ranking  # registers the full-catalogue top-N evaluator (full_* metrics)
 import benchmark.evaluation.group_item  # registers the group-item evaluators (group_sampled_*, group_full_*)
 import benchmark.evaluation.groups  # registers the group-level and cold-start evaluators; validates eval.group
+from benchmark.core import models_meta
 from benchmark.core.config import CONF, RESULT_KEYS, build_model, config_hash, instantiate, run_name
 from benchmark.core.errors import ConfigError, require
 from benchmark.core.schema import check_threshold, validate_config
@@ -140,6 +141,14 @@ def authors_defaults(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
+def feedback_error(cfg: DictConfig) -> str | None:
+    """The one-line refusal of a model that learns from rating values (``meta.feedback: explicit``) on a
+    dataset of implicit feedback (``dataset.feedback: implicit``), else None. A single job fails with it
+    (exit 2) before any data work; a sweep skips such jobs with a note (benchmark/sweeps/sweep.py)."""
+    implicit = OmegaConf.select(cfg, "dataset.feedback", default="explicit") == "implicit"
+    return models_meta.feedback_error(str(cfg.model.name), str(cfg.dataset.name), implicit)
+
+
 def artifact_format(cfg: DictConfig) -> str:
     return OmegaConf.select(cfg, "artifacts.format", default="parquet")
 
@@ -200,12 +209,19 @@ def _body(cfg: DictConfig, tracker: Tracker, logger, stage: Stages, models: list
         validate(fold_cfg)
     saved_models.policy(cfg.get("artifacts"))
     build_model(cfg.model, seed=cfg.seed)  # validates the model's config before any data work
+    refused = feedback_error(cfg)  # a rating model on implicit data: refused before any data work
+    if refused:
+        raise ConfigError(refused)
     protocol = ProtocolCache(cfg)
 
     with stage("load"):  # loading, split and grouping come from the protocol cache when they can
         dataset = protocol.dataset(lambda: instantiate(cfg.dataset.loader, root=cfg.data.root,
                                                        download=cfg.data.download, verify=cfg.data.verify))
     log.info("%s", dataset.summary())
+    if dataset.group_item is not None:  # the loaded data decides too (a dataset conf without ``feedback``)
+        refused = models_meta.feedback_error(str(cfg.model.name), str(cfg.dataset.name), dataset.group_item.implicit)
+        if refused:
+            raise ConfigError(refused)
     if claim is not None:
         claims.claim(tracker, logger, base_tags["config_hash"], dataset.sha256, include_finished=claim)
     logger.set_tags({"dataset_sha256": dataset.sha256})

@@ -48,7 +48,7 @@ from benchmark.core import console
 from benchmark.core.config import build_model, run_name
 from benchmark.core.errors import ConfigError, GroupbenchError, TrackingError, one_line
 from benchmark.run import summary
-from benchmark.run.job import build_tracker, run, validate
+from benchmark.run.job import build_tracker, feedback_error, run, validate
 from benchmark.run.preflight import group_error, record_failure
 from benchmark.sweeps.plan import Composer, Job, plan
 from benchmark.sweeps.tune import run_tuned, tuning
@@ -160,6 +160,7 @@ class SweeperBase(Sweeper):
         composer = Composer(self._compose, parser, self.hydra_context.config_loader)
         jobs = plan(self.grids or {"command line": {}}, arguments, parser, composer)
         configs = [composer(job.overrides) for job in jobs]  # cached: no second full compose
+        jobs, configs, not_applicable = not_applicable_jobs(jobs, configs)
         models_checked: set[str] = set()
         for cfg in configs:  # a bad value (eval.k=abc, seed=true, model.params.k=0) fails here, before anything runs
             validate(cfg)
@@ -168,7 +169,8 @@ class SweeperBase(Sweeper):
                 build_model(cfg.model, seed=cfg.seed)
                 models_checked.add(model)
         if self.dry_run:  # the plan on stdout, one job a line; nothing is run or logged
-            print(f"sweep {self.name}: {len(jobs)} jobs")
+            print(f"sweep {self.name}: {len(jobs)} jobs" + (f" ({not_applicable} not applicable, left out)"
+                                                          if not_applicable else ""))
             for job in jobs:
                 print(f"{job.config_hash} {job.name} {' '.join(job.overrides)}")
             return []
@@ -203,7 +205,7 @@ class SweeperBase(Sweeper):
                                "launcher_workers": self.config.hydra.launcher.get(
                                    "n_jobs", self.config.hydra.launcher.get("array_parallelism", 1)),
                                "resume": self.config.get("resume", True)})
-            parent.log_metrics({"n_jobs": len(jobs), "n_skipped": len(skipped)})
+            parent.log_metrics({"n_jobs": len(jobs), "n_skipped": len(skipped), "n_not_applicable": not_applicable})
             common = {"name": self.name, "parent_run_id": parent.run_id, "total": len(todo),
                       "tracking_uri": tracker.uri}
             size = self.max_batch_size or max(len(todo), 1)
@@ -217,7 +219,7 @@ class SweeperBase(Sweeper):
             parent.log_metrics({"n_finished": counts["FINISHED"], "n_failed": counts["FAILED"],
                                 "wall_seconds": wall})
             failures = [o for o in outcomes if o.status == "FAILED"]
-            report(self.name, outcomes, wall)
+            report(self.name, outcomes, wall, not_applicable)
             console.result(*summary.next_steps(tracker.uri, tracker.experiment_name, tracker.experiment_id))
             if failures:
                 raise SweepFailed(f"{len(failures)} of {len(jobs)} jobs failed: "
@@ -240,6 +242,24 @@ class SweeperBase(Sweeper):
         return outcomes
 
 
+def not_applicable_jobs(jobs: list[Job], configs: list[DictConfig]) -> tuple[list[Job], list[DictConfig], int]:
+    """(jobs, configs) without the jobs a model cannot run (a rating model, ``meta.feedback: explicit``, on
+    a dataset of implicit feedback: benchmark.run.job.feedback_error), and their count. One log line per
+    (model, dataset) left out; the sweep's summary counts them as "not applicable"."""
+    kept, noted, dropped = [], set(), 0
+    for job, cfg in zip(jobs, configs):
+        reason = feedback_error(cfg)
+        if reason is None:
+            kept.append((job, cfg))
+            continue
+        dropped += 1
+        pair = (str(cfg.model.name), str(cfg.dataset.name))
+        if pair not in noted:
+            noted.add(pair)
+            log.info("not applicable, skipped: %s/%s (%s)", *pair, reason)
+    return [job for job, _ in kept], [cfg for _, cfg in kept], dropped
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -255,13 +275,15 @@ def _redeliver_interrupt(unraisable) -> None:
     sys.__unraisablehook__(unraisable)
 
 
-def report(name: str, outcomes: list[Outcome], wall: float) -> None:
-    """The end-of-sweep summary: counts and time split (a result: stdout), and one line per failure (stderr)."""
+def report(name: str, outcomes: list[Outcome], wall: float, not_applicable: int = 0) -> None:
+    """The end-of-sweep summary: counts and time split (a result: stdout), and one line per failure (stderr).
+    ``not_applicable``: jobs left out before the sweep (a rating model on implicit data), not among the jobs."""
     count = {s: sum(o.status == s for o in outcomes) for s in ("FINISHED", "FAILED", "SKIPPED")}
     ran = [o for o in outcomes if o.status != "SKIPPED"]
     compute = sum(o.fit_seconds + o.predict_seconds for o in ran)
+    left_out = f", {not_applicable} not applicable (rating models on implicit data)" if not_applicable else ""
     console.result(f"sweep {name}: {len(outcomes)} jobs: {count['FINISHED']} finished, {count['FAILED']} failed, "
-                   f"{count['SKIPPED']} skipped in {wall:.1f} s (job time {sum(o.seconds for o in ran):.1f} s, "
+                   f"{count['SKIPPED']} skipped{left_out} in {wall:.1f} s (job time {sum(o.seconds for o in ran):.1f} s, "
                    f"of which fit+predict {compute:.1f} s)")
     for outcome in outcomes:
         if outcome.status == "FAILED":
