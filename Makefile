@@ -23,7 +23,7 @@ test: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(ARGS)
 
-# The fast tier: the tests marked `slow` (pyproject.toml) left out, on 2 workers (pytest-xdist); 88 s on the idle 2-core machine (README, Tests).
+# The fast tier: the tests marked `slow` (pyproject.toml) left out, on 2 workers (pytest-xdist); 105 s on the idle 2-core machine (README, Tests).
 test-fast: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -m "not slow" -n 2 $(ARGS)
