@@ -36,7 +36,15 @@ from benchmark.core.errors import TrainingError
 from benchmark.core.schema import INT_POS, NONNEG, Rule, Settings, setting
 from models.base import FitContext, Recommender
 from models.samplers import PairwiseSampler
-from models.trainer import Prepared, Trainer, TrainerConfig, ValidationLoss, ValidationScore, history_frame
+from models.trainer import (
+    Prepared,
+    Trainer,
+    TrainerConfig,
+    ValidationLoss,
+    ValidationScore,
+    fit_diagnostics,
+    history_frame,
+)
 
 
 class BPRNetwork(nn.Module):
@@ -181,10 +189,8 @@ class BPRMF(Recommender):
         return self.clip_rating(self.raw_scores(pairs))
 
     def diagnostics(self) -> dict[str, float]:
-        return {"epochs_trained": float(len(self.history)), "best_epoch": float(self.best_epoch),
-                "best_val_sampled_auc": float(max(h["val_sampled_auc"] for h in self.history)),
-                "seconds_per_epoch": float(np.mean([h["epoch_seconds"] for h in self.history])),
-                **({"refit_epochs": float(len(self.refit_history))} if self.refit_history else {})}
+        # best_val_sampled_auc only where there was an early-stopping phase (not under trainer.fixed_epochs)
+        return fit_diagnostics(self.history, self.refit_history, self.best_epoch, best=("val_sampled_auc", max))
 
     def artifacts(self) -> dict[str, Any]:
         return {"training_history": history_frame(self.history, self.refit_history)}

@@ -49,7 +49,7 @@ from benchmark.core.schema import INT_POS, Rule, Settings, setting
 from benchmark.protocol.group_split import positives
 from models.base import FitContext, Recommender
 from models.samplers import Interleaved, PairwiseSampler
-from models.trainer import Prepared, Trainer, TrainerConfig, ValidationScore, history_frame
+from models.trainer import Prepared, Trainer, TrainerConfig, ValidationScore, fit_diagnostics, history_frame
 
 PREDICTORS = ("dot", "mlp")
 SCHEDULES = Interleaved.SCHEDULES
@@ -354,12 +354,9 @@ class ConsRec(Recommender):
     # ------------------------------------------------------------------ reporting
 
     def diagnostics(self) -> dict[str, float]:
-        epochs = self.history or self.refit_history
-        return {"epochs_trained": float(len(self.history)), "best_epoch": float(self.best_epoch),
+        return {**fit_diagnostics(self.history, self.refit_history, self.best_epoch),
                 **({"best_val_score": float(max(h[k] for h in self.history for k in h if k.startswith("val_")))}
-                   if self.history else {}),
-                "seconds_per_epoch": float(np.mean([h["epoch_seconds"] for h in epochs])) if epochs else 0.0,
-                **({"refit_epochs": float(len(self.refit_history))} if self.refit_history else {})}
+                   if self.history else {})}
 
     def artifacts(self) -> dict[str, Any]:
         return {"training_history": history_frame(self.history, self.refit_history)}

@@ -282,6 +282,18 @@ def history_frame(history: Sequence[Mapping[str, Any]], refit_history: Sequence[
     return pd.DataFrame(rows)
 
 
+def fit_diagnostics(history: Sequence[Mapping[str, Any]], refit_history: Sequence[Mapping[str, Any]], best_epoch: int,
+                    best: tuple[str, Callable] | None = None, per_epoch: Callable = np.mean) -> dict[str, float]:
+    """A trainer model's common diagnostics: epochs of each phase, the best epoch, ``per_epoch`` of the
+    epoch seconds (the early-stopping phase's, or the refit's under ``trainer.fixed_epochs``) and, where
+    there was an early-stopping phase, ``best = (column, max|min)`` of its history as ``best_<column>``."""
+    epochs = history or refit_history
+    return {"epochs_trained": float(len(history)), "best_epoch": float(best_epoch),
+            **({f"best_{best[0]}": float(best[1](h[best[0]] for h in history))} if best and history else {}),
+            "seconds_per_epoch": float(per_epoch([h["epoch_seconds"] for h in epochs])) if epochs else 0.0,
+            **({"refit_epochs": float(len(refit_history))} if refit_history else {})}
+
+
 def epoch_means(sums: dict[str, list]) -> dict[str, float]:
     """{name: mean per example} of one epoch from {stream: [names, summed values, examples]}. One stream
     (every model today): its sums divided on the device and read at once, the epoch's one host sync; a
