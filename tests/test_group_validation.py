@@ -77,12 +77,3 @@ def test_no_validation_cases_gives_none():
     empty = GroupFold(train=fold.train, fit=fold.train, test=fold.test, negatives=fold.negatives, val=fold.val.iloc[:0],
                       val_negatives=fold.val_negatives[:0], n_items=fold.n_items, label="x", legacy=False)
     assert group_validation(empty, members, seed=0) is None
-
-
-def test_tuning_on_a_group_item_dataset_is_refused_in_one_line(make_cfg):
-    from benchmark.core.errors import ConfigError
-    from benchmark.run.job import validate
-    with pytest.raises(ConfigError, match=r"^tune.enabled=true on dataset=camra2011: .*not built yet"):
-        validate(make_cfg("dataset=camra2011", "model=popularity_group", "tune.enabled=true"))
-    validate(make_cfg("dataset=camra2011", "model=popularity_group"))       # untuned: fine
-    validate(make_cfg("dataset=itmrec", "model=svd", "tune.enabled=true"))  # user-level data: fine

@@ -113,6 +113,22 @@ def check_sweep(parent, jobs, name: str, finished: int, failed: int = 0, skipped
 
 
 @pytest.mark.slow
+def test_only_runs_the_named_grids_and_refuses_an_unknown_one(tmp_path: Path) -> None:
+    """hydra.sweeper.only=groups: +sweep=tuned's group part alone (seed 0, CAMRa2011 and Mafengwo, the rating
+    models left out on Mafengwo); an unknown grid: one line, exit 2."""
+    groups = planned(tmp_path, "+sweep=tuned", "hydra.sweeper.only=groups")
+    assert {name.split("/")[1] for name in groups.values()} == {"camra2011", "mafengwo"}
+    assert {name.split("/")[2] for name in groups.values()} == {"seed0"}
+    assert "agree/camra2011/seed0" in groups.values() and "svd/mafengwo/seed0" not in groups.values()
+    both = planned(tmp_path, "+sweep=tuned", "hydra.sweeper.only=[tuned,groups]")
+    assert set(groups) < set(both) and len(both) == len(groups) + 240
+    done = harness(tmp_path, "+sweep=tuned", "hydra.sweeper.only=nope", "hydra.sweeper.dry_run=true")
+    assert done.returncode == 2
+    assert "error: hydra.sweeper.only=nope: sweep tuned has no grid nope; its grids are tuned, groups" in output(done)
+    assert "Traceback" not in output(done)
+
+
+@pytest.mark.slow
 def test_plan_sizes_narrowing_and_dedupe(tmp_path: Path) -> None:
     """Grid sizes from the sweep files; command-line overrides narrow; paper runs each config once."""
     narrowed = planned(tmp_path, "+sweep=lambda", "dataset=ml100k", "seed=0")

@@ -43,6 +43,7 @@ from benchmark.data.group_item import N_NEGATIVES, GroupItemData
 from benchmark.protocol.split import Split
 
 TEST_STREAM, VAL_STREAM, CARVE_STREAM, LOO_STREAM = 0x7E57, 0x7A1, 0xCA7E, 0x1005
+TUNE_CARVE_STREAM, TUNE_VAL_STREAM = 0x7C47, 0x7CA1  # the tuning fold's second carve (tuning_fold)
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,11 +142,11 @@ def sample_negatives(ids: np.ndarray, known: np.ndarray, n_items: int, rng: np.r
     return out
 
 
-def carve_validation(train: pd.DataFrame, seed: int) -> np.ndarray:
+def carve_validation(train: pd.DataFrame, seed: int, stream: int = CARVE_STREAM) -> np.ndarray:
     """Boolean mask of ``train``'s validation rows: one positive per group with >= 2 positives,
-    drawn with ``seed``."""
+    drawn with ``seed`` (and ``stream``: the tuning fold's second carve draws its own)."""
     pos = positives(train)
-    rng = np.random.default_rng([int(seed), CARVE_STREAM])
+    rng = np.random.default_rng([int(seed), int(stream)])
     key = rng.random(len(pos))
     frame = pd.DataFrame({"group": pos["group"].to_numpy(), "key": key, "row": pos.index.to_numpy()})
     sizes = frame.groupby("group")["row"].transform("size").to_numpy()
@@ -299,3 +300,43 @@ def ephemeral(ratings: pd.DataFrame, seed: int = 0, dataset: Dataset | None = No
                      n_items=int(data.n_items), label="ephemeral (shipped groups)", legacy=False, stats=stats,
                      heldout=True, foldin=foldin)
     return _user_part(data, dataset, fold)
+
+
+def tuning_fold(fold: GroupFold, seed: int) -> GroupFold:
+    """The group fold a tuning trial fits and is scored on (benchmark/sweeps/tune.py): the outer fold's
+    validation cases become its test cases, and its own validation part, what the trial's model
+    early-stops on, is carved again from the outer fitting rows. The outer test part is never read:
+    neither its cases nor its negatives nor its items enter the carve or the negatives' exclusions.
+
+    * sampled (``fold.val_negatives``): train = the outer ``fit`` rows; one positive per group with >= 2
+      held out with ``seed`` (a stream of its own), with 100 negatives drawn from the catalogue minus
+      the group's positives in that training part and in the outer validation cases;
+    * ephemeral groups (``fold.heldout``): the outer validation groups are the test groups; as many
+      training groups as there are validation groups per training group (the outer ratio), drawn with
+      ``seed``, become the validation groups (disjoint from the rest, as the shipped ones are)."""
+    if fold.heldout:
+        groups = np.unique(fold.train["group"].to_numpy(np.int64))
+        share = fold.val["group"].nunique() / max(1, fold.val["group"].nunique() + len(groups))
+        n_val = min(len(groups) - 1, max(1, int(round(share * len(groups)))))
+        require(n_val >= 1, "tuning on ephemeral groups needs at least two training groups")
+        chosen = np.random.default_rng([int(seed), TUNE_CARVE_STREAM]).choice(groups, n_val, replace=False)
+        held = fold.train["group"].isin(chosen).to_numpy()
+        train = fold.train[~held].reset_index(drop=True)
+        return GroupFold(train=train, fit=train, test=fold.val.reset_index(drop=True), negatives=None,
+                         val=fold.train[held].reset_index(drop=True), val_negatives=None, n_items=fold.n_items,
+                         label=f"{fold.label}, tuning fold", legacy=fold.legacy, heldout=True, foldin=fold.foldin,
+                         stats={"n_test_cases": float(len(fold.val)), "n_val_cases": float(held.sum()),
+                                "n_val_groups": float(n_val), "n_items": float(fold.n_items)})
+    require(fold.val_negatives is not None and len(fold.val), "the group fold has no validation cases to tune on")
+    train = fold.fit.reset_index(drop=True)
+    mask = carve_validation(train, seed, TUNE_CARVE_STREAM)
+    val = train[mask].reset_index(drop=True)
+    known = np.unique(np.concatenate([pair_codes(*positives(f)[["group", "item"]].to_numpy().T, fold.n_items)
+                                      for f in (train, fold.val)]))
+    val_negatives = sample_negatives(val["group"].to_numpy(), known, fold.n_items,
+                                     np.random.default_rng([int(seed), TUNE_VAL_STREAM]))
+    return GroupFold(train=train, fit=train[~mask].reset_index(drop=True), test=fold.val.reset_index(drop=True),
+                     negatives=fold.val_negatives, val=val, val_negatives=val_negatives, n_items=fold.n_items,
+                     label=f"{fold.label}, tuning fold", legacy=fold.legacy, foldin=fold.foldin,
+                     stats={"n_test_cases": float(len(fold.val)), "n_val_cases": float(len(val)),
+                            "n_items": float(fold.n_items)})

@@ -82,11 +82,6 @@ def validate(cfg: DictConfig) -> None:
     benchmark.evaluation.authors.protocol_of(cfg.eval)
     check_removed_keys(cfg.get("trainer"))  # every model: a removed key must not pass silently
     check_format(artifact_format(cfg))
-    group_item = OmegaConf.select(cfg, "dataset.split", default=None) is not None  # a group-item dataset's own split
-    if group_item and OmegaConf.select(cfg, "tune.enabled", default=False) is True:
-        raise ConfigError(f"tune.enabled=true on dataset={cfg.dataset.name}: tuning on a group-item dataset's "
-                          f"group validation cases is not built yet (docs/protocol.md, 'Validation on group "
-                          f"splits'); run it untuned (drop tune.enabled) or tune on dataset=ml100k or itmrec")
 
 
 # the user-level choices a group-item dataset replaces by its own (``dataset.split``, ``dataset.grouping``)

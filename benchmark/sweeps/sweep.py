@@ -98,13 +98,14 @@ class SweeperBase(Sweeper):
 
     def __init__(self, name: str | None = None, params: Mapping[str, Any] | None = None,
                  grids: Mapping[str, Mapping[str, Any]] | None = None, max_batch_size: int | None = None,
-                 dry_run: bool = False):
+                 dry_run: bool = False, only: Any = None):
         super().__init__()
         self.name = name or "multirun"
         self.dry_run = dry_run
         self.grids = {k: dict(v) for k, v in (grids or {}).items() if v}
         if params:
             self.grids["params"] = dict(params)
+        self.only = None if only is None else ([str(only)] if isinstance(only, str) else [str(n) for n in only])
         self.max_batch_size = max_batch_size
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
@@ -154,8 +155,19 @@ class SweeperBase(Sweeper):
             raise ConfigError(f"sweep {self.name}: job {' '.join(overrides)} does not compose ({message}); "
                               f"fix the sweep file conf/sweep/{self.name}.yaml or the command-line override") from None
 
+    def _only(self) -> None:
+        """``hydra.sweeper.only=groups`` (or ``[a,b]``): keep these grids of the sweep file, refuse an unknown name."""
+        if self.only is None:
+            return
+        unknown = [name for name in self.only if name not in self.grids]
+        if unknown or not self.only:
+            raise ConfigError(f"hydra.sweeper.only={','.join(self.only)}: sweep {self.name} has no grid "
+                              f"{','.join(unknown) or '(none named)'}; its grids are {', '.join(self.grids) or '(none)'}")
+        self.grids = {name: grid for name, grid in self.grids.items() if name in self.only}
+
     def _sweep(self, arguments: list[str]) -> list[Outcome]:
         started = time.perf_counter()
+        self._only()
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         composer = Composer(self._compose, parser, self.hydra_context.config_loader)
         jobs = plan(self.grids or {"command line": {}}, arguments, parser, composer)

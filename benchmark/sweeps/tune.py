@@ -48,8 +48,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from benchmark.core.config import SEARCH_DIR, build_model, config_hash, instantiate, search_space_file
 from benchmark.core.errors import ConfigError, require
 from benchmark.evaluation.base import Scorer
+from benchmark.evaluation.group_item import HELDOUT_VALIDATION_CUTOFF, VALIDATION_CUTOFF, group_validation
+from benchmark.evaluation.groups import aggregations_of
 from benchmark.evaluation.metrics import summarize
+from benchmark.evaluation.scoring import group_scores_of
 from benchmark.protocol.folds import Fold
+from benchmark.protocol.group_split import tuning_fold
+from benchmark.protocol.split import make_splits
 from benchmark.run.job import build_tracker, dataset_defaults, run
 from benchmark.tracking.queries import retry_locked
 from benchmark.tracking.tracker import RunLogger
@@ -104,11 +109,18 @@ def apply(cfg: DictConfig, values: dict[str, Any]) -> DictConfig:
 @dataclass
 class TuningData:
     """What every trial reads: ``fold`` is the trial fold (train = the fitting rows, test = the
-    validation rows of the split's fold at ``tune.val_size``), ``groups`` fit on its training part."""
+    validation rows of the split's fold at ``tune.val_size``), ``groups`` fit on its training part.
+
+    On a group split (``fold.group``: CAMRa2011, Mafengwo, MafengwoS, Weeplaces) the trial fold's group
+    stream is :func:`benchmark.protocol.group_split.tuning_fold` (the outer validation cases as its test
+    cases, a second carve as its validation part), and ``scoring`` scores a fitted model on the outer
+    validation cases (:class:`models.base.GroupValidation`): the objective of every model there."""
 
     dataset: Any
     fold: Fold
     groups: Any
+    scoring: Any = None           # GroupValidation of the outer validation cases (group splits), else None
+    strategy: str | None = None   # the member aggregation a user-level model is scored by there
 
     @property
     def fit_rows(self) -> pd.DataFrame:
@@ -122,15 +134,23 @@ class TuningData:
 def load(cfg: DictConfig) -> tuple[Any, list]:
     """The job's dataset and its split (a list of folds, one for a hold-out), made as the runner makes them."""
     dataset = instantiate(cfg.dataset.loader, root=cfg.data.root, download=cfg.data.download, verify=cfg.data.verify)
-    return dataset, instantiate(cfg.split)(dataset.ratings, seed=cfg.seed)
+    return dataset, make_splits(instantiate(cfg.split), dataset, int(cfg.seed))
 
 
 def tuning_data(cfg: DictConfig, loaded: tuple[Any, list] | None = None, fold_number: int = 0) -> TuningData:
     """The training part of fold ``fold_number`` of the seed's split, split into fitting and validation
-    rows by its fold; its test part is dropped unread (under k-fold, each fold is tuned on its own)."""
+    rows by its fold; its test part is dropped unread (under k-fold, each fold is tuned on its own).
+    On a group split: the user-train rows whole, the group stream's tuning fold (``TuningData``)."""
 
     dataset, splits = loaded if loaded is not None else load(cfg)
     split = splits[fold_number]
+    if split.group is not None:
+        inner = tuning_fold(split.group, int(cfg.seed))
+        trial_fold = Fold(split.train, None, seed=int(cfg.seed), number=split.fold, group=inner)
+        groups = instantiate(cfg.grouping)(dataset, trial_fold.train, seed=cfg.seed)
+        scoring = group_validation(split.group, groups.members, int(cfg.seed))
+        require(scoring is not None, f"dataset {cfg.dataset.name}: the split has no group validation cases to tune on")
+        return TuningData(dataset, trial_fold, groups, scoring, aggregations_of(cfg.eval)[0])
     fold = Fold.from_split(split, seed=int(cfg.seed))
     require(not fold.validation(float(cfg.tune.val_size)).empty,
             f"tune.val_size={cfg.tune.val_size} leaves no validation rows")
@@ -140,10 +160,24 @@ def tuning_data(cfg: DictConfig, loaded: tuple[Any, list] | None = None, fold_nu
 
 
 def score_trial(cfg: DictConfig, data: TuningData) -> dict[str, float]:
-    """Fit on the fitting rows, predict the validation rows, and score them like test (metrics.summarize)."""
+    """Fit on the fitting rows, predict the validation rows, and score them like test (metrics.summarize).
+    On a group split: fit on the tuning fold (early stopping on its own validation part) and score the
+    outer validation cases with the model's group scores (its own, or its members' aggregated by
+    ``data.strategy``), ranked as the test cases are."""
 
     model = build_model(cfg.model, seed=cfg.seed)
-    model.fit(data.fit_rows, FitContext(dataset=data.dataset, groups=data.groups, seed=cfg.seed, fold=data.fold))
+    context = FitContext(dataset=data.dataset, groups=data.groups, seed=cfg.seed, fold=data.fold)
+    if data.scoring is not None:
+        context.group_validation = group_validation(data.fold.group, data.groups.members, int(cfg.seed))
+        model.fit(data.fit_rows, context)
+        scores = group_scores_of(Scorer(model), [data.strategy])
+        strategy = scores.strategies[0]
+
+        def score_fn(members, pairs):
+            return scores.pairs(members, pairs)[strategy][1]
+
+        return {f"val_{data.scoring.name}": data.scoring.score(score_fn)}
+    model.fit(data.fit_rows, context)
     rating, score = Scorer(model).scored(data.val_rows, what="validation pairs")
     frame = data.val_rows[["user", "item", "rating"]].assign(prediction=rating)
     if score is not rating:  # a clipping model is ranked by its score before the clip, as in the test
@@ -151,8 +185,14 @@ def score_trial(cfg: DictConfig, data: TuningData) -> dict[str, float]:
     return summarize(frame, int(cfg.eval.k), float(cfg.eval.threshold), prefix="val_", seed=int(cfg.seed))
 
 
-def objective(cfg: DictConfig) -> tuple[str, str]:
-    """(metric name, optuna direction) of ``tune.metric``."""
+def objective(cfg: DictConfig, loaded: tuple[Any, list] | None = None) -> tuple[str, str]:
+    """(metric name, optuna direction) of ``tune.metric``; on a group split (``loaded``'s split has a
+    group stream), the group validation score whatever ``tune.metric`` says: ``val_group_ndcg_at_10``
+    (sampled cases) or ``val_group_recall_at_20`` (ephemeral groups), maximised."""
+    if loaded is not None and loaded[1][0].group is not None:
+        name = f"group_recall_at_{HELDOUT_VALIDATION_CUTOFF}" if loaded[1][0].group.heldout \
+            else f"group_ndcg_at_{VALIDATION_CUTOFF}"
+        return f"val_{name}", "maximize"
     k = int(cfg.eval.k)
     names = [m.format(k=k) for m in METRICS]
     metric = str(cfg.tune.metric).format(k=k)
@@ -264,9 +304,9 @@ def run_study(cfg: DictConfig, tracker, parent_run_id: str | None = None,
     require(space, f"model {cfg.model.name} has no search space (conf/search/{cfg.model.name}.yaml)")
     trials = int(cfg.tune.trials)
     require(trials >= 1, f"tune.trials={cfg.tune.trials} must be >= 1")
-    metric, direction = objective(cfg)
-    dists = distributions(space)
     loaded = loaded if loaded is not None else load(cfg)
+    metric, direction = objective(cfg, loaded)
+    dists = distributions(space)
     per_fold = len(loaded[1]) > 1  # k-fold: one study per fold
     key = study_key(cfg, space, loaded[0].sha256, fold_number if per_fold else None)
     name = f"study:{cfg.model.name}/{cfg.dataset.name}/seed{cfg.seed}" + (f"/fold{fold_number}" if per_fold else "")
@@ -363,9 +403,9 @@ def run_tuned(cfg: DictConfig, tracker=None, parent_run_id: str | None = None, t
         return run(cfg, tracker, parent_run_id, {**tags, "groupbench.grid_hash": grid_hash, "tuned.trials": "0"})
     loaded = load(cfg)
     study_tags = {k: v for k, v in tags.items() if not k.startswith("varies.")}
-    metric = objective(cfg)[0]
+    metric = objective(cfg, loaded)[0]
     final_tags = {**tags, "groupbench.grid_hash": grid_hash, "tuned.trials": str(cfg.tune.trials),
-                  "tuned.metric": str(cfg.tune.metric)}
+                  "tuned.metric": metric}  # what the study maximised or minimised (the group score on group splits)
     if len(loaded[1]) == 1:  # a hold-out: one study, its choice refit and tested
         study = run_study(cfg, tracker, parent_run_id, study_tags, loaded)
         final_tags.update({"tuned.study_run_id": study.run_id, "tuned.chosen": json.dumps(study.chosen, sort_keys=True),
