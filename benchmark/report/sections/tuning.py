@@ -58,6 +58,15 @@ def section(ctx: Context) -> list[str]:
           f"the whole training part and evaluated once on test. The test part plays no role in any choice. Models "
           f"without hyperparameters ran once. The tables above are final runs only (trial runs, tag "
           f"`groupbench.role=trial`, are never results).", ""]
+    runs = ctx.col.runs
+    if "group_split" in runs and runs["group_split"].fillna("").astype(bool).any():
+        md += [" ".join([
+            "On a group-item dataset (a run with a group split) the trials are the group stream's instead: a trial",
+            "fits on the group training part minus its validation cases and early-stops on a second carve of it;",
+            "it is scored on the validation cases (one held-out training positive per group against its sampled",
+            "negatives), NDCG@10 of the model's group scores (`val_group_ndcg_at_10`; a user-level model's members",
+            "aggregated by the mean), whatever `tune.metric` says; the final run refits on the whole training part",
+            "and is tested once (docs/protocol.md, \"Tuning on group splits\")."]), ""]
     timing = tuning_table(ctx.uri, experiment.experiment_id) if experiment else pd.DataFrame()
     if not timing.empty:
         ctx.csv(timing, "tuning_times.csv")
