@@ -112,6 +112,17 @@ def adam(params, device: torch.device, lr: float, weight_decay: float) -> torch.
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
+def rmsprop(params, device: torch.device, lr: float, weight_decay: float) -> torch.optim.RMSprop:
+    """torch's RMSprop at its defaults (alpha 0.99, eps 1e-8): the optimizer of AGREE's and ConsRec's reference
+    code, for their reproductions (``trainer.optimizer=rmsprop``)."""
+    return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay)
+
+
+OPTIMIZERS = {"adam": adam, "rmsprop": rmsprop}
+# trainer.optimizer_reset: when a new optimizer (fresh state) replaces the old one
+RESETS = ("never", "epoch", "stream")
+
+
 class Optimizers:
     """Adam over the network's parameters; with ``sparse``, every ``nn.Embedding`` computes sparse
     gradients (its ``sparse`` flag: the network's definition is unchanged) and ``torch.optim.SparseAdam``
@@ -123,7 +134,8 @@ class Optimizers:
     training differs from Adam's; it is off by default, and it cannot apply weight decay.
     """
 
-    def __init__(self, net: nn.Module, device: torch.device, lr: float, weight_decay: float, sparse: bool):
+    def __init__(self, net: nn.Module, device: torch.device, lr: float, weight_decay: float, sparse: bool,
+                 kind: str = "adam"):
         self.tables = [module for module in net.modules() if isinstance(module, nn.Embedding)] if sparse else []
         require(not (self.tables and weight_decay > 0),
                 f"trainer.sparse_embeddings=true cannot apply trainer.weight_decay={weight_decay} to the embedding "
@@ -133,8 +145,17 @@ class Optimizers:
             table.sparse = True
         sparse_params = {id(table.weight) for table in self.tables}
         dense = [param for param in net.parameters() if id(param) not in sparse_params]
-        self.all = ([torch.optim.SparseAdam([table.weight for table in self.tables], lr=lr)] if self.tables else []) \
-            + ([adam(dense, device, lr, weight_decay)] if dense else [])
+        require(kind in OPTIMIZERS, f"trainer.optimizer={kind!r} is unknown; use one of {sorted(OPTIMIZERS)}")
+        require(not (self.tables and kind != "adam"), f"trainer.sparse_embeddings=true needs trainer.optimizer=adam "
+                                                      f"(SparseAdam), not {kind}")
+        self.build = lambda: ([torch.optim.SparseAdam([table.weight for table in self.tables], lr=lr)]
+                              if self.tables else []) + ([OPTIMIZERS[kind](dense, device, lr, weight_decay)] if dense else [])
+        self.all = self.build()
+
+    def reset(self) -> None:
+        """New optimizers over the same parameters: their state (moments, running averages) starts again
+        (``trainer.optimizer_reset``: the reference codes of AGREE and ConsRec build one every epoch or phase)."""
+        self.all = self.build()
 
     def zero_grad(self) -> None:
         for optimizer in self.all:
@@ -150,9 +171,16 @@ class Optimizers:
             table.sparse = sparse
 
 
+OPTIONAL = ("fixed_epochs", "optimizer", "optimizer_reset")  # keys a trainer mapping may leave out (defaults)
+
+
 @dataclass(frozen=True)
 class TrainerConfig:
-    """``conf/trainer/default.yaml``, validated: every torch model reads it as ``model.trainer``."""
+    """``conf/trainer/default.yaml``, validated: every torch model reads it as ``model.trainer``.
+    ``optimizer`` (adam | rmsprop) and ``optimizer_reset`` (never | epoch | stream: a new optimizer at every
+    epoch, or whenever the batches' stream changes, e.g. the group phase then the user phase of
+    ``Interleaved(schedule="sequential")``) exist for the reproductions of reference code that builds a new
+    RMSprop every epoch or phase; the harness's protocol keeps one Adam for the whole fit."""
 
     lr: float = 0.005
     weight_decay: float = 0.0
@@ -165,6 +193,8 @@ class TrainerConfig:
     sparse_embeddings: bool = False
     refit: bool = True
     fixed_epochs: int | None = None
+    optimizer: str = "adam"
+    optimizer_reset: str = "never"
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None, model: str = "model") -> "TrainerConfig":
@@ -173,7 +203,7 @@ class TrainerConfig:
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(values) - set(names))
         require(not unknown, f"trainer has unknown keys {unknown}; use {names}")
-        missing = [name for name in names if name not in values and name != "fixed_epochs"]  # optional: null
+        missing = [name for name in names if name not in values and name not in OPTIONAL]  # optional: their defaults
         require(not missing, f"model.trainer lacks {missing}; keep `trainer: ${{trainer}}` in conf/model/{model}.yaml")
         number = lambda key: isinstance(values[key], (int, float)) and not isinstance(values[key], bool)  # noqa: E731
         integer = lambda key: isinstance(values[key], int) and not isinstance(values[key], bool)  # noqa: E731
@@ -195,7 +225,13 @@ class TrainerConfig:
                 f"embedding tables (torch's SparseAdam has none); set trainer.weight_decay=0 or "
                 f"trainer.sparse_embeddings=false")
         require(values["device"] in DEVICES, f"trainer.device={values['device']!r} is unknown; use one of {sorted(DEVICES)}")
-        return cls(lr=float(values["lr"]), weight_decay=float(values["weight_decay"]),
+        kind, reset = values.get("optimizer", "adam"), values.get("optimizer_reset", "never")
+        require(kind in OPTIMIZERS, f"trainer.optimizer={kind!r} is unknown; use one of {sorted(OPTIMIZERS)}")
+        require(reset in RESETS, f"trainer.optimizer_reset={reset!r} is unknown; use one of {list(RESETS)}")
+        require(not (values["sparse_embeddings"] and kind != "adam"),
+                f"trainer.sparse_embeddings=true needs trainer.optimizer=adam (SparseAdam), not {kind}")
+        return cls(optimizer=str(kind), optimizer_reset=str(reset),
+                   lr=float(values["lr"]), weight_decay=float(values["weight_decay"]),
                    batch_size=int(values["batch_size"]), max_epochs=int(values["max_epochs"]),
                    patience=int(values["patience"]), val_size=float(values["val_size"]), device=str(values["device"]),
                    progress=values["progress"], sparse_embeddings=values["sparse_embeddings"],
@@ -393,7 +429,7 @@ class Trainer:
                      self.name, n, self.config.batch_size, batch, self.config.lr, lr, self.MIN_STEPS)
         context.log_metrics({"used_batch_size": float(batch), "used_lr": lr}, None)
         self.used = {"batch_size": batch, "lr": lr}
-        optimizer = Optimizers(net, self.device, lr, self.config.weight_decay, self.config.sparse_embeddings)
+        optimizer = self.optimizers(net, lr)
         generator = torch.Generator().manual_seed(self.seed)  # the epochs' shuffles and negative draws
         monitor, sign = f"val_{validation.monitor}", -1.0 if validation.maximise else 1.0
         best, best_state, best_epoch, waited = math.inf, None, 0, 0
@@ -433,7 +469,7 @@ class Trainer:
         weights (the fitted model)."""
         torch.set_num_threads(1)
         epochs, batch, lr = selected.best_epoch, selected.batch_size, selected.lr
-        optimizer = Optimizers(net, self.device, lr, self.config.weight_decay, self.config.sparse_embeddings)
+        optimizer = self.optimizers(net, lr)
         generator = torch.Generator().manual_seed(self.seed)
         history: list[dict[str, float]] = []
         bar = tqdm(range(1, epochs + 1), desc=f"{self.name} {context.dataset.name} refit", unit="epoch",
@@ -475,12 +511,22 @@ class Trainer:
         whole = setup(train, None)
         return self.refit(whole.net, loss, whole.sampler, selected, context)
 
+    def optimizers(self, net: nn.Module, lr: float) -> Optimizers:
+        return Optimizers(net, self.device, lr, self.config.weight_decay, self.config.sparse_embeddings,
+                          self.config.optimizer)
+
     def _epoch(self, net: nn.Module, loss: LossFunction, sampler: Sampler, batch: int, generator: torch.Generator,
                optimizer: Optimizers) -> dict[str, float]:
         """One epoch over the sampler's batches: {train_<part>: mean per example, train_loss: ...}."""
         net.train()
         sums: dict[str, list] = {}  # stream -> [names, summed values (device), examples]
+        reset, stream = self.config.optimizer_reset, None
+        if reset == "epoch":
+            optimizer.reset()
         for part in sampler.batches(batch, generator):
+            if reset == "stream" and part.stream != stream:
+                optimizer.reset()
+                stream = part.stream
             total, parts = loss(net, part)
             optimizer.zero_grad()
             total.backward()

@@ -103,7 +103,11 @@ def config_hash(cfg: DictConfig) -> str:
     if isinstance(relevant.get("dataset"), dict):  # what the files hold (implicit or rated): the data sha256 says it
         relevant["dataset"] = {k: v for k, v in relevant["dataset"].items() if k != "feedback"}
     if isinstance(relevant.get("model"), dict) and isinstance(relevant["model"].get("trainer"), dict):
-        relevant["model"]["trainer"].pop("progress", None)  # a progress bar changes no result
+        trainer = relevant["model"]["trainer"]
+        trainer.pop("progress", None)  # a progress bar changes no result
+        for key, default in (("optimizer", "adam"), ("optimizer_reset", "never")):  # the defaults: old hashes hold
+            if trainer.get(key) == default:
+                trainer.pop(key)
     if tunes(cfg):
         relevant["tune"] = resolved.get("tune")
         relevant["search_space"] = search_space_file(str(cfg.model.name))

@@ -115,6 +115,8 @@ RULES: dict[str, Rule] = {
     "trainer.refit": BOOL,
     "trainer.fixed_epochs": Rule(int, low=1, nullable=True, fix="use null (early stopping) or e.g. trainer.fixed_epochs=6"),
     "trainer.device": Rule(str, fix="use auto, cpu or cuda"),
+    "trainer.optimizer": Rule(str, choices=("adam", "rmsprop"), fix="use adam (default) or rmsprop"),
+    "trainer.optimizer_reset": Rule(str, choices=("never", "epoch", "stream"), fix="use never (default), epoch or stream"),
     "split.test_size": Rule(float, low=0, high=1, low_open=True, high_open=True),
     "split.n_folds": Rule(int, low=2),
     "split.cold_users": Rule(float, low=0, high=1, high_open=True),
