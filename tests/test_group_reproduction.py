@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf, open_dict
 
+import benchmark.report.collect as collect_module
 from benchmark.core import reproduction as reproductions
 from benchmark.core.config import config_hash
 from benchmark.core.errors import ConfigError
@@ -118,6 +119,7 @@ def test_ordinary_runs_keep_their_config_hash_and_only_the_reproductions_name_jo
 
 # ---------------------------------------------------------------------------- a run, and the report
 
+@pytest.mark.slow
 def test_a_reproduction_run_is_tagged_and_kept_out_of_the_group_tables(tmp_path, make_cfg, tracking_uri):
     if not camra_present():
         pytest.skip("CAMRa2011 files not present")
@@ -224,3 +226,26 @@ def test_the_table_puts_the_harness_protocol_beside_it_without_other_splits():
     assert hr.loc["difference, reproduced − reported (README)", "text"] == "+0.0200"
     sentence = section.comparison(SPEC, long)  # headline: NDCG@5 sampled, the only NDCG of the first protocol
     assert "reference protocol, AGREE (0.3600) does not beat the best reference, Group popularity (0.4000)" in sentence
+
+
+def test_a_reproduction_cell_and_sweep_do_not_set_the_harness_tables_seeds():
+    """Reproductions run one seed: their cells are not 'missing' the harness sweep's other seeds, and a sweep
+    of reproductions only is not the sweep whose seed count and overrides the report's header follows."""
+    rows = [{"dataset": "camra2011", "signature": "h", "label": "Group popularity", "model": "popularity_group",
+             "seed": seed, "run_id": f"h{seed}", "status": "FINISHED", "error": "", "reproduction": ""}
+            for seed in range(5)]
+    rows += [{"dataset": "camra2011", "signature": "r", "label": "AGREE (reproduction toy)", "model": "agree",
+              "seed": 0, "run_id": "r0", "status": "FINISHED", "error": "", "reproduction": "toy"},
+             {"dataset": "camra2011", "signature": "h2", "label": "AGREE", "model": "agree",
+              "seed": 0, "run_id": "a0", "status": "FINISHED", "error": "", "reproduction": ""}]
+    frame = pd.DataFrame(rows)
+    missing = collect_module._incomplete(frame, frame, frame.iloc[:0], 5, collect_module.is_reproduction(frame))
+    assert set(missing["configuration"]) == {"AGREE"} and len(missing) == 4  # seeds 1-4 of the harness's AGREE only
+
+    class Parent:
+        def __init__(self, grids, overrides=""):
+            self.data = type("Data", (), {"params": {"grids": json.dumps(grids), "overrides": overrides}})()
+
+    assert collect_module.reproduction_sweep(Parent({"a": {"+reproduction": "x,y", "seed": 0},
+                                                     "b": {"+reproduction": "x", "model": "popularity_group"}}))
+    assert not collect_module.reproduction_sweep(Parent({"a": {"model": "agree"}, "b": {"+reproduction": "x"}}))

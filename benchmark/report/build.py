@@ -42,6 +42,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from benchmark.core import console
@@ -109,7 +110,9 @@ def build_report(client, experiment: str, uri: str, out: Path, prov: Provenance,
     show_n = not same_n(main_section.real_rows(main), MAIN_COLUMNS, col.k, col.expected_seeds)
     ctx = Context(client=client, uri=uri, experiment=experiment, col=col, main=main, out=out, prov=prov,
                   trials=tuned_trials(col.runs), show_n=show_n,
-                  header=header.header_lines(client, col.parent_run_id) + commit_lines(col.runs))  # runs' code
+                  header=header.header_lines(client, col.parent_run_id)  # runs' code, reproductions' too
+                  + commit_lines(pd.concat([col.runs, col.reproductions], ignore_index=True)
+                                 if col.reproductions is not None and len(col.reproductions) else col.runs))
     # an experiment of group-item runs only (+sweep=groups) has no user-level metric: no user-level sections
     shown = [s for s in SECTIONS if user_level(col) or s not in USER_LEVEL_SECTIONS]
     parts = {section: section(ctx) for section in shown if section not in LAST}

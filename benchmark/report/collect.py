@@ -195,6 +195,9 @@ def collect(client, experiment: str, uri: str) -> Collected:
                             f"run the sweep first")
     parents = sorted(search_all(client, found.experiment_id, SWEEPS),
                      key=lambda r: r.info.start_time or 0, reverse=True)
+    # a sweep of reproductions only (+sweep=group_reproduction) is not the one whose seeds and overrides the
+    # harness's tables follow (its runs are apart: ``reproductions``); the newest other sweep is
+    parents = [p for p in parents if not reproduction_sweep(p)] or parents
 
     frame, metrics = job_table(jobs)
     reproduced = is_reproduction(frame)
@@ -216,7 +219,7 @@ def collect(client, experiment: str, uri: str) -> Collected:
 
     cell_seeds = kept.groupby(["dataset", "signature"])["seed"].nunique()
     expected, source = _expected_seeds(parents, cell_seeds)
-    incomplete = _incomplete(frame, kept, unfinished, expected)
+    incomplete = _incomplete(frame, kept, unfinished, expected, is_reproduction(frame))
     ks = kept["eval_k"].dropna()
     k = int(ks.mode().iloc[0]) if len(ks) else 10
     reproduced = is_reproduction(kept)
@@ -233,8 +236,23 @@ def is_reproduction(runs: pd.DataFrame) -> pd.Series:
     return runs["reproduction"].fillna("").astype(str) != ""
 
 
-def _incomplete(frame: pd.DataFrame, kept: pd.DataFrame, unfinished: pd.DataFrame, expected: int) -> pd.DataFrame:
-    """One row per (cell, seed) without a FINISHED run: failed or killed runs, and seeds never run."""
+def reproduction_sweep(parent) -> bool:
+    """Whether a sweep parent run's every grid sets ``+reproduction`` (a sweep of reproduction runs only)."""
+    try:
+        grids = json.loads(parent.data.params.get("grids", "null"))
+    except ValueError:
+        return False
+    overrides = str(parent.data.params.get("overrides", ""))
+    return (isinstance(grids, dict) and bool(grids)
+            and all(isinstance(g, dict) and "+reproduction" in g for g in grids.values())) \
+        or "+reproduction=" in overrides and not grids
+
+
+def _incomplete(frame: pd.DataFrame, kept: pd.DataFrame, unfinished: pd.DataFrame, expected: int,
+                reproduced: pd.Series | None = None) -> pd.DataFrame:
+    """One row per (cell, seed) without a FINISHED run: failed or killed runs, and seeds never run (a
+    reproduction's cell, ``reproduced``, expects only the seeds it ran: failed or killed ones are listed)."""
+    reproduced = reproduced if reproduced is not None else pd.Series(False, index=frame.index)
     all_seeds = sorted(frame["seed"].unique())
     cells = frame.drop_duplicates(["dataset", "signature"])[["dataset", "signature", "label", "model"]]
     rows = []
@@ -247,6 +265,8 @@ def _incomplete(frame: pd.DataFrame, kept: pd.DataFrame, unfinished: pd.DataFram
                 rows.append({"dataset": cell.dataset, "configuration": cell.label, "seed": run.seed,
                              "status": run.status, "run_id": run.run_id, "error": run.error})
         listed = done | set(failed["seed"])
+        if reproduced[in_cell].any():
+            continue
         never_run = [seed for seed in all_seeds if seed not in listed][:max(0, expected - len(listed))]
         for seed in never_run:
             rows.append({"dataset": cell.dataset, "configuration": cell.label, "seed": seed,

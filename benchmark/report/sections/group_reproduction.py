@@ -254,8 +254,9 @@ def render(spec: reproductions.Reproduction, repro: pd.DataFrame, harness: pd.Da
     long = table(spec, repro, harness, found)
     md = [f"### {spec.label}: {spec.choice('dataset')}", "",
           f"Reference code {spec.reference}; the reference protocol is `{spec.command}` "
-          f"(`{' '.join(spec.overrides)}`); this harness's: `{spec.harness_command}` "
-          f"({spec.harness_split} split).", "", markdown(wide(long, spec.metrics)), ""]
+          f"(`{' '.join(spec.overrides)}`). This harness's protocol: the {spec.harness_split} split, "
+          f"`{spec.harness_command}` for the reproduction's model settings; each of its rows below is a "
+          f"configuration that ran, with its command.", "", markdown(wide(long, spec.metrics)), ""]
     md += verdict_lines(spec, found)
     line = comparison(spec, long)
     md += [line] if line else []
