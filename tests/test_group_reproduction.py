@@ -224,6 +224,7 @@ def test_the_table_puts_the_harness_protocol_beside_it_without_other_splits():
     assert hr.loc["Group popularity, this harness's protocol", "mean"] == pytest.approx(0.74)
     assert hr.loc["reported: table 3", "text"] == "not retrieved"
     assert hr.loc["difference, reproduced − reported (README)", "text"] == "+0.0200"
+    assert "difference, reproduced − reported (table 3)" not in hr.index  # nothing reported: nothing to subtract
     sentence = section.comparison(SPEC, long)  # headline: NDCG@5 sampled, the only NDCG of the first protocol
     assert "reference protocol, AGREE (0.3600) does not beat the best reference, Group popularity (0.4000)" in sentence
 

@@ -125,6 +125,9 @@ def verdict_lines(spec: reproductions.Reproduction, found: pd.DataFrame) -> list
         elif word == "not run":
             text += f": no finished run of `{spec.command}` in this experiment"
         lines.append(text + ".")
+    if found.empty or not found["n"].any():
+        if not any("**not run**" in line for line in lines):
+            lines.append(f"- Not run here: no finished run of `{spec.command}` in this experiment.")
     if spec.tolerance_note:
         lines.append(f"- The tolerance: {spec.tolerance_note}.")
     return lines
@@ -179,6 +182,8 @@ def table(spec: reproductions.Reproduction, repro: pd.DataFrame, harness: pd.Dat
     mine = reproduced_runs(spec, repro)
     add("model", f"{spec.label} — reproduced", "reference", spec.command, runs=mine)
     for source, part in found[found["checked"]].groupby("source", sort=False):
+        if not np.isfinite(part["difference"].astype(float)).any():
+            continue  # nothing to subtract: no reported figure, or no run
         values = {r.metric: (r.difference, f"{r.difference:+.4f}" if np.isfinite(r.difference) else "—")
                   for r in part.itertuples()}
         add("difference", f"difference, reproduced − reported ({source})", "", "—", values=values, seeds="—")
