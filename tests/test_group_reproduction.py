@@ -28,6 +28,7 @@ from benchmark.report.sections.group_recommendation import METRIC, long_results
 from benchmark.run.job import dataset_defaults, run, validate
 from tests.conftest import CONF
 from tests.test_group_protocol import camra_present
+from tests.test_sweeps import planned
 
 NAMES = sorted(path.stem for path in (CONF / "reproduction").glob("*.yaml"))
 
@@ -250,3 +251,18 @@ def test_a_reproduction_cell_and_sweep_do_not_set_the_harness_tables_seeds():
     assert collect_module.reproduction_sweep(Parent({"a": {"+reproduction": "x,y", "seed": 0},
                                                      "b": {"+reproduction": "x", "model": "popularity_group"}}))
     assert not collect_module.reproduction_sweep(Parent({"a": {"model": "agree"}, "b": {"+reproduction": "x"}}))
+
+
+@pytest.mark.slow
+def test_the_reproduction_sweep_plans_every_reproduction_and_its_references(tmp_path):
+    """The sweeper sweeps over ``+reproduction`` (a config group added on the command line) like any group: one
+    job per reproduction and one per (reproduction, reference), each with the runner's own config hash."""
+    jobs = planned(tmp_path, "+sweep=group_reproduction")
+    expected = {}
+    for name in NAMES:
+        spec = reproductions.of(_compose(f"+reproduction={name}"))
+        expected[config_hash(_compose(f"+reproduction={name}"))] = f"{spec.choice('model')}/{spec.choice('dataset')}/seed0"
+        for reference in spec.references:
+            cfg = _compose(f"+reproduction={name}", f"model={reference}")
+            expected[config_hash(cfg)] = f"{reference}/{spec.choice('dataset')}/seed0"
+    assert jobs == expected
