@@ -28,7 +28,7 @@ test-fast: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -m "not slow" -n 2 $(ARGS)
 
-# The shipped reports (reports/README.md): the three sweeps at this commit, in a store of this commit's own (resumable,
+# The shipped reports (reports/README.md): the sweeps at this commit (groups: +sweep=groups and +sweep=group_reproduction), in a store of this commit's own (resumable,
 # never mixing code versions), then their reports into reports/. Refused before anything runs when tracked code has
 # uncommitted changes: every shipped report names one clean commit.
 COMMIT        := $(shell git rev-parse --short=12 HEAD 2>/dev/null)
@@ -43,6 +43,7 @@ reports: $(VENV)/.installed
 	$(PY) -m benchmark +sweep=tuned $(REPORTS_ARGS) tracking.uri=$(REPORTS_STORE)
 	$(PY) -m benchmark.report --experiment tuned --tracking-uri $(REPORTS_STORE) --out reports/tuned --no-log
 	$(PY) -m benchmark +sweep=groups $(REPORTS_ARGS) tracking.uri=$(REPORTS_STORE)
+	$(PY) -m benchmark +sweep=group_reproduction $(REPORTS_ARGS) tracking.uri=$(REPORTS_STORE)
 	$(PY) -m benchmark.report --experiment groups --tracking-uri $(REPORTS_STORE) --out reports/groups --no-log
 
 # The README's runs-table screenshot (docs/img/mlflow-runs-table.png) in headless Chromium; ARGS: --experiment, --tracking-uri.

@@ -89,7 +89,9 @@ def config_hash(cfg: DictConfig) -> str:
     """sha256 of the resolved result-deciding config: equal hashes mean the same experiment (with the
     data's sha256, the key a sweep resumes and dedupes by). A job that tunes (``tunes``) adds every
     ``tune.*`` key and its model's search space, which decide what it computes; an untuned job's hash
-    is unchanged by them (it reads neither). A model's ``meta`` (names, published numbers) decides nothing."""
+    is unchanged by them (it reads neither). A model's ``meta`` (names, published numbers) decides nothing.
+    A reproduction run (``+reproduction=<name>``) adds the reproduction's name: the same overrides typed by
+    hand are another job (untagged), and an ordinary run's hash is unchanged."""
     resolved = without_meta(to_container(cfg))
     relevant = {key: resolved.get(key) for key in RESULT_KEYS}
     relevant["evaluation_version"] = EVALUATION_VERSION
@@ -108,6 +110,9 @@ def config_hash(cfg: DictConfig) -> str:
         for key, default in (("optimizer", "adam"), ("optimizer_reset", "never")):  # the defaults: old hashes hold
             if trainer.get(key) == default:
                 trainer.pop(key)
+    reproduction = resolved.get("reproduction")
+    if isinstance(reproduction, dict):  # +reproduction=<name>: its own job (benchmark/core/reproduction.py); its
+        relevant["reproduction"] = reproduction.get("name")  # name only, and only when present: old hashes hold
     if tunes(cfg):
         relevant["tune"] = resolved.get("tune")
         relevant["search_space"] = search_space_file(str(cfg.model.name))

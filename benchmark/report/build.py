@@ -19,7 +19,10 @@ params, metrics and ``per_user_metrics.csv`` artifacts, and writes into ``--out`
                           (sampled protocol: the runs' ``per_case_sampled`` ranks);
 - ``ties.csv``            every configuration whose share of queries with a tie at the cut-off is above 5 %;
 - ``completeness.csv``    every cell whose seeds lack a FINISHED run;
-- ``paper_protocol.csv``, ``protocol_ablation_<dataset>.csv`` the reproduction under the authors' protocol.
+- ``paper_protocol.csv``, ``protocol_ablation_<dataset>.csv`` the reproduction under the authors' protocol;
+- ``group_reproduction.csv``, ``group_reproduction_verdicts.csv`` the group recommenders' reproductions
+                          (``+reproduction=<name>`` runs; ``sections/group_reproduction.py``): reported, reproduced,
+                          difference, tolerance and verdict, beside this harness's protocol.
 
 Each section is a module of :mod:`benchmark.report.sections`; :func:`build_report` composes them.
 Resumed sweeps keep results in runs of earlier invocations, so runs are collected by experiment
@@ -39,6 +42,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from benchmark.core import console
@@ -55,6 +59,7 @@ from benchmark.report.sections import (
     completeness,
     findings,
     group_recommendation,
+    group_reproduction,
     groups,
     header,
     reproduction,
@@ -79,7 +84,7 @@ __all__ = ["PAPER_LABEL", "Collected", "Provenance", "best_configuration", "buil
 log = logging.getLogger("benchmark.report")
 
 # report.md, in this order; each section writes its own files (benchmark/report/sections/__init__.py)
-SECTIONS = (header.section, reproduction.section, findings.section, main_section.section, swept.section, significance.section,
+SECTIONS = (header.section, reproduction.section, group_reproduction.section, findings.section, main_section.section, swept.section, significance.section,
             tuning.section, secondary.section, catalogue.section, group_recommendation.section, ties.section, groups.section, completeness.section)
 # the findings cite the other sections' tables, so they are computed last (and shown second)
 LAST = (findings.section,)
@@ -105,7 +110,9 @@ def build_report(client, experiment: str, uri: str, out: Path, prov: Provenance,
     show_n = not same_n(main_section.real_rows(main), MAIN_COLUMNS, col.k, col.expected_seeds)
     ctx = Context(client=client, uri=uri, experiment=experiment, col=col, main=main, out=out, prov=prov,
                   trials=tuned_trials(col.runs), show_n=show_n,
-                  header=header.header_lines(client, col.parent_run_id) + commit_lines(col.runs))  # runs' code
+                  header=header.header_lines(client, col.parent_run_id)  # runs' code, reproductions' too
+                  + commit_lines(pd.concat([col.runs, col.reproductions], ignore_index=True)
+                                 if col.reproductions is not None and len(col.reproductions) else col.runs))
     # an experiment of group-item runs only (+sweep=groups) has no user-level metric: no user-level sections
     shown = [s for s in SECTIONS if user_level(col) or s not in USER_LEVEL_SECTIONS]
     parts = {section: section(ctx) for section in shown if section not in LAST}

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.core import models_meta
+from benchmark.core import reproduction as reproductions
 from benchmark.core.config import RESULT_KEYS
 from benchmark.core.errors import TrackingError
 from benchmark.report.results import latest_results
@@ -43,6 +44,10 @@ class Collected:
     k: int
     all_runs: pd.DataFrame | None = None  # every kept run; ``runs`` minus merged duplicates (report.merge)
     merges: list | None = None            # report.merge's records of configurations shown as one row
+    # kept runs of a reproduction configuration (tag ``reproduction``: +reproduction=<name>, the authors'
+    # protocol): never in ``runs``, so no table of this harness's protocol mixes them in
+    # (sections/group_reproduction.py shows them beside it)
+    reproductions: pd.DataFrame | None = None
 
 
 def swept_columns() -> list[str]:
@@ -166,6 +171,10 @@ def job_table(jobs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         "error": column("tags.error", ""), "eval_k": column("params.eval.k"),
         "dataset_sha256": column("tags.dataset_sha256", ""), "git_commit": column("tags.git_commit", ""),
         "group_split": column("tags.group_split", ""),  # group-item runs: which group split (corrected, ...)
+        # +reproduction=<name> runs: the reproduction (else ""), its label and the run's role (model | reference)
+        "reproduction": column(f"tags.{reproductions.TAG}", ""),
+        "reproduction_label": column(f"tags.{reproductions.LABEL_TAG}", ""),
+        "reproduction_role": column(f"tags.{reproductions.ROLE_TAG}", ""),
     }, index=jobs.index)
     for swept in models_meta.swept_params():
         values = column(f"params.{swept.param}")
@@ -186,9 +195,16 @@ def collect(client, experiment: str, uri: str) -> Collected:
                             f"run the sweep first")
     parents = sorted(search_all(client, found.experiment_id, SWEEPS),
                      key=lambda r: r.info.start_time or 0, reverse=True)
+    # a sweep of reproductions only (+sweep=group_reproduction) is not the one whose seeds and overrides the
+    # harness's tables follow (its runs are apart: ``reproductions``); the newest other sweep is
+    parents = [p for p in parents if not reproduction_sweep(p)] or parents
 
     frame, metrics = job_table(jobs)
-    frame["label"] = configuration_labels(frame)
+    reproduced = is_reproduction(frame)
+    frame["label"] = ""  # a reproduction run's configuration never renames this harness's (nor theirs)
+    frame.loc[~reproduced, "label"] = configuration_labels(frame[~reproduced])
+    frame.loc[reproduced, "label"] = [f"{models_meta.display_name(m)} (reproduction {r})"
+                                      for m, r in zip(frame.loc[reproduced, "model"], frame.loc[reproduced, "reproduction"])]
     tuned = frame["tuned_trials"].notna()  # tuned final runs: one cell per model, whatever each seed chose
     frame.loc[tuned, "label"] = [models_meta.display_name(m) + (" (tuned)" if str(t) != "0" else "")
                                  for m, t in zip(frame.loc[tuned, "model"], frame.loc[tuned, "tuned_trials"])]
@@ -203,15 +219,40 @@ def collect(client, experiment: str, uri: str) -> Collected:
 
     cell_seeds = kept.groupby(["dataset", "signature"])["seed"].nunique()
     expected, source = _expected_seeds(parents, cell_seeds)
-    incomplete = _incomplete(frame, kept, unfinished, expected)
+    incomplete = _incomplete(frame, kept, unfinished, expected, is_reproduction(frame))
     ks = kept["eval_k"].dropna()
     k = int(ks.mode().iloc[0]) if len(ks) else 10
-    return Collected(kept.reset_index(drop=True), metrics, incomplete, expected, source,
-                     parents[0].info.run_id if parents else None, k)
+    reproduced = is_reproduction(kept)
+    return Collected(kept[~reproduced].reset_index(drop=True), metrics, incomplete, expected, source,
+                     parents[0].info.run_id if parents else None, k,
+                     reproductions=kept[reproduced].reset_index(drop=True))
 
 
-def _incomplete(frame: pd.DataFrame, kept: pd.DataFrame, unfinished: pd.DataFrame, expected: int) -> pd.DataFrame:
-    """One row per (cell, seed) without a FINISHED run: failed or killed runs, and seeds never run."""
+def is_reproduction(runs: pd.DataFrame) -> pd.Series:
+    """Runs of a reproduction configuration (tag ``reproduction``): the authors' protocol, never mixed into
+    this harness's tables."""
+    if "reproduction" not in runs:
+        return pd.Series(False, index=runs.index)
+    return runs["reproduction"].fillna("").astype(str) != ""
+
+
+def reproduction_sweep(parent) -> bool:
+    """Whether a sweep parent run's every grid sets ``+reproduction`` (a sweep of reproduction runs only)."""
+    try:
+        grids = json.loads(parent.data.params.get("grids", "null"))
+    except ValueError:
+        return False
+    overrides = str(parent.data.params.get("overrides", ""))
+    return (isinstance(grids, dict) and bool(grids)
+            and all(isinstance(g, dict) and "+reproduction" in g for g in grids.values())) \
+        or "+reproduction=" in overrides and not grids
+
+
+def _incomplete(frame: pd.DataFrame, kept: pd.DataFrame, unfinished: pd.DataFrame, expected: int,
+                reproduced: pd.Series | None = None) -> pd.DataFrame:
+    """One row per (cell, seed) without a FINISHED run: failed or killed runs, and seeds never run (a
+    reproduction's cell, ``reproduced``, expects only the seeds it ran: failed or killed ones are listed)."""
+    reproduced = reproduced if reproduced is not None else pd.Series(False, index=frame.index)
     all_seeds = sorted(frame["seed"].unique())
     cells = frame.drop_duplicates(["dataset", "signature"])[["dataset", "signature", "label", "model"]]
     rows = []
@@ -224,6 +265,8 @@ def _incomplete(frame: pd.DataFrame, kept: pd.DataFrame, unfinished: pd.DataFram
                 rows.append({"dataset": cell.dataset, "configuration": cell.label, "seed": run.seed,
                              "status": run.status, "run_id": run.run_id, "error": run.error})
         listed = done | set(failed["seed"])
+        if reproduced[in_cell].any():
+            continue
         never_run = [seed for seed in all_seeds if seed not in listed][:max(0, expected - len(listed))]
         for seed in never_run:
             rows.append({"dataset": cell.dataset, "configuration": cell.label, "seed": seed,

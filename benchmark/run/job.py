@@ -23,6 +23,7 @@ import benchmark.evaluation.full_ranking  # registers the full-catalogue top-N e
 import benchmark.evaluation.group_item  # registers the group-item evaluators (group_sampled_*, group_full_*)
 import benchmark.evaluation.groups  # registers the group-level and cold-start evaluators; validates eval.group
 from benchmark.core import models_meta
+from benchmark.core import reproduction as reproductions
 from benchmark.core.config import CONF, RESULT_KEYS, build_model, config_hash, instantiate, run_name
 from benchmark.core.errors import ConfigError, require
 from benchmark.core.schema import check_threshold, validate_config
@@ -82,6 +83,8 @@ def validate(cfg: DictConfig) -> None:
     benchmark.evaluation.authors.protocol_of(cfg.eval)
     check_removed_keys(cfg.get("trainer"))  # every model: a removed key must not pass silently
     check_format(artifact_format(cfg))
+    # +reproduction=<name>: its node parses and the run is the configuration its file says
+    reproductions.check(cfg, lambda model: models_meta.model_meta(model).reference is not None)
 
 
 # the user-level choices a group-item dataset replaces by its own (``dataset.split``, ``dataset.grouping``)
@@ -94,8 +97,9 @@ def dataset_defaults(cfg: DictConfig) -> DictConfig:
     e.g. corrected and members) in place of the user-level defaults, which do not apply to it (Hydra
     cannot let a dataset's YAML override another group's default). An explicit group split
     (``split=shipped``) is kept. Then ``eval.protocol=authors``'s split and grouping (:func:`authors_defaults`).
+    First, a reproduction's (``+reproduction=<name>``) model keys (``benchmark.core.reproduction.apply``).
     The replaced config is the run's: hashed (sweep plans too), logged, in config.yaml."""
-    return authors_defaults(group_item_defaults(cfg))
+    return authors_defaults(group_item_defaults(reproductions.apply(cfg)))
 
 
 def group_item_defaults(cfg: DictConfig) -> DictConfig:
@@ -172,6 +176,7 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
     varies = {key.split(".", 1)[1]: value for key, value in (tags or {}).items() if key.startswith("varies.")}
     base_tags = {"groupbench.role": "job", "config_hash": config_hash(cfg), "git_commit": git_commit(),
                  **benchmark.evaluation.authors.tags(cfg),  # protocol=authors|mixed, its pieces and leaks
+                 **reproductions.tags(cfg),  # +reproduction=<name>: reproduction, .label, .role
                  **{key: value for key, value in (tags or {}).items() if not key.startswith("varies.")},
                  **({"varies": json.dumps(varies, default=str)} if varies else {})}
     base_tags.update({**provenance.source_tags(base_tags["git_commit"]),
@@ -183,8 +188,10 @@ def run(cfg: DictConfig, tracker: Tracker | None = None, parent_run_id: str | No
     with tracker.run(provenance.display_name(cfg, varies), tags=base_tags, parent_run_id=parent_run_id) as logger:
         stage, models = stages(), []
         with stage("log"):
-            logger.log_artifacts({"config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
-                                  PROVENANCE: record})
+            node = OmegaConf.select(cfg, reproductions.NODE, default=None)  # +reproduction: what the report compares
+            logger.log_artifacts({"config.yaml": OmegaConf.to_yaml(cfg, resolve=True), PROVENANCE: record,
+                                  **({reproductions.ARTIFACT: OmegaConf.to_container(node, resolve=True)}
+                                     if node is not None else {})})
         try:
             return _body(cfg, tracker, logger, stage, models, base_tags, varies, claim, fold_configs)
         except BaseException:

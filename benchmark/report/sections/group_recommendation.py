@@ -14,7 +14,9 @@ protocol and table, from the runs' per-case artifacts (``per_case_sampled``, ``p
 and the best group-scoring model against the best member-aggregated user-level model where a table holds
 both (Wilcoxon, Holm over the table's tests, bootstrap CI).
 
-Only runs with such metrics make the section: the paper and tuned reports have none.
+Only runs with such metrics make the section: the paper and tuned reports have none. Runs of a reproduction
+configuration (``+reproduction=<name>``, the authors' protocol) never do: they are shown beside this harness's
+protocol in "Reproducing the group recommenders" (group_reproduction.py), never mixed into these tables.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import pandas as pd
 from benchmark.core import models_meta
 from benchmark.evaluation.metrics import hit_rate_ndcg
 from benchmark.evaluation.scoring import DIRECT
+from benchmark.report.collect import is_reproduction
 from benchmark.report.context import Context
 from benchmark.report.format import Table, markdown
 from benchmark.report.stats import bootstrap_ci, holm, paired_test, verdict
@@ -69,6 +72,8 @@ def long_results(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per (dataset, split, protocol, configuration, metric): mean, sample std and n over seeds,
     the mean share of cases whose positive tied (``pos_ties``), and whether the cell is the column's best
     real configuration (``bold``)."""
+    if runs is not None:
+        runs = runs[~is_reproduction(runs)]  # the authors' protocol: its own section (group_reproduction)
     if runs is None or runs.empty:
         return pd.DataFrame(columns=COLUMNS)
     parsed = {c: METRIC.match(str(c)) for c in runs.columns}
