@@ -56,6 +56,8 @@ CONDITIONAL = {
              "what it was",
     "eval.authors.": "read only under eval.protocol=authors|authors_metrics (issue #26); the clean protocol never "
                      "reads it, and the hash of every clean run stays what it was",
+    "eval.mask_member_items": "read only by the held-out groups' evaluator, under split=ephemeral (Weeplaces); on "
+                              "any other split it changes nothing",
 }
 ALIAS = re.compile(r"^\$\{([a-z_][\w.]*)\}$")  # a node that is another config node (model.trainer: ${trainer})
 
@@ -100,6 +102,8 @@ def _excluded(key: str, cfg: DictConfig) -> str | None:
         return CONDITIONAL["trainer."]
     if key.startswith("eval.authors.") and cfg.eval.get("protocol", "clean") == "clean":
         return CONDITIONAL["eval.authors."]
+    if key == "eval.mask_member_items" and cfg.split.get("_target_") != "benchmark.protocol.group_split.ephemeral":
+        return CONDITIONAL["eval.mask_member_items"]
     has_space = (CONF / "search" / f"{cfg.model.name}.yaml").is_file()
     if key.startswith("tune.") and not (cfg.tune.enabled and has_space):
         if key == "tune.enabled" and has_space:
@@ -192,3 +196,12 @@ def test_a_study_on_edited_data_is_another_study(make_cfg, data_copy, tmp_path):
     edited = tune.run_study(make_cfg(*overrides), tracker)
     assert edited.trials_run == 2 and edited.key != first.key
     assert tune.run_study(make_cfg(*overrides), tracker).trials_run == 0  # the same data again: resumed
+
+
+def test_mask_member_items_changes_the_hash_on_ephemeral_groups_only():
+    from benchmark.run.job import dataset_defaults
+    hashes = {dataset: [config_hash(dataset_defaults(_compose(f"dataset={dataset}", "model=popularity_group", *mask)))
+                        for mask in ((), ("eval.mask_member_items=true",))]
+              for dataset in ("weeplaces", "camra2011")}
+    assert hashes["weeplaces"][0] != hashes["weeplaces"][1]   # Weeplaces: masked is another experiment
+    assert hashes["camra2011"][0] == hashes["camra2011"][1]   # CAMRa2011: nothing reads the key

@@ -167,6 +167,51 @@ def test_sigterm_during_store_setup_then_rerun_completes(tmp_path: Path):
     assert not temporaries()
 
 
+def test_an_error_after_sigterm_ends_the_sweep_as_interrupted(monkeypatch, caplog):
+    """SIGTERM inside the store's creation: SQLAlchemy may swallow the KeyboardInterrupt and fail the next
+    statement ("Can't reconnect until invalid transaction is rolled back"), which the store reports as a
+    TrackingError. After a signal, that error is the interrupt's: exit 130 and the interrupt's one line,
+    not exit 2 and "cannot create it" (a race the clean-clone CI hit once)."""
+    from benchmark.core.errors import TrackingError
+    from benchmark.sweeps import sweep
+
+    class Failing(sweep.SweeperBase):
+        def _sweep(self, arguments):
+            with pytest.raises(KeyboardInterrupt):
+                sweep._raise_interrupt(signal.SIGTERM, None)   # the signal arrives ...
+            raise TrackingError("tracking store x.db: cannot create it (Can't reconnect until invalid transaction)")
+
+    swept = Failing(name="smoke")
+    swept.config = {"verbose": False}
+    monkeypatch.setattr(sweep, "_INTERRUPTED", [])
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as ended:
+            swept.sweep([])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = sys.__unraisablehook__
+    assert ended.value.code == 130
+    assert "sweep smoke interrupted: rerun the same command to resume" in caplog.text
+    assert "cannot create it" not in caplog.text
+    # without a signal, the same error is the store's: one line, exit 2
+    monkeypatch.setattr(sweep, "_INTERRUPTED", [])
+
+    class Broken(sweep.SweeperBase):
+        def _sweep(self, arguments):
+            raise TrackingError("tracking store x.db: cannot create it (disk full)")
+
+    broken = Broken(name="smoke")
+    broken.config = {"verbose": False}
+    try:
+        with pytest.raises(SystemExit) as ended:
+            broken.sweep([])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = sys.__unraisablehook__
+    assert ended.value.code == 2 and "error: tracking store x.db: cannot create it (disk full)" in caplog.text
+
+
 def test_an_interrupt_python_would_ignore_is_raised_again(monkeypatch):
     """SIGTERM raises KeyboardInterrupt in whatever code runs; in a weakref callback or a ``__del__``
     (SQLAlchemy's, during store creation) Python prints "Exception ignored" and goes on, and the sweep

@@ -85,6 +85,9 @@ def tunes(cfg: DictConfig) -> bool:
 EVALUATION_VERSION = 2
 
 
+EPHEMERAL_SPLIT = "benchmark.protocol.group_split.ephemeral"  # the one split whose evaluator reads eval.mask_member_items
+
+
 def config_hash(cfg: DictConfig) -> str:
     """sha256 of the resolved result-deciding config: equal hashes mean the same experiment (with the
     data's sha256, the key a sweep resumes and dedupes by). A job that tunes (``tunes``) adds every
@@ -97,8 +100,12 @@ def config_hash(cfg: DictConfig) -> str:
     relevant["evaluation_version"] = EVALUATION_VERSION
     if isinstance(relevant.get("eval"), dict) and relevant["eval"].get("ties") == "random":
         relevant["eval"] = {k: v for k, v in relevant["eval"].items() if k != "ties"}  # the default: old hashes hold
-    if isinstance(relevant.get("eval"), dict) and relevant["eval"].get("mask_member_items") is False:
-        relevant["eval"] = {k: v for k, v in relevant["eval"].items() if k != "mask_member_items"}  # the default
+    split_target = relevant["split"].get("_target_") if isinstance(relevant.get("split"), dict) else None
+    if isinstance(relevant.get("eval"), dict) and (relevant["eval"].get("mask_member_items") is False
+                                                   or split_target != EPHEMERAL_SPLIT):
+        # the default, or a split without held-out groups: only the ephemeral split's evaluator reads the key
+        # (+sweep=groups' masked Weeplaces grid, narrowed to another dataset, dedupes with the unmasked jobs)
+        relevant["eval"] = {k: v for k, v in relevant["eval"].items() if k != "mask_member_items"}
     if isinstance(relevant.get("eval"), dict) and relevant["eval"].get("protocol", "clean") == "clean":
         # the default (clean) protocol reads neither key: old hashes hold (eval.protocol=authors|authors_metrics, #26)
         relevant["eval"] = {k: v for k, v in relevant["eval"].items() if k not in ("protocol", "authors")}

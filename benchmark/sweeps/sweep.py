@@ -125,18 +125,22 @@ class SweeperBase(Sweeper):
         try:
             outcomes = self._sweep(list(arguments))
         except KeyboardInterrupt:  # anywhere, store creation included: one line, the runs KILLED, never RUNNING
-            log.error("sweep %s interrupted: rerun the same command to resume (FINISHED jobs are skipped)", self.name)
-            sys.exit(130)
+            self._interrupted()
         except SweepFailed:
             sys.exit(1)
         except GroupbenchError as exc:
-
+            if _INTERRUPTED:  # SIGTERM inside the store's creation: SQLAlchemy may swallow the interrupt and fail
+                self._interrupted()  # the next statement ("Can't reconnect until invalid transaction is rolled back")
             if not isinstance(exc, TrackingError):  # a FAILED run holds the line, where the store opens
                 record_failure(self.config.tracking.uri, self.config.tracking.experiment, one_line(exc), arguments,
                                name=f"sweep:{self.name}")
             log.error("error: %s", one_line(exc))
             sys.exit(2)
         return outcomes
+
+    def _interrupted(self) -> None:
+        log.error("sweep %s interrupted: rerun the same command to resume (FINISHED jobs are skipped)", self.name)
+        sys.exit(130)
 
     def _compose(self, overrides: list[str]) -> DictConfig:
         # a group choice of any job (the sweep file's grids included) is one of its group's options,
@@ -272,7 +276,11 @@ def not_applicable_jobs(jobs: list[Job], configs: list[DictConfig]) -> tuple[lis
     return [job for job, _ in kept], [cfg for _, cfg in kept], dropped
 
 
+_INTERRUPTED: list[int] = []  # the signals received: an error after one is the interrupt's, not the input's
+
+
 def _raise_interrupt(signum, frame):
+    _INTERRUPTED.append(signum)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
