@@ -167,6 +167,21 @@ def test_sigterm_during_store_setup_then_rerun_completes(tmp_path: Path):
     assert not temporaries()
 
 
+def _exit_code(sweep_class) -> int:
+    """Run ``sweep_class``'s ``sweep`` (its ``_sweep`` replaced by the test) and return its exit code,
+    restoring the SIGTERM handler and the unraisable hook it installs."""
+    swept = sweep_class(name="smoke")
+    swept.config = {"verbose": False}
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as ended:
+            swept.sweep([])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = sys.__unraisablehook__
+    return ended.value.code
+
+
 def test_an_error_after_sigterm_ends_the_sweep_as_interrupted(monkeypatch, caplog):
     """SIGTERM inside the store's creation: SQLAlchemy may swallow the KeyboardInterrupt and fail the next
     statement ("Can't reconnect until invalid transaction is rolled back"), which the store reports as a
@@ -181,35 +196,17 @@ def test_an_error_after_sigterm_ends_the_sweep_as_interrupted(monkeypatch, caplo
                 sweep._raise_interrupt(signal.SIGTERM, None)   # the signal arrives ...
             raise TrackingError("tracking store x.db: cannot create it (Can't reconnect until invalid transaction)")
 
-    swept = Failing(name="smoke")
-    swept.config = {"verbose": False}
-    monkeypatch.setattr(sweep, "_INTERRUPTED", [])
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        with pytest.raises(SystemExit) as ended:
-            swept.sweep([])
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        sys.unraisablehook = sys.__unraisablehook__
-    assert ended.value.code == 130
-    assert "sweep smoke interrupted: rerun the same command to resume" in caplog.text
-    assert "cannot create it" not in caplog.text
-    # without a signal, the same error is the store's: one line, exit 2
-    monkeypatch.setattr(sweep, "_INTERRUPTED", [])
-
     class Broken(sweep.SweeperBase):
         def _sweep(self, arguments):
             raise TrackingError("tracking store x.db: cannot create it (disk full)")
 
-    broken = Broken(name="smoke")
-    broken.config = {"verbose": False}
-    try:
-        with pytest.raises(SystemExit) as ended:
-            broken.sweep([])
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        sys.unraisablehook = sys.__unraisablehook__
-    assert ended.value.code == 2 and "error: tracking store x.db: cannot create it (disk full)" in caplog.text
+    monkeypatch.setattr(sweep, "_INTERRUPTED", [])
+    assert _exit_code(Failing) == 130
+    assert "sweep smoke interrupted: rerun the same command to resume" in caplog.text
+    assert "cannot create it" not in caplog.text
+    # without a signal, the same error is the store's: one line, exit 2
+    monkeypatch.setattr(sweep, "_INTERRUPTED", [])
+    assert _exit_code(Broken) == 2 and "error: tracking store x.db: cannot create it (disk full)" in caplog.text
 
 
 def test_an_interrupt_python_would_ignore_is_raised_again(monkeypatch):
