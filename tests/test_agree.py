@@ -189,6 +189,29 @@ def test_speed_prints_a_trainer_models_epoch_and_a_group_metric_without_rmse(mon
     assert figures["agree_seconds_per_epoch"] == 2.5 and figures["agree_fit_seconds"] == 12.0
 
 
+def test_speed_takes_a_key_of_the_timed_model(monkeypatch, capsys):
+    """A key that only the timed model has (model.negatives, at the reference code's settings) composes in every
+    step of job mode, the protocol timing before the jobs included, and reaches the job's config."""
+    from benchmark import speed
+    from tests.conftest import data_root
+    from tests.test_group_protocol import camra_present
+    if not camra_present():
+        pytest.skip(f"CAMRa2011 files not under {data_root()}")
+    from benchmark.run.job import JobResult
+
+    seen = []
+
+    def fake_run(cfg, *args, **kwargs):
+        seen.append((cfg.model.name, cfg.model.negatives, cfg.trainer.optimizer))
+        return JobResult("run", {"stage_fit_seconds": 1.0, "fit_seconds": 1.0}, pd.DataFrame())
+
+    monkeypatch.setattr(speed, "run", fake_run)
+    speed.main(["--models", "agree", "--skip-pairwise", "dataset=camra2011", f"data.root={data_root()}",
+                "data.download=false", "model.negatives=3", "trainer.optimizer=rmsprop"])
+    assert seen == [("agree", 3, "rmsprop")]
+    assert "protocol (load + split + grouping)" in capsys.readouterr().out
+
+
 def test_a_group_without_training_rows_is_its_members_alone():
     model, dataset = fitted(epochs=1)
     pairs = pd.DataFrame({"group": [3, 3], "item": [5, 60]})
