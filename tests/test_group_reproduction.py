@@ -75,6 +75,18 @@ def test_the_groupim_reproduction_is_labelled_reduced_and_has_no_invented_figure
     assert "not retrieved" in spec.reported[0].source
 
 
+def test_the_full_groupim_reproduction_has_the_reference_budget_and_no_invented_figures():
+    """train.py's defaults (CrowdDynamicsLab/GroupIM @ 899890e): 100 + 10 pre-training epochs, 200 group epochs
+    with no patience and the best validation epoch kept (no refit), 256 groups a batch at lr 5e-3."""
+    cfg = _compose("+reproduction=groupim_weeplaces")
+    spec = reproductions.of(cfg)
+    assert "reduced" not in spec.name and "full budget" in spec.label
+    assert (cfg.model.pretrain_epochs, cfg.model.pretrain_mi_epochs) == (100, 10)
+    assert (cfg.trainer.max_epochs, cfg.trainer.patience, cfg.trainer.refit) == (200, 200, False)
+    assert (cfg.trainer.batch_size, cfg.trainer.lr) == (256, 0.005)
+    assert all(value is None for entry in spec.reported for value in entry.metrics.values())
+
+
 def test_an_override_that_changes_a_reproduction_is_refused_in_one_line():
     with pytest.raises(ConfigError, match=r"sets trainer.lr=0.000005 but the run has trainer.lr=0.1") as caught:
         validate(_compose("+reproduction=agree_camra2011", "trainer.lr=0.1"))
