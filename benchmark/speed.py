@@ -133,14 +133,14 @@ def job_mode(args) -> dict[str, float]:
         base = [f"tracking.uri={store}", "tracking.experiment=speed", f"cache.dir={scratch}/cache", *args.overrides]
         # the steps before and after the jobs compose as the first family's job, so that a model key on the command
         # line (model.layers=2, valid for every family asked: parse_args) composes there too
-        first = [f"model={families[0]}"]
-        figures.update(cache_figures([*first, *args.overrides], f"{scratch}/cache"))  # leaves the cache warm
+        first = f"model={families[0]}"
+        figures.update(cache_figures([first, *args.overrides], f"{scratch}/cache"))  # leaves the cache warm
 
         # once per process, not per job (a sweep worker pays them once): MLflow's store setup, and
         # the torch._dynamo import torch.optim does on its first optimizer
         started = time.perf_counter()
 
-        build_tracker(compose_config([*first, *base]))
+        build_tracker(compose_config([first, *base]))
         importlib.import_module("torch._dynamo")
         print(f"one-time per process (MLflow store setup, torch._dynamo import): {time.perf_counter() - started:.2f} s")
 
@@ -200,7 +200,7 @@ def job_mode(args) -> dict[str, float]:
                       f"{results['svdpp'].metrics['fit_seconds']:.2f} = {ratio:.2f} (target <= {DMTL_TARGET})")
 
         if not args.skip_pairwise:
-            figures.update(prediction_figures(results, [*first, *base]))
+            figures.update(prediction_figures(results, [first, *base]))
     return figures
 
 
